@@ -1,0 +1,184 @@
+//! A change to one row, and the identity that makes every stage replay-safe.
+//!
+//! # The identity
+//! Every change carries `(source name, position)`. A source produces the same
+//! identity when it reads the same change again (after a crash, a restart or a
+//! re-poll), and for one key a later change has a greater position. That is
+//! the whole exactly-once argument of syncline, and it needs nothing from the
+//! broker (no Kafka transactions, see docs/delivery.md):
+//! - a stage that replays input emits outputs with the same identities;
+//! - a sink applies a change to a row only if its position is greater than the
+//!   position the row already holds, so a replay can neither duplicate nor
+//!   regress a row.
+//!
+//! # Deletes
+//! A delete is an explicit change (`op = DELETE`, `after = null`) with its own
+//! position, not a Kafka tombstone: a tombstone has no position, so a sink
+//! could not tell an old delete from a new one.
+
+use apache_avro::types::Value;
+use std::fmt;
+
+/// What happened to the row (the `syncline.Op` enum in schemas/syncline.Op.avsc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Insert,
+    Update,
+    /// The source only sees the current row and cannot tell insert from update.
+    Upsert,
+    Delete,
+    /// A row read by an initial snapshot.
+    Read,
+    Truncate,
+}
+
+impl Op {
+    /// Symbols in the order of schemas/syncline.Op.avsc.
+    pub const SYMBOLS: [&'static str; 6] = ["INSERT", "UPDATE", "UPSERT", "DELETE", "READ", "TRUNCATE"];
+
+    pub fn symbol(self) -> &'static str {
+        Self::SYMBOLS[self.index()]
+    }
+    pub fn index(self) -> usize {
+        match self {
+            Op::Insert => 0,
+            Op::Update => 1,
+            Op::Upsert => 2,
+            Op::Delete => 3,
+            Op::Read => 4,
+            Op::Truncate => 5,
+        }
+    }
+    pub fn from_symbol(s: &str) -> Option<Op> {
+        Some(match s {
+            "INSERT" => Op::Insert,
+            "UPDATE" => Op::Update,
+            "UPSERT" => Op::Upsert,
+            "DELETE" => Op::Delete,
+            "READ" => Op::Read,
+            "TRUNCATE" => Op::Truncate,
+            _ => return None,
+        })
+    }
+    /// Whether a sink removes the row for this change.
+    pub fn removes_row(self) -> bool {
+        matches!(self, Op::Delete)
+    }
+}
+
+/// An order-preserving byte string: for two changes of the same key, the later
+/// one has the bytewise-greater position. Sinks store it next to the row and
+/// compare with `memcmp` (Postgres `bytea` comparison is exactly that).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position(Vec<u8>);
+
+impl Position {
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+    /// Start building a position from ordered parts.
+    pub fn builder() -> PositionBuilder {
+        PositionBuilder(Vec::new())
+    }
+}
+
+impl fmt::Debug for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Position({})", hex::encode(&self.0))
+    }
+}
+
+/// Appends parts so that bytewise order of the result equals the
+/// lexicographic order of the parts.
+pub struct PositionBuilder(Vec<u8>);
+
+impl PositionBuilder {
+    /// A signed integer, fixed width, sign bit flipped so that bytes sort like numbers.
+    pub fn i64(mut self, v: i64) -> Self {
+        self.0.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+        self
+    }
+    pub fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    /// A byte string of any length, escaped (0x00 -> 0x00 0xFF) and terminated
+    /// by 0x00 0x00, so that shorter prefixes sort first and parts never run together.
+    pub fn bytes(mut self, v: &[u8]) -> Self {
+        for &b in v {
+            self.0.push(b);
+            if b == 0 {
+                self.0.push(0xFF);
+            }
+        }
+        self.0.extend_from_slice(&[0, 0]);
+        self
+    }
+    pub fn str(self, v: &str) -> Self {
+        self.bytes(v.as_bytes())
+    }
+    pub fn build(self) -> Position {
+        Position(self.0)
+    }
+}
+
+/// Where a change came from: the `syncline.Source` record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceInfo {
+    /// Source kind, e.g. `sql_poll`.
+    pub connector: String,
+    /// Source name in the pipeline file.
+    pub name: String,
+    pub db: String,
+    pub table: String,
+    pub position: Position,
+    /// The same position, readable.
+    pub position_text: String,
+    /// Commit time when known, otherwise the time the change was read (µs since epoch).
+    pub ts_us: i64,
+}
+
+/// One change to one row: the Kafka key is `key`, the value is the envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub op: Op,
+    /// Primary-key columns, in key-schema order.
+    pub key: Vec<(String, Value)>,
+    pub before: Option<Vec<(String, Value)>>,
+    pub after: Option<Vec<(String, Value)>>,
+    pub source: SourceInfo,
+}
+
+impl ChangeEvent {
+    /// The identity of this change: same change read twice, same identity.
+    pub fn identity(&self) -> (&str, &Position) {
+        (&self.source.name, &self.source.position)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_positions_sort_like_numbers() {
+        let vals = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        let pos: Vec<_> = vals.iter().map(|&v| Position::builder().i64(v).build()).collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn byte_parts_sort_lexicographically_and_never_run_together() {
+        let a = Position::builder().str("ab").i64(9).build();
+        let b = Position::builder().str("abc").i64(0).build();
+        let c = Position::builder().bytes(&[b'a', 0]).i64(0).build();
+        assert!(a < b, "a shorter string sorts first, whatever follows");
+        assert!(a < c && c < b);
+    }
+}

@@ -1,0 +1,300 @@
+//! Change events <-> Confluent wire format (magic byte 0, 4-byte schema id,
+//! Avro binary), through any Confluent-compatible registry.
+//!
+//! Schemas are registered under the topic-name strategy: `<topic>-key` for the
+//! key record and `<topic>-value` for the envelope. Registering an unchanged
+//! schema returns the same id, so the codec registers once per process and
+//! caches. A schema the registry rejects (incompatible change) is a
+//! [`ErrorKind::Data`] error: the caller stops the pipeline before writing
+//! anything encoded with it.
+
+use crate::change::{ChangeEvent, Op, Position, SourceInfo};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::RegistryConfig;
+use crate::schema::{envelope_row_schema, nullable_value, Column, TableSchema};
+use crate::value::unwrap_union;
+use apache_avro::schema::Schema;
+use apache_avro::types::Value;
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSettings};
+use schema_registry_converter::schema_registry_common::{
+    get_bytes_result, get_payload, BytesResult, SchemaType, SuppliedSchema,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A schema registered under a subject: its id and parsed form.
+#[derive(Clone)]
+struct Registered {
+    id: u32,
+    schema: Arc<Schema>,
+}
+
+pub struct Encoder {
+    settings: SrSettings,
+    /// (subject, schema JSON) -> registration; a new schema for the same
+    /// subject is a new entry (that is how a schema change reaches the registry).
+    registered: Mutex<HashMap<(String, String), Registered>>,
+}
+
+impl Encoder {
+    pub fn new(registry: &RegistryConfig) -> Result<Self> {
+        Ok(Self { settings: registry.settings()?, registered: Mutex::new(HashMap::new()) })
+    }
+
+    async fn register(&self, subject: String, schema_json: String) -> Result<Registered> {
+        let cache_key = (subject, schema_json);
+        if let Some(r) = self.registered.lock().expect("codec cache poisoned").get(&cache_key) {
+            return Ok(r.clone());
+        }
+        let schema = Schema::parse_str(&cache_key.1)
+            .map_err(|e| Error::internal(format!("invalid Avro schema for `{}`", cache_key.0)).with_source(e))?;
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, cache_key.1.clone());
+        let registered = post_schema(&self.settings, cache_key.0.clone(), supplied).await.map_err(|e| {
+            let kind = if e.retriable { ErrorKind::Transient } else { ErrorKind::Data };
+            Error::new(kind, format!("schema registry refused the schema of subject `{}`: {}", cache_key.0, e.error))
+        })?;
+        let r = Registered { id: registered.id, schema: Arc::new(schema) };
+        self.registered.lock().expect("codec cache poisoned").insert(cache_key, r.clone());
+        Ok(r)
+    }
+
+    /// Register (once) the key and value schemas of `table` for `topic`.
+    /// Call it before producing anything with a new table shape, so that an
+    /// incompatible change stops the pipeline before any record is written.
+    pub async fn prepare(&self, topic: &str, table: &TableSchema) -> Result<()> {
+        self.register(format!("{topic}-key"), table.key_schema_json()?.to_string()).await?;
+        self.register(format!("{topic}-value"), table.value_schema_json().to_string()).await?;
+        Ok(())
+    }
+
+    /// Encode `event` as (key bytes, value bytes) in Confluent wire format.
+    pub async fn encode(&self, topic: &str, table: &TableSchema, event: &ChangeEvent) -> Result<(Vec<u8>, Vec<u8>)> {
+        let key_schema = self.register(format!("{topic}-key"), table.key_schema_json()?.to_string()).await?;
+        let value_schema = self.register(format!("{topic}-value"), table.value_schema_json().to_string()).await?;
+
+        let key_cols: Vec<&Column> = table
+            .primary_key
+            .iter()
+            .map(|k| table.columns.iter().find(|c| &c.name == k).expect("key_schema_json checked key columns"))
+            .collect();
+        let key = record_value(key_cols.into_iter(), &event.key)?;
+        let row = |r: &Option<Vec<(String, Value)>>| -> Result<Value> {
+            Ok(nullable_value(match r {
+                None => None,
+                Some(vals) => Some(record_value(table.columns.iter(), vals)?),
+            }))
+        };
+        let envelope = Value::Record(vec![
+            ("op".into(), Value::Enum(event.op.index() as u32, event.op.symbol().into())),
+            ("before".into(), row(&event.before)?),
+            ("after".into(), row(&event.after)?),
+            ("source".into(), source_value(&event.source)),
+        ]);
+        Ok((frame(&key_schema, key)?, frame(&value_schema, envelope)?))
+    }
+}
+
+fn frame(reg: &Registered, value: Value) -> Result<Vec<u8>> {
+    let bytes = apache_avro::GenericDatumWriter::builder(&reg.schema)
+        .build()
+        .and_then(|w| w.write_value_to_vec(value))
+        .map_err(|e| Error::data("value does not match its Avro schema").with_source(e))?;
+    Ok(get_payload(reg.id, bytes))
+}
+
+/// Build a record value in column order; a missing or null column becomes
+/// null (an error for a non-nullable column).
+fn record_value<'a>(columns: impl Iterator<Item = &'a Column>, vals: &[(String, Value)]) -> Result<Value> {
+    let mut fields = Vec::new();
+    for col in columns {
+        let v = vals.iter().find(|(n, _)| n == &col.name).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+        let field = crate::schema::avro_name(&col.name);
+        let v = match (col.nullable, v) {
+            (true, Value::Null) => nullable_value(None),
+            (true, v) => nullable_value(Some(v)),
+            (false, Value::Null) => {
+                return Err(Error::data(format!("column `{}` is NOT NULL but the value is null", col.name)))
+            }
+            (false, v) => v,
+        };
+        fields.push((field, v));
+    }
+    Ok(Value::Record(fields))
+}
+
+fn source_value(s: &SourceInfo) -> Value {
+    Value::Record(vec![
+        ("connector".into(), Value::String(s.connector.clone())),
+        ("name".into(), Value::String(s.name.clone())),
+        ("db".into(), Value::String(s.db.clone())),
+        ("table".into(), Value::String(s.table.clone())),
+        ("position".into(), Value::Bytes(s.position.as_bytes().to_vec())),
+        ("position_text".into(), Value::String(s.position_text.clone())),
+        ("ts_us".into(), Value::TimestampMicros(s.ts_us)),
+    ])
+}
+
+/// A change read back from Kafka, with the row shape of the schema it was written with.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub event: ChangeEvent,
+    /// Registry id of the value schema: equal ids mean equal row shapes.
+    pub value_schema_id: u32,
+    /// Row columns as registered (names are source column names).
+    pub columns: Arc<Vec<Column>>,
+    /// Key column names, in key order.
+    pub key_columns: Arc<Vec<String>>,
+}
+
+pub struct Decoder {
+    inner: AvroDecoder,
+    shapes: Mutex<HashMap<u32, (Arc<Vec<Column>>, HashMap<String, String>)>>,
+    key_shapes: Mutex<HashMap<u32, Arc<Vec<String>>>>,
+}
+
+impl Decoder {
+    pub fn new(registry: &RegistryConfig) -> Result<Self> {
+        Ok(Self {
+            inner: AvroDecoder::new(registry.settings()?),
+            shapes: Mutex::new(HashMap::new()),
+            key_shapes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn schema_id(bytes: &[u8], what: &str) -> Result<u32> {
+        match get_bytes_result(Some(bytes)) {
+            BytesResult::Valid(id, _) => Ok(id),
+            _ => Err(Error::data(format!("{what} is not in Confluent wire format (magic byte 0 + schema id)"))),
+        }
+    }
+
+    async fn decode_value(&self, bytes: &[u8]) -> Result<Value> {
+        self.inner
+            .decode(Some(bytes))
+            .await
+            .map(|r| r.value)
+            .map_err(|e| {
+                let kind = if e.retriable { ErrorKind::Transient } else { ErrorKind::Data };
+                Error::new(kind, format!("cannot decode Avro record: {}", e.error))
+            })
+    }
+
+    async fn row_shape(&self, id: u32) -> Result<(Arc<Vec<Column>>, HashMap<String, String>)> {
+        if let Some(s) = self.shapes.lock().expect("decoder cache poisoned").get(&id) {
+            return Ok(s.clone());
+        }
+        let schema = self.inner.get_schema(id).await.map_err(|e| {
+            let kind = if e.retriable { ErrorKind::Transient } else { ErrorKind::Data };
+            Error::new(kind, format!("cannot fetch schema {id}: {}", e.error))
+        })?;
+        let row = envelope_row_schema(&schema.parsed)?;
+        let columns = TableSchema::columns_from_record(row)?;
+        let field_to_col = columns.iter().map(|c| (crate::schema::avro_name(&c.name), c.name.clone())).collect();
+        let shape = (Arc::new(columns), field_to_col);
+        self.shapes.lock().expect("decoder cache poisoned").insert(id, shape.clone());
+        Ok(shape)
+    }
+
+    async fn key_shape(&self, id: u32) -> Result<Arc<Vec<String>>> {
+        if let Some(s) = self.key_shapes.lock().expect("decoder cache poisoned").get(&id) {
+            return Ok(s.clone());
+        }
+        let schema = self.inner.get_schema(id).await.map_err(|e| {
+            let kind = if e.retriable { ErrorKind::Transient } else { ErrorKind::Data };
+            Error::new(kind, format!("cannot fetch schema {id}: {}", e.error))
+        })?;
+        let cols = TableSchema::columns_from_record(&schema.parsed)?;
+        let names = Arc::new(cols.into_iter().map(|c| c.name).collect::<Vec<_>>());
+        self.key_shapes.lock().expect("decoder cache poisoned").insert(id, names.clone());
+        Ok(names)
+    }
+
+    /// Decode one Kafka record written by any syncline source (or by any
+    /// producer that follows the envelope in schemas/envelope.avsc).
+    pub async fn decode(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded> {
+        let key = key.ok_or_else(|| Error::data("record has no key"))?;
+        let value = value.ok_or_else(|| {
+            Error::data("record has no value (a Kafka tombstone): syncline deletes are explicit DELETE changes")
+        })?;
+        let value_id = Self::schema_id(value, "record value")?;
+        let key_id = Self::schema_id(key, "record key")?;
+        let (columns, field_to_col) = self.row_shape(value_id).await?;
+        let key_columns = self.key_shape(key_id).await?;
+        let rename = |f: String| field_to_col.get(&f).cloned().unwrap_or(f);
+
+        let key_fields = match self.decode_value(key).await? {
+            Value::Record(f) => f,
+            other => return Err(Error::data(format!("record key is not an Avro record: {other:?}"))),
+        };
+        let key_vals = key_fields
+            .into_iter()
+            .map(|(f, v)| (rename(f), unwrap_union(&v).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let Value::Record(env) = self.decode_value(value).await? else {
+            return Err(Error::data("record value is not an Avro record"));
+        };
+        let mut op = None;
+        let mut before = None;
+        let mut after = None;
+        let mut source = None;
+        for (name, v) in env {
+            match name.as_str() {
+                "op" => match v {
+                    Value::Enum(_, s) | Value::String(s) => op = Op::from_symbol(&s),
+                    _ => {}
+                },
+                "before" => before = row_fields(&v, &rename),
+                "after" => after = row_fields(&v, &rename),
+                "source" => source = Some(source_info(&v)?),
+                _ => {}
+            }
+        }
+        let op = op.ok_or_else(|| Error::data("envelope has no valid `op`"))?;
+        let source = source.ok_or_else(|| Error::data("envelope has no `source`"))?;
+        Ok(Decoded {
+            event: ChangeEvent { op, key: key_vals, before, after, source },
+            value_schema_id: value_id,
+            columns,
+            key_columns,
+        })
+    }
+}
+
+fn row_fields(v: &Value, rename: &impl Fn(String) -> String) -> Option<Vec<(String, Value)>> {
+    match unwrap_union(v)? {
+        Value::Record(fields) => Some(
+            fields
+                .iter()
+                .map(|(f, v)| (rename(f.clone()), unwrap_union(v).cloned().unwrap_or(Value::Null)))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn source_info(v: &Value) -> Result<SourceInfo> {
+    let Value::Record(fields) = v else {
+        return Err(Error::data("envelope `source` is not a record"));
+    };
+    let get = |n: &str| fields.iter().find(|(f, _)| f == n).map(|(_, v)| v);
+    let string = |n: &str| match get(n) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(Error::data(format!("envelope `source.{n}` is missing or not a string"))),
+    };
+    Ok(SourceInfo {
+        connector: string("connector")?,
+        name: string("name")?,
+        db: string("db")?,
+        table: string("table")?,
+        position: match get("position") {
+            Some(Value::Bytes(b)) => Position::from_bytes(b.clone()),
+            _ => return Err(Error::data("envelope `source.position` is missing or not bytes")),
+        },
+        position_text: string("position_text")?,
+        ts_us: match get("ts_us") {
+            Some(Value::TimestampMicros(t)) | Some(Value::Long(t)) => *t,
+            _ => 0,
+        },
+    })
+}

@@ -1,0 +1,85 @@
+//! One error type for every stage. Its [`ErrorKind`] decides what happens next,
+//! so callers never match on message text.
+
+use std::fmt;
+
+/// What the runtime should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A passing fault (network, broker or database briefly away): retry after a delay.
+    Transient,
+    /// The user's configuration or environment is wrong: stop and say how to fix it.
+    Config,
+    /// Data that this stage cannot handle (poison record, incompatible schema):
+    /// stop this pipeline, or dead-letter the record where the stage supports it.
+    Data,
+    /// A bug or a broken invariant: stop.
+    Internal,
+}
+
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), source: None }
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, message)
+    }
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+    pub fn data(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Data, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+    /// Keep `source` as the cause of this error.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        let mut cause = self.source.as_deref().map(|e| e as &dyn std::error::Error);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Extension to attach a kind and a message to any error.
+pub trait Context<T> {
+    fn context(self, kind: ErrorKind, message: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result::Result<T, E> {
+    fn context(self, kind: ErrorKind, message: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::new(kind, message()).with_source(e))
+    }
+}

@@ -1,0 +1,176 @@
+//! The `kafka:` section of a pipeline file, and the librdkafka clients built from it.
+
+use crate::error::{Context, Error, ErrorKind, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Offset;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How to reach the Kafka-protocol broker.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers, e.g. `127.0.0.1:9092`.
+    pub bootstrap_servers: String,
+    /// Partitions of the topics syncline creates (data topics that do not exist yet).
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of the topics syncline creates; -1 uses the broker's default.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// Extra librdkafka properties passed to every client, e.g.
+    /// `security.protocol: SASL_SSL`, `sasl.mechanism: SCRAM-SHA-512`,
+    /// `sasl.username`, `sasl.password: ${KAFKA_PASSWORD}`. Values are never logged.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    -1
+}
+
+impl KafkaConfig {
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A producer that never reorders or duplicates within a partition on
+    /// retry (idempotence), and waits for all in-sync replicas.
+    pub fn producer(&self) -> Result<FutureProducer> {
+        let mut c = self.client_config();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "60000");
+        c.create().context(ErrorKind::Config, || "cannot create Kafka producer".into())
+    }
+
+    /// A consumer in `group` that never commits on its own: every syncline
+    /// stage decides itself when an offset is safe to store.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed");
+        c
+    }
+
+    /// A consumer outside any group, for reading a whole topic (state topics).
+    pub fn reader_config(&self) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", "syncline-reader-unused")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true");
+        c
+    }
+
+    /// Create `topic` if it does not exist. `compacted` topics hold state
+    /// (cursors, schemas) where only the latest value per key matters.
+    pub async fn ensure_topic(&self, topic: &str, partitions: i32, compacted: bool) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().context(ErrorKind::Config, || "cannot create Kafka admin client".into())?;
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(self.replication_factor));
+        if compacted {
+            new = new.set("cleanup.policy", "compact");
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics([&new], &opts)
+            .await
+            .context(ErrorKind::Transient, || format!("cannot create topic `{topic}`"))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(Error::transient(format!("cannot create topic `{t}`: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read every record of `topic` from the beginning up to its end as of now,
+/// calling `f(partition, offset, key, value)` in offset order per partition.
+/// Used to restore small state (cursors, schemas) from compacted topics.
+pub fn read_topic_to_end(
+    config: &KafkaConfig,
+    topic: &str,
+    mut f: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>),
+) -> Result<()> {
+    use rdkafka::message::Message;
+    use rdkafka::TopicPartitionList;
+    let consumer: BaseConsumer =
+        config.reader_config().create().context(ErrorKind::Config, || "cannot create Kafka consumer".into())?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .context(ErrorKind::Transient, || format!("cannot read metadata of `{topic}`"))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(());
+    };
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in t.partitions() {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(30))
+            .context(ErrorKind::Transient, || format!("cannot read offsets of `{topic}`"))?;
+        if hi > lo {
+            ends.insert(p.id(), hi);
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))
+                .map_err(|e| Error::internal("bad partition list").with_source(e))?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(());
+    }
+    consumer.assign(&tpl).context(ErrorKind::Transient, || format!("cannot assign `{topic}`"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::transient(format!("timed out reading `{topic}` to its end")));
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ends.remove(&p);
+            }
+            Some(Err(e)) => return Err(Error::transient(format!("cannot read `{topic}`")).with_source(e)),
+            Some(Ok(m)) => {
+                f(m.partition(), m.offset(), m.key(), m.payload());
+                if ends.get(&m.partition()).is_some_and(|&hi| m.offset() + 1 >= hi) {
+                    ends.remove(&m.partition());
+                }
+            }
+        }
+    }
+    Ok(())
+}

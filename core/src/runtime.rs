@@ -1,0 +1,24 @@
+//! What every running component gets from the pipeline: its names, the
+//! shared Kafka and registry settings, and a shutdown signal.
+
+use crate::kafka::KafkaConfig;
+use crate::registry::RegistryConfig;
+pub use tokio_util::sync::CancellationToken as Shutdown;
+
+#[derive(Debug, Clone)]
+pub struct ComponentContext {
+    /// The pipeline's name (`name:` in the pipeline file). Consumer groups and
+    /// state keys are derived from it, so two pipelines never share state.
+    pub pipeline: String,
+    /// The component's name (its key under `sources:` or `sinks:`).
+    pub component: String,
+    pub kafka: KafkaConfig,
+    pub registry: RegistryConfig,
+}
+
+impl ComponentContext {
+    /// A name unique to this component of this pipeline, e.g. for a consumer group.
+    pub fn qualified_name(&self) -> String {
+        format!("syncline.{}.{}", self.pipeline, self.component)
+    }
+}

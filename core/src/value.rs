@@ -1,0 +1,92 @@
+//! Conversions every source and sink needs between database values and Avro
+//! values, kept in one place so the two directions cannot disagree.
+
+use crate::error::{Error, Result};
+use apache_avro::{types::Value, Decimal};
+use num_bigint::BigInt;
+
+/// `"-12.5"` at scale 2 -> the Avro decimal with unscaled value -1250.
+/// Errors if the text has more fractional digits than `scale` (no silent rounding).
+pub fn decimal_from_text(text: &str, scale: u32) -> Result<Value> {
+    let text = text.trim();
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
+    let frac_trimmed = frac_part.trim_end_matches('0');
+    if frac_trimmed.len() > scale as usize {
+        return Err(Error::data(format!("decimal {text} has more than {scale} fractional digits")));
+    }
+    let mut unscaled = String::with_capacity(int_part.len() + scale as usize + 1);
+    if neg {
+        unscaled.push('-');
+    }
+    unscaled.push_str(if int_part.is_empty() { "0" } else { int_part });
+    unscaled.push_str(frac_trimmed);
+    unscaled.extend(std::iter::repeat_n('0', scale as usize - frac_trimmed.len()));
+    let n: BigInt = unscaled
+        .parse()
+        .map_err(|_| Error::data(format!("`{text}` is not a decimal number")))?;
+    Ok(Value::Decimal(Decimal::from(n.to_signed_bytes_be())))
+}
+
+/// The Avro decimal's two's-complement bytes at `scale` -> canonical text (`-12.50`).
+pub fn decimal_to_text(bytes: &[u8], scale: u32) -> String {
+    let n = BigInt::from_signed_bytes_be(bytes);
+    let neg = n.sign() == num_bigint::Sign::Minus;
+    let mut digits = n.magnitude().to_string();
+    let scale = scale as usize;
+    if scale == 0 {
+        return if neg { format!("-{digits}") } else { digits };
+    }
+    if digits.len() <= scale {
+        digits = format!("{}{}", "0".repeat(scale - digits.len() + 1), digits);
+    }
+    let (i, f) = digits.split_at(digits.len() - scale);
+    format!("{}{i}.{f}", if neg { "-" } else { "" })
+}
+
+/// Bytes of an Avro `Value::Decimal`.
+pub fn decimal_bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::Decimal(d) => Vec::<u8>::try_from(d.clone()).ok(),
+        Value::Bytes(b) => Some(b.clone()),
+        _ => None,
+    }
+}
+
+/// Strip the `["null", T]` union wrapper: `None` for null.
+pub fn unwrap_union(v: &Value) -> Option<&Value> {
+    match v {
+        Value::Null => None,
+        Value::Union(_, inner) => unwrap_union(inner),
+        other => Some(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_round_trip_through_avro_bytes() {
+        for (text, scale, canon) in [
+            ("12.5", 2, "12.50"),
+            ("-12.5", 2, "-12.50"),
+            ("0.01", 2, "0.01"),
+            ("-0.01", 3, "-0.010"),
+            ("123456789012345678901234567890", 0, "123456789012345678901234567890"),
+            ("7", 4, "7.0000"),
+        ] {
+            let v = decimal_from_text(text, scale).unwrap();
+            assert_eq!(decimal_to_text(&decimal_bytes(&v).unwrap(), scale), canon, "{text}");
+        }
+    }
+
+    #[test]
+    fn decimal_refuses_to_round() {
+        assert!(decimal_from_text("1.234", 2).is_err());
+        assert!(decimal_from_text("abc", 2).is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! The `syncline` binary: wires the command line to the library crates.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod pipeline;
+mod telemetry;
+
+#[derive(Parser)]
+#[command(name = "syncline", version, about = "Keep data in many systems in sync through Kafka, exactly once.")]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SYNCLINE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every source and sink of a pipeline file until interrupted.
+    Run {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// Run only this source or sink (repeatable). Lets sinks scale out as
+        /// more instances in the same consumer group, apart from the sources.
+        #[arg(long = "component", value_name = "NAME")]
+        components: Vec<String>,
+    },
+    /// Check a pipeline file: print every error (exit 2) or a summary (exit 0).
+    Validate {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+    },
+    /// Serve the Confluent Schema Registry REST API, with its state in a Kafka topic.
+    Registry(RegistryArgs),
+}
+
+#[derive(Args)]
+struct RegistryArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081", env = "SYNCLINE_REGISTRY_LISTEN")]
+    listen: SocketAddr,
+    /// Kafka bootstrap servers holding the registry's state topic.
+    #[arg(long, default_value = "127.0.0.1:9092", env = "SYNCLINE_KAFKA_BOOTSTRAP")]
+    kafka_bootstrap: String,
+    /// The compacted topic that holds every schema, subject and setting.
+    #[arg(long, default_value = "_schemas", env = "SYNCLINE_REGISTRY_TOPIC")]
+    topic: String,
+    /// Extra librdkafka property, `key=value` (repeatable), e.g. security settings.
+    #[arg(long = "kafka-property", value_parser = parse_property)]
+    kafka_properties: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not key=value"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match cli.command {
+        Command::Validate { pipeline } => pipeline::validate_command(&pipeline),
+        Command::Run { pipeline, components } => runtime.block_on(pipeline::run_command(&pipeline, &components)),
+        Command::Registry(args) => {
+            let mut kafka = syncline_core::kafka::KafkaConfig::new(args.kafka_bootstrap);
+            kafka.properties.extend(args.kafka_properties);
+            let config = syncline_registry::ServerConfig { listen: args.listen, kafka, topic: args.topic };
+            match runtime.block_on(syncline_registry::serve(config, pipeline::shutdown_on_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "schema registry stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The pipeline file's types: the user's words, and nothing else. Each
+//! component's own config lives with the component (sources/, sinks/); this
+//! file only says which components exist and how they are named.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use syncline_core::kafka::KafkaConfig;
+use syncline_core::registry::RegistryConfig;
+use syncline_sinks::postgres::PostgresSinkConfig;
+use syncline_sources::sql_poll::SqlPollConfig;
+
+/// A pipeline: sources write change records to Kafka topics, sinks apply
+/// them to targets. One file, one pipeline; run several files for several.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The pipeline's name: letters, digits, `-` and `_`. Consumer groups and
+    /// stored state (cursors, sink offsets) are keyed by it, so renaming a
+    /// pipeline starts it afresh.
+    pub name: String,
+    /// The Kafka-protocol broker(s).
+    pub kafka: KafkaConfig,
+    /// The Confluent-compatible schema registry.
+    pub registry: RegistryConfig,
+    /// Sources by name. Each entry has a `type` and that type's settings.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Processors by name. Stateful processors are not part of this release;
+    /// the section must be empty or absent.
+    #[serde(default)]
+    pub processors: BTreeMap<String, serde_yaml::Value>,
+    /// Sinks by name. Each entry has a `type` and that type's settings.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// A source: `type` picks the kind.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Polls tables or queries (Postgres, SQLite) on a schedule.
+    SqlPoll(SqlPollConfig),
+}
+
+/// A sink: `type` picks the kind.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Applies changes to Postgres tables, exactly once.
+    Postgres(PostgresSinkConfig),
+}
+
+pub const SOURCE_TYPES: &[&str] = &["sql_poll"];
+pub const SINK_TYPES: &[&str] = &["postgres"];
+
+impl SourceConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::SqlPoll(_) => "sql_poll",
+        }
+    }
+    pub fn topics(&self) -> Vec<String> {
+        match self {
+            SourceConfig::SqlPoll(c) => c.topics(),
+        }
+    }
+    pub fn check(&self) -> Vec<syncline_core::config::Issue> {
+        match self {
+            SourceConfig::SqlPoll(c) => c.check(),
+        }
+    }
+}
+
+impl SinkConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkConfig::Postgres(_) => "postgres",
+        }
+    }
+    pub fn topics(&self) -> Vec<String> {
+        match self {
+            SinkConfig::Postgres(c) => c.topics(),
+        }
+    }
+    pub fn check(&self) -> Vec<syncline_core::config::Issue> {
+        match self {
+            SinkConfig::Postgres(c) => c.check(),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `syncline validate` and `syncline run`: the pipeline file in, running
+//! components out. The only place that sees the user's words; every
+//! component receives its typed config.
+
+pub mod config;
+mod interpolate;
+pub mod load;
+mod position;
+pub mod reference;
+mod supervise;
+
+use config::PipelineConfig;
+use std::path::Path;
+use std::process::ExitCode;
+use syncline_core::runtime::Shutdown;
+
+/// Exit code for an invalid pipeline file (as `syncline validate` documents).
+const EXIT_INVALID: u8 = 2;
+
+pub fn validate_command(file: &Path) -> ExitCode {
+    match load::load(file) {
+        Ok(p) => {
+            println!("{}", summary(file, &p));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `sources -> topics -> sinks`, one line per component.
+pub fn summary(file: &Path, p: &PipelineConfig) -> String {
+    let mut out = format!("pipeline `{}` ({}) is valid", p.name, file.display());
+    for (name, s) in &p.sources {
+        out.push_str(&format!("\n  source {name} ({}) -> {}", s.type_name(), s.topics().join(", ")));
+    }
+    for (name, s) in &p.sinks {
+        out.push_str(&format!("\n  sink {name} ({}) <- {}", s.type_name(), s.topics().join(", ")));
+    }
+    out
+}
+
+pub async fn run_command(file: &Path, only: &[String]) -> ExitCode {
+    let pipeline = match load::load(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    for name in only {
+        if !pipeline.sources.contains_key(name) && !pipeline.sinks.contains_key(name) {
+            let names: Vec<&str> = pipeline.sources.keys().chain(pipeline.sinks.keys()).map(String::as_str).collect();
+            eprintln!("error: --component `{name}` is not a source or sink of {}; components: {}", file.display(), names.join(", "));
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
+    tracing::info!(pipeline = %pipeline.name, file = %file.display(), "starting pipeline");
+    match supervise::run(pipeline, only, shutdown_on_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "pipeline stopped");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A shutdown signal that fires on SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> Shutdown {
+    let token = Shutdown::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}

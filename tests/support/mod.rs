@@ -1,0 +1,349 @@
+//! Real parts for integration tests: a Kafka-protocol broker (nisshi), the
+//! `syncline` binary (registry, run, validate) and throwaway Postgres
+//! databases. Every test gets its own ports, directories and databases, so
+//! tests run in parallel and leave nothing behind.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The syncline binary under test.
+pub fn syncline_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_syncline"))
+}
+
+/// The broker binary: `$SYNCLINE_NISSHI`, or where `make tools` installs it.
+pub fn nisshi_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SYNCLINE_NISSHI") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").expect("HOME is set");
+    let p = PathBuf::from(home).join(".cache/syncline/nisshi-0.8.1/bin/nisshi");
+    assert!(p.exists(), "broker not installed at {} (run `make tools`)", p.display());
+    p
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "syncline-{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Poll `cond` until it returns true; panic with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {port}: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 60s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed (SIGKILL) on drop.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, log: &Path) -> Self {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
+        Self { child: Some(cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))) }
+    }
+    /// kill -9: no shutdown hook runs, exactly like a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    /// Whether the process is still running; `Some(code)` once it has exited.
+    pub fn exit_code(&mut self) -> Option<Option<i32>> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).map(|s| s.code())
+    }
+    /// Wait for the process to exit on its own, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(code) = self.exit_code() {
+                return code;
+            }
+            assert!(Instant::now() < deadline, "process did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("process was killed")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A real Kafka-protocol broker (nisshi) on a free loopback port, storing its
+/// log in SQLite under its own temp dir (durable across its own kill -9).
+pub struct Broker {
+    port: u16,
+    dir: TempDir,
+    proc: Proc,
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let dir = TempDir::new("broker");
+        let port = free_port();
+        let proc = Self::spawn(port, &dir);
+        Self { port, dir, proc }
+    }
+
+    fn spawn(port: u16, dir: &TempDir) -> Proc {
+        let mut cmd = Command::new(nisshi_bin());
+        let url = format!("tcp://127.0.0.1:{port}");
+        cmd.current_dir(dir.path())
+            .arg("broker")
+            .args(["--kafka-listener-url", &url, "--kafka-advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .env("RUST_LOG", "warn");
+        let mut proc = Proc::spawn(cmd, &dir.path().join("broker.log"));
+        wait_for_port(port, proc.child(), "broker");
+        proc
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9 the broker and start it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.proc.kill9();
+        self.proc = Self::spawn(self.port, &self.dir);
+    }
+}
+
+/// `syncline registry`, the real binary, on a free port.
+pub struct RegistryProcess {
+    port: u16,
+    bootstrap: String,
+    topic: String,
+    dir: TempDir,
+    proc: Proc,
+}
+
+impl RegistryProcess {
+    pub fn start(broker: &Broker) -> Self {
+        Self::start_on_topic(broker, "_schemas")
+    }
+
+    pub fn start_on_topic(broker: &Broker, topic: &str) -> Self {
+        let dir = TempDir::new("registry");
+        let port = free_port();
+        let proc = Self::spawn(port, &broker.bootstrap(), topic, &dir);
+        Self { port, bootstrap: broker.bootstrap(), topic: topic.into(), dir, proc }
+    }
+
+    fn spawn(port: u16, bootstrap: &str, topic: &str, dir: &TempDir) -> Proc {
+        let mut cmd = Command::new(syncline_bin());
+        cmd.arg("registry")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--kafka-bootstrap", bootstrap, "--topic", topic]);
+        let mut proc = Proc::spawn(cmd, &dir.path().join("registry.log"));
+        wait_for_port(port, proc.child(), "syncline registry");
+        proc
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// kill -9 and start again on the same port and topic.
+    pub fn restart(&mut self) {
+        self.proc.kill9();
+        self.proc = Self::spawn(self.port, &self.bootstrap, &self.topic, &self.dir);
+    }
+
+    /// What the registry has logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+/// A broker and a registry: what every pipeline test needs.
+pub struct Stack {
+    pub broker: Broker,
+    pub registry: RegistryProcess,
+}
+
+impl Stack {
+    pub fn start() -> Self {
+        let broker = Broker::start();
+        let registry = RegistryProcess::start(&broker);
+        Self { broker, registry }
+    }
+    pub fn bootstrap(&self) -> String {
+        self.broker.bootstrap()
+    }
+    pub fn registry_url(&self) -> String {
+        self.registry.url()
+    }
+}
+
+/// The machine's Postgres (127.0.0.1:5432, trust auth), or `$SYNCLINE_TEST_PG`.
+pub fn pg_admin_url() -> String {
+    std::env::var("SYNCLINE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A throwaway Postgres database with a unique name, dropped on drop.
+pub struct PgDb {
+    name: String,
+}
+
+impl PgDb {
+    pub async fn create(prefix: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "syncline_{prefix}_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst),
+            Instant::now().elapsed().subsec_nanos() % 1000
+        );
+        let admin = pg_connect(&format!("{}/postgres", pg_admin_url())).await;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        Self { name }
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn url(&self) -> String {
+        format!("{}/{}", pg_admin_url(), self.name)
+    }
+    pub async fn client(&self) -> tokio_postgres::Client {
+        pg_connect(&self.url()).await
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let url = format!("{}/postgres", pg_admin_url());
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: use a short-lived thread and runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A `syncline run PIPELINE` process, with its log kept for failure messages.
+pub struct SynclineRun {
+    pipeline: PathBuf,
+    log: PathBuf,
+    proc: Proc,
+}
+
+impl SynclineRun {
+    pub fn start(pipeline: &Path) -> Self {
+        let log = pipeline.with_extension(format!("{}.log", free_port()));
+        let proc = Self::spawn(pipeline, &log);
+        Self { pipeline: pipeline.to_path_buf(), log, proc }
+    }
+    fn spawn(pipeline: &Path, log: &Path) -> Proc {
+        let mut cmd = Command::new(syncline_bin());
+        cmd.arg("run").arg(pipeline).env("RUST_LOG", "info,syncline=debug");
+        Proc::spawn(cmd, log)
+    }
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+    /// kill -9, then start the same pipeline again (appending to the same log).
+    pub fn restart(&mut self) {
+        self.proc.kill9();
+        self.proc = Self::spawn(&self.pipeline, &self.log);
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    pub fn exit_code(&mut self) -> Option<Option<i32>> {
+        self.proc.exit_code()
+    }
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        self.proc.wait_exit(timeout)
+    }
+}
+
+/// Run `syncline validate FILE` and return (exit code, stdout, stderr).
+pub fn validate(pipeline: &Path) -> (i32, String, String) {
+    let out = Command::new(syncline_bin()).arg("validate").arg(pipeline).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
