@@ -1,0 +1,298 @@
+//! The `postgres` sink's section of a pipeline file: the user's words, checked
+//! here and turned into typed values for the running sink.
+
+use super::ddl::quote_ident;
+use super::PostgresSink;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use syncline_core::config::Issue;
+use syncline_core::runtime::ComponentContext;
+use syncline_core::{Error, Result};
+
+/// Postgres allows identifiers of at most 63 bytes; longer names are cut silently.
+const MAX_IDENT_BYTES: usize = 63;
+
+/// Writes the changes of Kafka topics into Postgres tables, exactly once:
+/// upserts by key, applies deletes, and keeps the consumed offsets in the
+/// target database in the same transaction as the rows.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSinkConfig {
+    /// Connection URL of the target database, e.g.
+    /// `postgres://syncline@db.internal:5432/warehouse` (use `${PGPASSWORD}`
+    /// for secrets). TLS is not supported yet: the connection is plain TCP.
+    pub connection: String,
+    /// The topics to read. Each topic's records must be syncline change
+    /// records (Avro, Confluent wire format, key = primary key).
+    pub topics: Vec<String>,
+    /// The Postgres schema that holds the target tables and the sink's own
+    /// tables (`syncline_offsets`, `syncline_tombstones`).
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Target table per topic. A topic not listed here goes to the table named
+    /// like the topic with every character other than `[A-Za-z0-9_]` replaced
+    /// by `_` (`shop.orders` -> `shop_orders`). Names are used as written
+    /// (quoted), so case matters.
+    #[serde(default)]
+    pub tables: BTreeMap<String, String>,
+    /// Most records written in one database transaction.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Longest time a record waits for its batch to fill before the batch is
+    /// written anyway, in milliseconds.
+    #[serde(default = "default_batch_timeout_ms")]
+    pub batch_timeout_ms: u64,
+    /// Kafka consumer group. Instances with the same group share the
+    /// partitions. Default: `syncline.<pipeline>.<sink name>`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Create a missing target table from the registered schema (primary key
+    /// = the record key), and add missing columns to an existing one (new
+    /// source columns, always nullable, and the sink's `_syncline_source` /
+    /// `_syncline_position` columns). When false, a missing table or column
+    /// stops the sink with an error naming it.
+    #[serde(default = "default_true")]
+    pub create_tables: bool,
+}
+
+fn default_schema() -> String {
+    "public".into()
+}
+fn default_batch_size() -> usize {
+    1000
+}
+fn default_batch_timeout_ms() -> u64 {
+    200
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The typed settings the running sink gets (no raw user words).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub pg: tokio_postgres::Config,
+    pub schema: String,
+    pub topics: Vec<String>,
+    /// Target table per topic, every topic present.
+    pub tables: BTreeMap<String, String>,
+    pub batch_size: usize,
+    pub batch_timeout: Duration,
+    pub group_id: String,
+    pub create_tables: bool,
+}
+
+/// `shop.orders` -> `shop_orders`.
+pub fn default_table_name(topic: &str) -> String {
+    topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl PostgresSinkConfig {
+    /// The topics this sink reads.
+    pub fn topics(&self) -> Vec<String> {
+        self.topics.clone()
+    }
+
+    /// The target table of `topic`.
+    pub fn table_for(&self, topic: &str) -> String {
+        self.tables
+            .get(topic)
+            .cloned()
+            .unwrap_or_else(|| default_table_name(topic))
+    }
+
+    /// Problems serde cannot see; paths are relative to the sink's entry.
+    pub fn check(&self) -> Vec<Issue> {
+        let mut issues = Vec::new();
+        if let Err(e) = self.connection.parse::<tokio_postgres::Config>() {
+            issues.push(Issue::new(
+                "connection",
+                format!("not a Postgres connection URL ({e}); write e.g. `postgres://user@host:5432/dbname`"),
+            ));
+        }
+        if self.topics.is_empty() {
+            issues.push(Issue::new("topics", "list at least one topic to read"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, t) in self.topics.iter().enumerate() {
+            if t.is_empty() {
+                issues.push(Issue::new(
+                    format!("topics[{i}]"),
+                    "a topic name cannot be empty",
+                ));
+            } else if !seen.insert(t) {
+                issues.push(Issue::new(
+                    format!("topics[{i}]"),
+                    format!("topic `{t}` is listed twice"),
+                ));
+            }
+        }
+        for (topic, table) in &self.tables {
+            if !self.topics.contains(topic) {
+                issues.push(Issue::new(
+                    format!("tables.{topic}"),
+                    format!("`{topic}` is not in `topics`; add it there or remove this entry"),
+                ));
+            }
+            if table.is_empty() {
+                issues.push(Issue::new(
+                    format!("tables.{topic}"),
+                    "a table name cannot be empty",
+                ));
+            }
+        }
+        for topic in &self.topics {
+            let table = self.table_for(topic);
+            if table.len() > MAX_IDENT_BYTES {
+                let path = if self.tables.contains_key(topic) {
+                    format!("tables.{topic}")
+                } else {
+                    "topics".to_string()
+                };
+                issues.push(Issue::new(
+                    path,
+                    format!(
+                        "table name `{table}` is longer than Postgres' {MAX_IDENT_BYTES} bytes; \
+                         name a shorter one under `tables`"
+                    ),
+                ));
+            }
+        }
+        if self.schema.is_empty() || self.schema.len() > MAX_IDENT_BYTES {
+            issues.push(Issue::new(
+                "schema",
+                format!("a schema name needs 1 to {MAX_IDENT_BYTES} bytes"),
+            ));
+        }
+        if self.batch_size == 0 {
+            issues.push(Issue::new(
+                "batch_size",
+                "must be at least 1 (records per transaction)",
+            ));
+        }
+        if self.batch_timeout_ms == 0 {
+            issues.push(Issue::new(
+                "batch_timeout_ms",
+                "must be at least 1 millisecond",
+            ));
+        }
+        if self.group_id.as_deref() == Some("") {
+            issues.push(Issue::new(
+                "group_id",
+                "cannot be empty; remove it to use the default group",
+            ));
+        }
+        issues
+    }
+
+    pub(crate) fn settings(&self, ctx: &ComponentContext) -> Result<Settings> {
+        if let Some(first) = self.check().into_iter().next() {
+            let at = if first.path.is_empty() {
+                String::new()
+            } else {
+                format!(" at `{}`", first.path)
+            };
+            return Err(Error::config(format!(
+                "postgres sink `{}`{at}: {}",
+                ctx.component, first.message
+            )));
+        }
+        let pg = self
+            .connection
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| {
+                Error::config(format!(
+                    "postgres sink `{}`: bad connection URL",
+                    ctx.component
+                ))
+                .with_source(e)
+            })?;
+        Ok(Settings {
+            pg,
+            schema: self.schema.clone(),
+            topics: self.topics.clone(),
+            tables: self
+                .topics
+                .iter()
+                .map(|t| (t.clone(), self.table_for(t)))
+                .collect(),
+            batch_size: self.batch_size,
+            batch_timeout: Duration::from_millis(self.batch_timeout_ms),
+            group_id: self
+                .group_id
+                .clone()
+                .unwrap_or_else(|| ctx.qualified_name()),
+            create_tables: self.create_tables,
+        })
+    }
+
+    /// Check the settings and connect to the target database (creating the
+    /// sink's offsets and tombstones tables); the Kafka consumer starts in
+    /// [`PostgresSink::run`].
+    pub async fn build(&self, ctx: ComponentContext) -> Result<PostgresSink> {
+        let settings = self.settings(&ctx)?;
+        tracing::debug!(
+            sink = %ctx.component,
+            schema = %quote_ident(&settings.schema),
+            group = %settings.group_id,
+            "building postgres sink"
+        );
+        PostgresSink::new(settings, ctx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> PostgresSinkConfig {
+        serde_json::from_value(serde_json::from_str(yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_table_names() {
+        let c = parse(
+            r#"{"connection": "postgres://postgres@127.0.0.1/t", "topics": ["shop.orders", "a-b"], "tables": {"a-b": "ab"}}"#,
+        );
+        assert_eq!(c.schema, "public");
+        assert_eq!(c.batch_size, 1000);
+        assert!(c.create_tables);
+        assert_eq!(c.table_for("shop.orders"), "shop_orders");
+        assert_eq!(c.table_for("a-b"), "ab");
+        assert!(c.check().is_empty(), "{:?}", c.check());
+    }
+
+    #[test]
+    fn check_names_the_bad_field() {
+        let c = parse(
+            r#"{"connection": "nonsense://", "topics": [], "tables": {"x": "y"}, "batch_size": 0, "batch_timeout_ms": 0}"#,
+        );
+        let paths: Vec<_> = c.check().into_iter().map(|i| i.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "connection",
+                "topics",
+                "tables.x",
+                "batch_size",
+                "batch_timeout_ms"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let v = serde_json::json!({"connection": "postgres://x", "topics": ["t"], "batchsize": 3});
+        assert!(serde_json::from_value::<PostgresSinkConfig>(v).is_err());
+    }
+}

@@ -1,0 +1,361 @@
+//! Target tables: the Avro -> Postgres type mapping, and creating or evolving
+//! a table from the registered schema.
+//!
+//! # Type mapping (registered schema -> Postgres column)
+//! | Avro (see core/src/schema.rs) | ColumnType | Postgres |
+//! |---|---|---|
+//! | `int` | Int | `integer` |
+//! | `long` | Long | `bigint` |
+//! | `bytes`, logicalType `decimal(p,s)` | Decimal | `numeric(p,s)` (`numeric` if p > 1000) |
+//! | `string`, sql_type numeric/decimal | NumericText | `numeric` |
+//! | `float` / `double` | Float / Double | `real` / `double precision` |
+//! | `string` | Text | `text` |
+//! | `boolean` | Bool | `boolean` |
+//! | `int`, logicalType `date` | Date | `date` |
+//! | `long`, logicalType `time-micros` | Time | `time` |
+//! | `long`, logicalType `local-timestamp-micros` | Timestamp | `timestamp` |
+//! | `long`, logicalType `timestamp-micros` | TimestampTz | `timestamptz` |
+//! | `string`, logicalType `uuid` | Uuid | `uuid` |
+//! | `string`, sql_type `jsonb` | Json | `jsonb` |
+//! | `string`, sql_type `json` | Json | `json` (keeps the source's exact text, key order and duplicates) |
+//! | `bytes` / `fixed` | Bytes | `bytea` |
+//! | `array` of T | Array(T) | T`[]` |
+//!
+//! A column is `NOT NULL` when its Avro type is not a `["null", T]` union.
+//! The primary key is the record key's columns. Every target table also
+//! gets `_syncline_source text` and `_syncline_position bytea`: the identity
+//! of the change the row holds (see `apply.rs`).
+//!
+//! # Evolution
+//! When `create_tables` is on, a column the table lacks is added, always
+//! nullable (existing rows have no value for it), and a `NOT NULL` column the
+//! schema now allows to be null loses its constraint. A column the schema no
+//! longer has is left alone (new rows get its default). A column whose type
+//! differs from the mapping is logged and left alone: Postgres converts on
+//! insert, or refuses the batch with an error naming the column.
+
+use super::pg_error;
+use std::collections::{BTreeMap, BTreeSet};
+use syncline_core::{Column, ColumnType, Error, Result};
+use tokio_postgres::Client;
+
+/// The column holding the source name of the change a row holds.
+pub const SOURCE_COLUMN: &str = "_syncline_source";
+/// The column holding the position of the change a row holds.
+pub const POSITION_COLUMN: &str = "_syncline_position";
+pub const OFFSETS_TABLE: &str = "syncline_offsets";
+pub const TOMBSTONES_TABLE: &str = "syncline_tombstones";
+
+/// `na"me` -> `"na""me"`.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `it's` -> `'it''s'`.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `"schema"."table"`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+/// The Postgres type of a column, spelled as `format_type()` spells it so an
+/// existing column can be compared with it.
+pub fn sql_type(col: &Column) -> String {
+    type_name(&col.ty, &col.sql_type)
+}
+
+fn type_name(ty: &ColumnType, sql_type: &str) -> String {
+    match ty {
+        ColumnType::Int => "integer".into(),
+        ColumnType::Long => "bigint".into(),
+        ColumnType::Decimal { precision, scale } if *precision <= 1000 => {
+            format!("numeric({precision},{scale})")
+        }
+        ColumnType::Decimal { .. } | ColumnType::NumericText => "numeric".into(),
+        ColumnType::Float => "real".into(),
+        ColumnType::Double => "double precision".into(),
+        ColumnType::Text => "text".into(),
+        ColumnType::Bool => "boolean".into(),
+        ColumnType::Date => "date".into(),
+        ColumnType::Time => "time without time zone".into(),
+        ColumnType::Timestamp => "timestamp without time zone".into(),
+        ColumnType::TimestampTz => "timestamp with time zone".into(),
+        ColumnType::Uuid => "uuid".into(),
+        ColumnType::Json if sql_type.eq_ignore_ascii_case("json") => "json".into(),
+        ColumnType::Json => "jsonb".into(),
+        ColumnType::Bytes => "bytea".into(),
+        // Postgres has one array type per element type, whatever the dimensions.
+        ColumnType::Array(item) if matches!(**item, ColumnType::Array(_)) => type_name(item, ""),
+        ColumnType::Array(item) => format!("{}[]", type_name(item, "")),
+    }
+}
+
+/// Create the sink's own tables (offsets and tombstones) if missing.
+pub async fn ensure_bookkeeping(client: &Client, schema: &str, create_schema: bool) -> Result<()> {
+    let offsets = qualified(schema, OFFSETS_TABLE);
+    let tombstones = qualified(schema, TOMBSTONES_TABLE);
+    let create_schema = if create_schema {
+        format!("CREATE SCHEMA IF NOT EXISTS {};", quote_ident(schema))
+    } else {
+        String::new()
+    };
+    // The advisory lock serialises instances starting together: concurrent
+    // CREATE ... IF NOT EXISTS can still collide in the catalog.
+    let sql = format!(
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('syncline ddl'));
+         {create_schema}
+         CREATE TABLE IF NOT EXISTS {offsets} (
+             group_id text NOT NULL,
+             topic text NOT NULL,
+             partition integer NOT NULL,
+             next_offset bigint NOT NULL,
+             updated_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (group_id, topic, partition));
+         CREATE TABLE IF NOT EXISTS {tombstones} (
+             target_table text NOT NULL,
+             key bytea NOT NULL,
+             source text NOT NULL,
+             position bytea NOT NULL,
+             deleted_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (target_table, key));
+         COMMIT;"
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| pg_error(e, "cannot create the sink's offsets and tombstones tables"))
+}
+
+/// What an existing table looks like.
+#[derive(Debug, Default)]
+struct Existing {
+    /// column -> (format_type, not null)
+    columns: BTreeMap<String, (String, bool)>,
+    /// Column sets of the unique indexes (the primary key among them).
+    unique_keys: Vec<BTreeSet<String>>,
+}
+
+async fn inspect(client: &Client, qualified_name: &str) -> Result<Option<Existing>> {
+    let oid: Option<u32> = client
+        .query_one("SELECT to_regclass($1)::oid", &[&qualified_name])
+        .await
+        .map_err(|e| pg_error(e, "cannot look up the target table"))?
+        .get(0);
+    let Some(oid) = oid else { return Ok(None) };
+    let mut existing = Existing::default();
+    let rows = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| pg_error(e, "cannot read the target table's columns"))?;
+    for r in rows {
+        existing.columns.insert(r.get(0), (r.get(1), r.get(2)));
+    }
+    let rows = client
+        .query(
+            "SELECT array_agg(a.attname::text) FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL
+             GROUP BY i.indexrelid",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| pg_error(e, "cannot read the target table's keys"))?;
+    existing.unique_keys = rows
+        .into_iter()
+        .map(|r| r.get::<_, Vec<String>>(0).into_iter().collect())
+        .collect();
+    Ok(Some(existing))
+}
+
+/// The `CREATE TABLE` statement for a table with `columns`, keyed by `key`.
+pub fn create_table_sql(qualified_name: &str, columns: &[Column], key: &[String]) -> String {
+    let mut defs: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let not_null = if c.nullable && !key.contains(&c.name) {
+                ""
+            } else {
+                " NOT NULL"
+            };
+            format!("{} {}{not_null}", quote_ident(&c.name), sql_type(c))
+        })
+        .collect();
+    defs.push(format!("{} text NOT NULL", quote_ident(SOURCE_COLUMN)));
+    defs.push(format!("{} bytea NOT NULL", quote_ident(POSITION_COLUMN)));
+    let pk: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+    format!(
+        "CREATE TABLE IF NOT EXISTS {qualified_name} (\n  {}\n)",
+        defs.join(",\n  ")
+    )
+}
+
+/// Make sure `schema.table` exists and can take rows of `columns` keyed by
+/// `key`: create it or add what it lacks (when `create` is on), or say
+/// precisely what is missing.
+pub async fn ensure_table(
+    client: &Client,
+    schema: &str,
+    table: &str,
+    columns: &[Column],
+    key: &[String],
+    create: bool,
+) -> Result<()> {
+    let name = qualified(schema, table);
+    if key.is_empty() {
+        return Err(Error::data(format!(
+            "records for {name} have no key columns: cannot upsert by key"
+        )));
+    }
+    for k in key {
+        if !columns.iter().any(|c| &c.name == k) {
+            return Err(Error::data(format!(
+                "key column `{k}` of {name} is not a column of the record"
+            )));
+        }
+    }
+    let mut ddl = Vec::new();
+    match inspect(client, &name).await? {
+        None if !create => {
+            return Err(Error::config(format!(
+                "target table {name} does not exist; create it or set `create_tables: true`"
+            )))
+        }
+        None => ddl.push(create_table_sql(&name, columns, key)),
+        Some(existing) => {
+            let wanted = columns
+                .iter()
+                .map(|c| (c.name.clone(), sql_type(c), c.nullable))
+                .chain([
+                    (SOURCE_COLUMN.to_string(), "text".to_string(), true),
+                    (POSITION_COLUMN.to_string(), "bytea".to_string(), true),
+                ]);
+            for (col, ty, nullable) in wanted {
+                match existing.columns.get(&col) {
+                    None if !create => {
+                        return Err(Error::config(format!(
+                            "target table {name} has no column `{col}` ({ty}); add it or set `create_tables: true`"
+                        )))
+                    }
+                    None => ddl.push(format!("ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {} {ty}", quote_ident(&col))),
+                    Some((have, not_null)) => {
+                        if have != &ty {
+                            tracing::warn!(table = %name, column = %col, have = %have, mapped = %ty,
+                                "target column type differs from the mapped type; Postgres converts on insert");
+                        }
+                        if *not_null && nullable && !key.contains(&col) && col != SOURCE_COLUMN && col != POSITION_COLUMN
+                        {
+                            if !create {
+                                return Err(Error::config(format!(
+                                    "column `{col}` of {name} is NOT NULL but the source allows null; \
+                                     drop the constraint or set `create_tables: true`"
+                                )));
+                            }
+                            ddl.push(format!("ALTER TABLE {name} ALTER COLUMN {} DROP NOT NULL", quote_ident(&col)));
+                        }
+                    }
+                }
+            }
+            let key_set: BTreeSet<String> = key.iter().cloned().collect();
+            if !existing.unique_keys.contains(&key_set) {
+                return Err(Error::config(format!(
+                    "target table {name} has no primary key or unique index on exactly ({}); \
+                     upserts need one",
+                    key.join(", ")
+                )));
+            }
+        }
+    }
+    if ddl.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(table = %name, statements = ?ddl, "evolving target table");
+    let sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(hashtext('syncline ddl')); {}; COMMIT;",
+        ddl.join("; ")
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| pg_error(e, &format!("cannot create or alter {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: ColumnType, nullable: bool, sql: &str) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+            nullable,
+            sql_type: sql.into(),
+        }
+    }
+
+    #[test]
+    fn maps_every_column_type() {
+        let cases = [
+            (ColumnType::Int, "", "integer"),
+            (ColumnType::Long, "", "bigint"),
+            (
+                ColumnType::Decimal {
+                    precision: 12,
+                    scale: 3,
+                },
+                "",
+                "numeric(12,3)",
+            ),
+            (ColumnType::NumericText, "numeric", "numeric"),
+            (ColumnType::Float, "", "real"),
+            (ColumnType::Double, "", "double precision"),
+            (ColumnType::Text, "varchar(40)", "text"),
+            (ColumnType::Bool, "", "boolean"),
+            (ColumnType::Date, "", "date"),
+            (ColumnType::Time, "", "time without time zone"),
+            (ColumnType::Timestamp, "", "timestamp without time zone"),
+            (ColumnType::TimestampTz, "", "timestamp with time zone"),
+            (ColumnType::Uuid, "", "uuid"),
+            (ColumnType::Json, "jsonb", "jsonb"),
+            (ColumnType::Json, "JSON", "json"),
+            (ColumnType::Bytes, "", "bytea"),
+            (
+                ColumnType::Array(Box::new(ColumnType::Decimal {
+                    precision: 5,
+                    scale: 1,
+                })),
+                "",
+                "numeric(5,1)[]",
+            ),
+            (
+                ColumnType::Array(Box::new(ColumnType::Array(Box::new(ColumnType::Int)))),
+                "",
+                "integer[]",
+            ),
+        ];
+        for (ty, sql, want) in cases {
+            assert_eq!(sql_type(&col("c", ty.clone(), true, sql)), want, "{ty:?}");
+        }
+    }
+
+    #[test]
+    fn create_table_keys_and_bookkeeping_columns() {
+        let cols = [
+            col("id", ColumnType::Long, false, "int8"),
+            col("na\"me", ColumnType::Text, true, "text"),
+        ];
+        let sql = create_table_sql("\"public\".\"t\"", &cols, &["id".into()]);
+        assert!(sql.contains("\"id\" bigint NOT NULL"));
+        assert!(sql.contains("\"na\"\"me\" text,"));
+        assert!(sql.contains("\"_syncline_position\" bytea NOT NULL"));
+        assert!(sql.ends_with("PRIMARY KEY (\"id\")\n)"));
+    }
+}
