@@ -150,7 +150,7 @@ impl Broker {
         cmd.current_dir(dir.path())
             .arg("broker")
             .args(["--kafka-listener-url", &url, "--kafka-advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://broker.db"])
+            .args(["--storage-engine", "sqlite://broker.db", "--group-initial-rebalance-delay", "100ms"])
             .env("RUST_LOG", "warn");
         let mut proc = Proc::spawn(cmd, &dir.path().join("broker.log"));
         wait_for_port(port, proc.child(), "broker");

@@ -1,0 +1,43 @@
+# syncline: everyday commands. Each target installs what it needs (scripts/tools.sh).
+SHELL := /bin/bash
+export SYNCLINE_CACHE ?= $(HOME)/.cache/syncline
+export CARGO_TARGET_DIR ?= $(SYNCLINE_CACHE)/target
+SYNCLINE := $(CARGO_TARGET_DIR)/debug/syncline
+PG ?= postgres://postgres@127.0.0.1:5432
+
+.PHONY: tools build test demo demo-stop stack-up stack-down reference lint bench
+
+## tools: install the broker, Debian packages and the Python interop client (pinned, cached)
+tools:
+	@scripts/tools.sh
+
+## build: the syncline binary (debug)
+build: tools
+	cargo build --bin syncline
+
+## test: every test, against a real broker, registry and Postgres
+test: build
+	SYNCLINE_PYTHON=$(SYNCLINE_CACHE)/venv/bin/python cargo test --workspace --no-fail-fast -- --test-threads=2
+
+## stack-up / stack-down: broker on 127.0.0.1:9092 and registry on 127.0.0.1:8081
+stack-up: build
+	@scripts/stack.sh up
+stack-down:
+	@scripts/stack.sh down
+
+## demo: start the stack, create a sample source table, sync it into a target database
+demo: stack-up
+	@scripts/demo.sh
+
+## demo-stop: stop the demo pipeline and the stack
+demo-stop:
+	@scripts/demo.sh stop; scripts/stack.sh down
+
+## reference: regenerate docs/reference.md from the config types
+reference:
+	SYNCLINE_UPDATE_REFERENCE=1 cargo test --bin syncline reference_is_current
+
+## lint: formatting and clippy
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
