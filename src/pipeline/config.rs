@@ -33,6 +33,12 @@ pub struct PipelineConfig {
     /// Sinks by name. Each entry has a `type` and that type's settings.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// Topics that producers outside this file write (another pipeline, an
+    /// application using a Confluent Avro serializer with syncline's envelope).
+    /// Sinks may read them; any other topic a sink names must be written by a
+    /// source of this file, so that a typo is an error, not an idle sink.
+    #[serde(default)]
+    pub external_topics: Vec<String>,
 }
 
 /// A source: `type` picks the kind.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 
-const TOP_KEYS: &[&str] = &["name", "kafka", "registry", "sources", "processors", "sinks"];
+const TOP_KEYS: &[&str] = &["name", "kafka", "registry", "sources", "processors", "sinks", "external_topics"];
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +201,11 @@ pub fn load_str(
         }
     }
 
-    check_references(&mut l, &sources, &sinks);
+    let external_topics: Vec<String> = match take("external_topics") {
+        None => Vec::new(),
+        Some(v) => l.de(&root_path.key("external_topics"), v).unwrap_or_default(),
+    };
+    check_references(&mut l, &sources, &sinks, &external_topics);
 
     if !l.diags.is_empty() {
         l.diags.sort_by_key(|d| (d.pos.line, d.pos.column));
@@ -214,6 +218,7 @@ pub fn load_str(
         sources,
         processors: BTreeMap::new(),
         sinks,
+        external_topics,
     })
 }
 
@@ -309,7 +314,12 @@ fn components<T: Component>(
     out
 }
 
-fn check_references(l: &mut Loader, sources: &BTreeMap<String, SourceConfig>, sinks: &BTreeMap<String, SinkConfig>) {
+fn check_references(
+    l: &mut Loader,
+    sources: &BTreeMap<String, SourceConfig>,
+    sinks: &BTreeMap<String, SinkConfig>,
+    external: &[String],
+) {
     let mut writers: BTreeMap<String, String> = BTreeMap::new();
     for (name, s) in sources {
         for t in s.topics() {
@@ -321,7 +331,7 @@ fn check_references(l: &mut Loader, sources: &BTreeMap<String, SourceConfig>, si
             }
         }
     }
-    let known: BTreeSet<&str> = writers.keys().map(String::as_str).collect();
+    let known: BTreeSet<&str> = writers.keys().chain(external).map(String::as_str).collect();
     for (name, s) in sinks {
         for (i, t) in s.topics().iter().enumerate() {
             if !known.contains(t.as_str()) {
@@ -329,7 +339,7 @@ fn check_references(l: &mut Loader, sources: &BTreeMap<String, SourceConfig>, si
                 let listed = if known.is_empty() { "none".to_string() } else { known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ") };
                 l.at_value(
                     &Path::default().key("sinks").key(name).key("topics").index(i),
-                    format!("sink `{name}` reads topic `{t}`, which no source in this file writes; topics written here: {listed}{hint}"),
+                    format!("sink `{name}` reads topic `{t}`, which no source in this file writes and `external_topics` does not list; known topics: {listed}{hint}"),
                 );
             }
         }
