@@ -40,7 +40,10 @@ struct Running {
 }
 
 async fn start(cfg: &SqlPollConfig, ctx: ComponentContext) -> Running {
-    let source = cfg.build(ctx).await.unwrap_or_else(|e| panic!("build failed: {e}"));
+    let source = cfg
+        .build(ctx)
+        .await
+        .unwrap_or_else(|e| panic!("build failed: {e}"));
     let shutdown = Shutdown::new();
     let task = tokio::spawn(source.run(shutdown.clone()));
     Running { shutdown, task }
@@ -63,8 +66,10 @@ async fn read_all(stack: &Stack, topic: &str) -> Vec<Decoded> {
     let t = topic.to_string();
     let raw = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        read_topic_to_end(&kafka, &t, |_, _, k, v| out.push((k.map(<[u8]>::to_vec), v.map(<[u8]>::to_vec))))
-            .map(|()| out)
+        read_topic_to_end(&kafka, &t, |_, _, k, v| {
+            out.push((k.map(<[u8]>::to_vec), v.map(<[u8]>::to_vec)))
+        })
+        .map(|()| out)
     })
     .await
     .unwrap()
@@ -77,7 +82,12 @@ async fn read_all(stack: &Stack, topic: &str) -> Vec<Decoded> {
     out
 }
 
-async fn wait_records(stack: &Stack, topic: &str, what: &str, cond: impl Fn(&[Decoded]) -> bool) -> Vec<Decoded> {
+async fn wait_records(
+    stack: &Stack,
+    topic: &str,
+    what: &str,
+    cond: impl Fn(&[Decoded]) -> bool,
+) -> Vec<Decoded> {
     let mut last = Vec::new();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -89,7 +99,9 @@ async fn wait_records(stack: &Stack, topic: &str, what: &str, cond: impl Fn(&[De
             std::time::Instant::now() < deadline,
             "timed out waiting for {what}; have {} records: {:?}",
             last.len(),
-            last.iter().map(|d| (d.event.op, key_i64(d))).collect::<Vec<_>>()
+            last.iter()
+                .map(|d| (d.event.op, key_i64(d)))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -106,7 +118,13 @@ fn norm(v: &Value) -> Value {
 
 fn field(d: &Decoded, name: &str) -> Value {
     let after = d.event.after.as_ref().expect("an upsert has `after`");
-    norm(&after.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no column {name}")).1)
+    norm(
+        &after
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .1,
+    )
 }
 
 fn key_i64(d: &Decoded) -> i64 {
@@ -118,7 +136,11 @@ fn key_i64(d: &Decoded) -> i64 {
 }
 
 fn ids(records: &[Decoded]) -> Vec<i64> {
-    let mut v: Vec<i64> = records.iter().filter(|d| d.event.op == Op::Upsert).map(key_i64).collect();
+    let mut v: Vec<i64> = records
+        .iter()
+        .filter(|d| d.event.op == Op::Upsert)
+        .map(key_i64)
+        .collect();
     v.sort();
     v
 }
@@ -153,7 +175,9 @@ fn capture_logs() {
 fn log_count(source: &str, text: &str) -> usize {
     let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
     let tag = format!("source={source} ");
-    log.lines().filter(|l| l.contains(text) && l.contains(&tag)).count()
+    log.lines()
+        .filter(|l| l.contains(text) && l.contains(&tag))
+        .count()
 }
 
 // ---- Postgres ----
@@ -186,16 +210,24 @@ async fn every_postgres_type_round_trips_with_nulls() {
     let recs = wait_records(&stack, "pg.types", "two rows", |r| r.len() >= 2).await;
     run.stop().await;
     assert_eq!(recs.len(), 2);
-    let (full, nulls) = if key_i64(&recs[0]) == 1 { (&recs[0], &recs[1]) } else { (&recs[1], &recs[0]) };
+    let (full, nulls) = if key_i64(&recs[0]) == 1 {
+        (&recs[0], &recs[1])
+    } else {
+        (&recs[1], &recs[0])
+    };
 
     let day: i32 = 19_782; // 2024-02-29, days since 1970-01-01
-    let local_us = i64::from(day) * 86_400_000_000 + (13 * 3600 + 14 * 60 + 15) * 1_000_000 + 123_456;
+    let local_us =
+        i64::from(day) * 86_400_000_000 + (13 * 3600 + 14 * 60 + 15) * 1_000_000 + 123_456;
     let expected: Vec<(&str, Value)> = vec![
         ("id", Value::Long(1)),
         ("i2", Value::Int(12)),
         ("i4", Value::Int(-7)),
         ("i8", Value::Long(9_000_000_000)),
-        ("n", syncline_core::value::decimal_from_text("1234.500", 3).unwrap()),
+        (
+            "n",
+            syncline_core::value::decimal_from_text("1234.500", 3).unwrap(),
+        ),
         ("nu", Value::String("3.14159265358979323846264338".into())),
         ("r", Value::Float(1.5)),
         ("d", Value::Double(2.25)),
@@ -203,15 +235,34 @@ async fn every_postgres_type_round_trips_with_nulls() {
         ("vc", Value::String("abc".into())),
         ("b", Value::Boolean(true)),
         ("dt", Value::Date(day)),
-        ("tm", Value::TimeMicros((13 * 3600 + 14 * 60 + 15) * 1_000_000 + 123_456)),
+        (
+            "tm",
+            Value::TimeMicros((13 * 3600 + 14 * 60 + 15) * 1_000_000 + 123_456),
+        ),
         ("ts", Value::LocalTimestampMicros(local_us)),
-        ("tz", Value::TimestampMicros(local_us - 2 * 3600 * 1_000_000)),
-        ("u", Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".parse().unwrap())),
+        (
+            "tz",
+            Value::TimestampMicros(local_us - 2 * 3600 * 1_000_000),
+        ),
+        (
+            "u",
+            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".parse().unwrap()),
+        ),
         ("j", Value::String("{\"a\":  1}".into())),
         ("jb", Value::String("{\"b\": [1, 2]}".into())),
         ("by", Value::Bytes(vec![0x00, 0xff, 0x10])),
-        ("ia", Value::Array(vec![Value::Int(1), Value::Null, Value::Int(3)])),
-        ("ta", Value::Array(vec![Value::String("a".into()), Value::String("b c".into()), Value::Null])),
+        (
+            "ia",
+            Value::Array(vec![Value::Int(1), Value::Null, Value::Int(3)]),
+        ),
+        (
+            "ta",
+            Value::Array(vec![
+                Value::String("a".into()),
+                Value::String("b c".into()),
+                Value::Null,
+            ]),
+        ),
         ("req", Value::String("x".into())),
     ];
     for (name, want) in &expected {
@@ -229,12 +280,22 @@ async fn every_postgres_type_round_trips_with_nulls() {
         match *name {
             "id" => assert_eq!(field(nulls, name), Value::Long(2)),
             "req" => assert_eq!(field(nulls, name), Value::String("x".into())),
-            _ => assert_eq!(field(nulls, name), Value::Null, "column {name} of the NULL row"),
+            _ => assert_eq!(
+                field(nulls, name),
+                Value::Null,
+                "column {name} of the NULL row"
+            ),
         }
     }
     // the registered schema carries the mapping
     let col = |n: &str| full.columns.iter().find(|c| c.name == n).unwrap().clone();
-    assert_eq!(col("n").ty, ColumnType::Decimal { precision: 12, scale: 3 });
+    assert_eq!(
+        col("n").ty,
+        ColumnType::Decimal {
+            precision: 12,
+            scale: 3
+        }
+    );
     assert_eq!(col("nu").ty, ColumnType::NumericText);
     assert_eq!(col("jb").ty, ColumnType::Json);
     assert_eq!(col("ia").ty, ColumnType::Array(Box::new(ColumnType::Int)));
@@ -242,7 +303,15 @@ async fn every_postgres_type_round_trips_with_nulls() {
     assert_eq!(full.key_columns.as_slice(), ["id".to_string()]);
     // identity and source info
     let s = &full.event.source;
-    assert_eq!((s.connector.as_str(), s.name.as_str(), s.table.as_str(), s.db.as_str()), ("sql_poll", "types", "public.all_types", db.name()));
+    assert_eq!(
+        (
+            s.connector.as_str(),
+            s.name.as_str(),
+            s.table.as_str(),
+            s.db.as_str()
+        ),
+        ("sql_poll", "types", "public.all_types", db.name())
+    );
     assert!(s.position < nulls.event.source.position);
     assert_eq!(full.event.op, Op::Upsert);
 }
@@ -266,14 +335,33 @@ async fn late_commit_is_not_skipped() {
 
     let mut a = db.client().await;
     let tx_a = a.transaction().await.unwrap();
-    tx_a.execute("INSERT INTO orders (note) VALUES ('A, committed late')", &[]).await.unwrap();
+    tx_a.execute(
+        "INSERT INTO orders (note) VALUES ('A, committed late')",
+        &[],
+    )
+    .await
+    .unwrap();
     let b = db.client().await;
-    b.execute("INSERT INTO orders (note) VALUES ('B, committed first')", &[]).await.unwrap();
+    b.execute(
+        "INSERT INTO orders (note) VALUES ('B, committed first')",
+        &[],
+    )
+    .await
+    .unwrap();
 
     // let the source poll several times while A is open
     let before = log_count("late", "fence holds rows back");
-    wait_until(WAIT, "the source to poll 5 times with the fence holding", || async { log_count("late", "fence holds rows back") >= before + 5 }).await;
-    assert_eq!(ids(&read_all(&stack, "pg.late").await), vec![1], "B's row (id 3) must be held back while A (id 2) is open");
+    wait_until(
+        WAIT,
+        "the source to poll 5 times with the fence holding",
+        || async { log_count("late", "fence holds rows back") >= before + 5 },
+    )
+    .await;
+    assert_eq!(
+        ids(&read_all(&stack, "pg.late").await),
+        vec![1],
+        "B's row (id 3) must be held back while A (id 2) is open"
+    );
 
     tx_a.commit().await.unwrap();
     let recs = wait_records(&stack, "pg.late", "rows 2 and 3", |r| ids(r).len() >= 3).await;
@@ -304,18 +392,46 @@ async fn late_commit_without_xid_is_not_skipped() {
     let tx_a = a.transaction().await.unwrap();
     tx_a.query_one("SELECT now()", &[]).await.unwrap(); // A has started, without an xid
     tokio::time::sleep(Duration::from_millis(20)).await; // B's now() must be later than A's
-    setup.execute("INSERT INTO items (note) VALUES ('B')", &[]).await.unwrap();
+    setup
+        .execute("INSERT INTO items (note) VALUES ('B')", &[])
+        .await
+        .unwrap();
     let before = log_count("latets", "fence holds rows back");
-    wait_until(WAIT, "the source to poll 5 times with the fence holding", || async { log_count("latets", "fence holds rows back") >= before + 5 }).await;
-    assert!(read_all(&stack, "pg.latets").await.is_empty(), "B must be held back while A is open");
-    tx_a.execute("INSERT INTO items (note) VALUES ('A')", &[]).await.unwrap();
+    wait_until(
+        WAIT,
+        "the source to poll 5 times with the fence holding",
+        || async { log_count("latets", "fence holds rows back") >= before + 5 },
+    )
+    .await;
+    assert!(
+        read_all(&stack, "pg.latets").await.is_empty(),
+        "B must be held back while A is open"
+    );
+    tx_a.execute("INSERT INTO items (note) VALUES ('A')", &[])
+        .await
+        .unwrap();
     tx_a.commit().await.unwrap();
     let recs = wait_records(&stack, "pg.latets", "both rows", |r| r.len() >= 2).await;
     run.stop().await;
     let notes: Vec<Value> = recs.iter().map(|d| field(d, "note")).collect();
     assert_eq!(recs.len(), 2, "{notes:?}");
-    assert!(field(&recs.iter().find(|d| field(d, "note") == Value::String("A".into())).unwrap().clone(), "updated_at")
-        < field(&recs.iter().find(|d| field(d, "note") == Value::String("B".into())).unwrap().clone(), "updated_at"));
+    assert!(
+        field(
+            &recs
+                .iter()
+                .find(|d| field(d, "note") == Value::String("A".into()))
+                .unwrap()
+                .clone(),
+            "updated_at"
+        ) < field(
+            &recs
+                .iter()
+                .find(|d| field(d, "note") == Value::String("B".into()))
+                .unwrap()
+                .clone(),
+            "updated_at"
+        )
+    );
 }
 
 /// Stop (drop the running source mid-work), insert more, start again:
@@ -335,26 +451,50 @@ async fn restart_resumes_from_the_stored_cursor() {
     let run = start(&cfg, ctx(&stack, "restart")).await;
     wait_records(&stack, "pg.restart", "25 rows", |r| r.len() >= 25).await;
     run.stop().await;
-    c.batch_execute("INSERT INTO t (v) SELECT g FROM generate_series(26, 40) g").await.unwrap();
+    c.batch_execute("INSERT INTO t (v) SELECT g FROM generate_series(26, 40) g")
+        .await
+        .unwrap();
     let run = start(&cfg, ctx(&stack, "restart")).await;
     // drop it while it works, then start once more
     tokio::time::sleep(Duration::from_millis(150)).await;
     run.abort().await;
-    c.batch_execute("INSERT INTO t (v) SELECT g FROM generate_series(41, 45) g").await.unwrap();
+    c.batch_execute("INSERT INTO t (v) SELECT g FROM generate_series(41, 45) g")
+        .await
+        .unwrap();
     let run = start(&cfg, ctx(&stack, "restart")).await;
-    let recs = wait_records(&stack, "pg.restart", "45 distinct rows", |r| ids(r).into_iter().collect::<HashSet<_>>().len() >= 45).await;
+    let recs = wait_records(&stack, "pg.restart", "45 distinct rows", |r| {
+        ids(r).into_iter().collect::<HashSet<_>>().len() >= 45
+    })
+    .await;
     run.stop().await;
-    let distinct: HashSet<(String, Vec<u8>)> =
-        recs.iter().map(|d| (d.event.source.name.clone(), d.event.source.position.as_bytes().to_vec())).collect();
+    let distinct: HashSet<(String, Vec<u8>)> = recs
+        .iter()
+        .map(|d| {
+            (
+                d.event.source.name.clone(),
+                d.event.source.position.as_bytes().to_vec(),
+            )
+        })
+        .collect();
     assert_eq!(distinct.len(), 45, "one identity per row");
-    assert!(recs.len() <= 45 + 10, "at most one batch (10) published again, got {} records", recs.len());
+    assert!(
+        recs.len() <= 45 + 10,
+        "at most one batch (10) published again, got {} records",
+        recs.len()
+    );
     // a replayed row has the very same identity
     let mut by_id: BTreeMap<i64, HashSet<Vec<u8>>> = BTreeMap::new();
     for d in &recs {
-        by_id.entry(key_i64(d)).or_default().insert(d.event.source.position.as_bytes().to_vec());
+        by_id
+            .entry(key_i64(d))
+            .or_default()
+            .insert(d.event.source.position.as_bytes().to_vec());
     }
     assert!(by_id.values().all(|p| p.len() == 1));
-    assert_eq!(by_id.keys().copied().collect::<Vec<_>>(), (1..=45).collect::<Vec<_>>());
+    assert_eq!(
+        by_id.keys().copied().collect::<Vec<_>>(),
+        (1..=45).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,28 +513,50 @@ async fn deletes_are_detected_across_restarts() {
         db.url()
     ));
     let deletes = |r: &[Decoded]| -> Vec<i64> {
-        let mut v: Vec<i64> = r.iter().filter(|d| d.event.op == Op::Delete).map(key_i64).collect();
+        let mut v: Vec<i64> = r
+            .iter()
+            .filter(|d| d.event.op == Op::Delete)
+            .map(key_i64)
+            .collect();
         v.sort();
         v
     };
     let run = start(&cfg, ctx(&stack, "deletes")).await;
     wait_records(&stack, "pg.deletes", "5 rows", |r| r.len() >= 5).await;
     c.execute("DELETE FROM p WHERE id = 2", &[]).await.unwrap();
-    wait_records(&stack, "pg.deletes", "the delete of 2", |r| deletes(r) == vec![2]).await;
+    wait_records(&stack, "pg.deletes", "the delete of 2", |r| {
+        deletes(r) == vec![2]
+    })
+    .await;
     run.stop().await;
 
     // deleted while the source is down; and an update, so the last position of 3 is not its first
     c.execute("DELETE FROM p WHERE id = 4", &[]).await.unwrap();
-    c.execute("UPDATE p SET v = 'changed', updated_at = now() WHERE id = 3", &[]).await.unwrap();
+    c.execute(
+        "UPDATE p SET v = 'changed', updated_at = now() WHERE id = 3",
+        &[],
+    )
+    .await
+    .unwrap();
     let run = start(&cfg, ctx(&stack, "deletes")).await;
-    wait_records(&stack, "pg.deletes", "the update of 3", |r| r.iter().filter(|d| key_i64(d) == 3).count() >= 2).await;
+    wait_records(&stack, "pg.deletes", "the update of 3", |r| {
+        r.iter().filter(|d| key_i64(d) == 3).count() >= 2
+    })
+    .await;
     c.execute("DELETE FROM p WHERE id = 3", &[]).await.unwrap();
-    let recs = wait_records(&stack, "pg.deletes", "the deletes of 3 and 4", |r| deletes(r) == vec![2, 3, 4]).await;
+    let recs = wait_records(&stack, "pg.deletes", "the deletes of 3 and 4", |r| {
+        deletes(r) == vec![2, 3, 4]
+    })
+    .await;
     // one more scan cycle must not repeat any delete
     tokio::time::sleep(Duration::from_millis(600)).await;
     run.stop().await;
     let recs_after = read_all(&stack, "pg.deletes").await;
-    assert_eq!(deletes(&recs_after), vec![2, 3, 4], "each delete exactly once");
+    assert_eq!(
+        deletes(&recs_after),
+        vec![2, 3, 4],
+        "each delete exactly once"
+    );
     for d in recs.iter().filter(|d| d.event.op == Op::Delete) {
         assert!(d.event.after.is_none());
         let last_upsert = recs
@@ -403,7 +565,10 @@ async fn deletes_are_detected_across_restarts() {
             .map(|u| u.event.source.position.clone())
             .max()
             .unwrap();
-        assert!(d.event.source.position > last_upsert, "a delete sorts after the key's last change");
+        assert!(
+            d.event.source.position > last_upsert,
+            "a delete sorts after the key's last change"
+        );
     }
 }
 
@@ -436,7 +601,9 @@ async fn sqlite_by_incrementing_id_and_by_timestamp() {
     assert_eq!(field(first, "kind"), Value::String("a".into()));
     assert_eq!(
         syncline_core::value::decimal_bytes(&field(first, "amount")),
-        syncline_core::value::decimal_bytes(&syncline_core::value::decimal_from_text("12.50", 2).unwrap())
+        syncline_core::value::decimal_bytes(
+            &syncline_core::value::decimal_from_text("12.50", 2).unwrap()
+        )
     );
     assert_eq!(field(first, "ok"), Value::Boolean(true));
     assert_eq!(field(first, "day"), Value::Date(20_783));
@@ -454,13 +621,23 @@ async fn sqlite_by_incrementing_id_and_by_timestamp() {
     .unwrap();
     let ev = wait_records(&stack, "lite.events", "3 events", |r| r.len() >= 3).await;
     assert_eq!(ids(&ev), vec![1, 2, 3]);
-    let items = wait_records(&stack, "lite.items", "the update and the insert", |r| r.len() >= 4).await;
+    let items = wait_records(&stack, "lite.items", "the update and the insert", |r| {
+        r.len() >= 4
+    })
+    .await;
     run.stop().await;
     assert_eq!(ids(&items), vec![1, 1, 2, 3]);
     let ones: Vec<&Decoded> = items.iter().filter(|d| key_i64(d) == 1).collect();
-    let (old, new) = if field(ones[0], "name") == Value::String("one".into()) { (ones[0], ones[1]) } else { (ones[1], ones[0]) };
+    let (old, new) = if field(ones[0], "name") == Value::String("one".into()) {
+        (ones[0], ones[1])
+    } else {
+        (ones[1], ones[0])
+    };
     assert_eq!(field(new, "name"), Value::String("uno".into()));
-    assert!(new.event.source.position > old.event.source.position, "an update has a greater position");
+    assert!(
+        new.event.source.position > old.event.source.position,
+        "an update has a greater position"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,7 +646,10 @@ async fn cron_schedule_fires() {
     let dir = TempDir::new("sqlpoll-cron");
     let path = dir.path().join("cron.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t (v) VALUES ('a');").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t (v) VALUES ('a');",
+    )
+    .unwrap();
     let cfg = config(&format!(
         "connection: sqlite:{}\nschedule: {{ cron: \"* * * * * *\" }}\ntables:\n  - {{ table: t, topic: lite.cron, mode: incrementing }}\n",
         path.display()
@@ -477,7 +657,13 @@ async fn cron_schedule_fires() {
     let run = start(&cfg, ctx(&stack, "cron")).await;
     wait_records(&stack, "lite.cron", "the first row", |r| r.len() == 1).await;
     conn.execute("INSERT INTO t (v) VALUES ('b')", []).unwrap();
-    wait_records(&stack, "lite.cron", "the second row, at a later tick", |r| r.len() == 2).await;
+    wait_records(
+        &stack,
+        "lite.cron",
+        "the second row, at a later tick",
+        |r| r.len() == 2,
+    )
+    .await;
     run.stop().await;
 }
 
@@ -493,9 +679,31 @@ tables:
     );
     let issues = cfg.check();
     let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
-    assert_eq!(paths, ["schedule.cron", "tables[0].timestamp_column", "tables[1].name", "tables[1].key"]);
-    assert!(issues[1].message.contains("updated_at"), "the message says what is valid: {}", issues[1].message);
+    assert_eq!(
+        paths,
+        [
+            "schedule.cron",
+            "tables[0].timestamp_column",
+            "tables[1].name",
+            "tables[1].key"
+        ]
+    );
+    assert!(
+        issues[1].message.contains("updated_at"),
+        "the message says what is valid: {}",
+        issues[1].message
+    );
     let empty = config("connection: sqlite:x.db\ntables: []\n");
-    assert_eq!(empty.check().iter().map(|i| i.path.as_str()).collect::<Vec<_>>(), ["tables"]);
-    assert!(serde_yaml::from_str::<SqlPollConfig>("connection: sqlite:x.db\ntables: []\ninterval_ms: 5\n").is_err());
+    assert_eq!(
+        empty
+            .check()
+            .iter()
+            .map(|i| i.path.as_str())
+            .collect::<Vec<_>>(),
+        ["tables"]
+    );
+    assert!(serde_yaml::from_str::<SqlPollConfig>(
+        "connection: sqlite:x.db\ntables: []\ninterval_ms: 5\n"
+    )
+    .is_err());
 }

@@ -48,7 +48,10 @@ pub struct ScheduleConfig {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        Self { interval_ms: Some(1_000), cron: None }
+        Self {
+            interval_ms: Some(1_000),
+            cron: None,
+        }
     }
 }
 
@@ -125,7 +128,10 @@ fn default_delete_scan_interval_ms() -> u64 {
 impl TableConfig {
     /// The entry's name: `name`, else `table`.
     pub fn entry_name(&self) -> String {
-        self.name.clone().or_else(|| self.table.clone()).unwrap_or_default()
+        self.name
+            .clone()
+            .or_else(|| self.table.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -135,7 +141,8 @@ fn valid_topic(t: &str) -> bool {
         && t.len() <= 249
         && t != "."
         && t != ".."
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 impl SqlPollConfig {
@@ -153,14 +160,18 @@ impl SqlPollConfig {
         }
         let is_sqlite = matches!(connection, Ok(Connection::Sqlite(_)));
         match (&self.schedule.interval_ms, &self.schedule.cron) {
-            (Some(_), Some(_)) => issues.push(Issue::new("schedule", "set either `interval_ms` or `cron`, not both")),
+            (Some(_), Some(_)) => issues.push(Issue::new(
+                "schedule",
+                "set either `interval_ms` or `cron`, not both",
+            )),
             (None, None) => issues.push(Issue::new(
                 "schedule",
                 "set `interval_ms` (e.g. 1000) or `cron` (e.g. \"*/10 * * * * *\")",
             )),
-            (Some(0), None) => {
-                issues.push(Issue::new("schedule.interval_ms", "must be at least 1 (milliseconds between polls)"))
-            }
+            (Some(0), None) => issues.push(Issue::new(
+                "schedule.interval_ms",
+                "must be at least 1 (milliseconds between polls)",
+            )),
             (None, Some(expr)) => {
                 if let Err(e) = Schedule::cron(expr) {
                     issues.push(Issue::new("schedule.cron", e.to_string()));
@@ -169,7 +180,10 @@ impl SqlPollConfig {
             (Some(_), None) => {}
         }
         if self.batch_size == 0 {
-            issues.push(Issue::new("batch_size", "must be at least 1 (rows per batch, e.g. 5000)"));
+            issues.push(Issue::new(
+                "batch_size",
+                "must be at least 1 (rows per batch, e.g. 5000)",
+            ));
         }
         if self.tables.is_empty() {
             issues.push(Issue::new("tables", "list at least one table: `- { table: public.orders, topic: shop.orders, mode: incrementing }`"));
@@ -185,14 +199,26 @@ impl SqlPollConfig {
                 }
             };
             match (&t.table, &t.query) {
-                (Some(_), Some(_)) => issues.push(Issue::new(at(""), "set either `table` or `query`, not both")),
-                (None, None) => issues.push(Issue::new(at(""), "set `table` (e.g. public.orders) or `query` (with `name` and `key`)")),
+                (Some(_), Some(_)) => issues.push(Issue::new(
+                    at(""),
+                    "set either `table` or `query`, not both",
+                )),
+                (None, None) => issues.push(Issue::new(
+                    at(""),
+                    "set `table` (e.g. public.orders) or `query` (with `name` and `key`)",
+                )),
                 (None, Some(q)) => {
                     if t.name.as_deref().is_none_or(str::is_empty) {
-                        issues.push(Issue::new(at("name"), "a `query` needs a `name` (used in change records and the cursor key)"));
+                        issues.push(Issue::new(
+                            at("name"),
+                            "a `query` needs a `name` (used in change records and the cursor key)",
+                        ));
                     }
                     if t.key.is_none() {
-                        issues.push(Issue::new(at("key"), "a `query` needs `key`: the columns that identify a row, e.g. [id]"));
+                        issues.push(Issue::new(
+                            at("key"),
+                            "a `query` needs `key`: the columns that identify a row, e.g. [id]",
+                        ));
                     }
                     if q.trim().is_empty() {
                         issues.push(Issue::new(at("query"), "is empty: write a SELECT"));
@@ -200,12 +226,18 @@ impl SqlPollConfig {
                 }
                 (Some(table), None) => {
                     if table.trim().is_empty() {
-                        issues.push(Issue::new(at("table"), "is empty: name a table, e.g. public.orders"));
+                        issues.push(Issue::new(
+                            at("table"),
+                            "is empty: name a table, e.g. public.orders",
+                        ));
                     }
                 }
             }
             if !valid_topic(&t.topic) {
-                issues.push(Issue::new(at("topic"), "must be 1-249 characters of letters, digits, `.`, `_` and `-`"));
+                issues.push(Issue::new(
+                    at("topic"),
+                    "must be 1-249 characters of letters, digits, `.`, `_` and `-`",
+                ));
             } else if t.topic.starts_with("_syncline") {
                 issues.push(Issue::new(at("topic"), "topics starting with `_syncline` hold syncline's own state: choose another name"));
             } else if !topics.insert(t.topic.clone()) {
@@ -232,11 +264,17 @@ impl SqlPollConfig {
                 }
                 let mut seen = HashSet::new();
                 if let Some(dup) = key.iter().find(|k| !seen.insert(*k)) {
-                    issues.push(Issue::new(at("key"), format!("column `{dup}` is listed twice")));
+                    issues.push(Issue::new(
+                        at("key"),
+                        format!("column `{dup}` is listed twice"),
+                    ));
                 }
             }
             if t.detect_deletes && t.delete_scan_interval_ms == 0 {
-                issues.push(Issue::new(at("delete_scan_interval_ms"), "must be at least 1 (milliseconds between key scans, e.g. 60000)"));
+                issues.push(Issue::new(
+                    at("delete_scan_interval_ms"),
+                    "must be at least 1 (milliseconds between key scans, e.g. 60000)",
+                ));
             }
             if is_sqlite && t.commit_delay_ms > 0 {
                 issues.push(Issue::new(at("commit_delay_ms"), "applies to Postgres only: SQLite has one writer at a time, so rows become visible in commit order"));
@@ -249,7 +287,9 @@ impl SqlPollConfig {
         match (&self.schedule.interval_ms, &self.schedule.cron) {
             (Some(ms), None) => Ok(Schedule::interval_ms(*ms)),
             (None, Some(expr)) => Schedule::cron(expr),
-            _ => Err(Error::config("schedule: set either `interval_ms` or `cron`")),
+            _ => Err(Error::config(
+                "schedule: set either `interval_ms` or `cron`",
+            )),
         }
     }
 
@@ -259,8 +299,15 @@ impl SqlPollConfig {
     pub async fn build(&self, ctx: ComponentContext) -> Result<SqlPollSource> {
         let issues = self.check();
         if !issues.is_empty() {
-            let list: Vec<String> = issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect();
-            return Err(Error::config(format!("source `{}`: {}", ctx.component, list.join("; "))));
+            let list: Vec<String> = issues
+                .iter()
+                .map(|i| format!("{}: {}", i.path, i.message))
+                .collect();
+            return Err(Error::config(format!(
+                "source `{}`: {}",
+                ctx.component,
+                list.join("; ")
+            )));
         }
         SqlPollSource::build(self, ctx).await
     }
@@ -286,7 +333,10 @@ mod tests {
                 {"query":"SELECT 1 AS id","name":"q","key":["id"],"topic":"shop.q","mode":"incrementing"}]}"#,
         );
         assert_eq!(c.check(), vec![]);
-        assert_eq!(c.topics(), vec!["shop.orders".to_string(), "shop.q".to_string()]);
+        assert_eq!(
+            c.topics(),
+            vec!["shop.orders".to_string(), "shop.q".to_string()]
+        );
         assert_eq!(c.batch_size, 5_000);
     }
 
@@ -319,7 +369,8 @@ mod tests {
 
     #[test]
     fn empty_tables_and_bad_cron_are_reported() {
-        let c = parse(r#"{"connection":"sqlite:///x.db","schedule":{"cron":"every day"},"tables":[]}"#);
+        let c =
+            parse(r#"{"connection":"sqlite:///x.db","schedule":{"cron":"every day"},"tables":[]}"#);
         assert_eq!(paths(&c), vec!["schedule.cron", "tables"]);
         let m = &c.check()[1].message;
         assert!(m.contains("at least one table"), "{m}");
@@ -328,13 +379,16 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         let v: serde_json::Value =
-            serde_json::from_str(r#"{"connection":"sqlite:x.db","tables":[],"interval_ms":5}"#).unwrap();
+            serde_json::from_str(r#"{"connection":"sqlite:x.db","tables":[],"interval_ms":5}"#)
+                .unwrap();
         assert!(serde_json::from_value::<SqlPollConfig>(v).is_err());
     }
 
     #[test]
     fn commit_delay_is_postgres_only() {
-        let c = parse(r#"{"connection":"sqlite:x.db","tables":[{"table":"t","topic":"t","mode":"incrementing","commit_delay_ms":5}]}"#);
+        let c = parse(
+            r#"{"connection":"sqlite:x.db","tables":[{"table":"t","topic":"t","mode":"incrementing","commit_delay_ms":5}]}"#,
+        );
         assert_eq!(paths(&c), vec!["tables[0].commit_delay_ms"]);
     }
 }

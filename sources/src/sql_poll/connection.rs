@@ -15,14 +15,17 @@ pub enum Connection {
 impl Connection {
     pub fn parse(s: &str) -> Result<Connection> {
         let s = s.trim();
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("host=") {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("host=")
+        {
             return Ok(Connection::Postgres(s.to_string()));
         }
         if let Some(rest) = s.strip_prefix("sqlite:") {
             // sqlite:///abs/path -> /abs/path; sqlite://rel -> rel; sqlite:rel -> rel
             let path = rest.strip_prefix("//").unwrap_or(rest);
             if path.is_empty() {
-                return Err(Error::config("`sqlite:` needs a file path, e.g. sqlite:///var/lib/app.db"));
+                return Err(Error::config(
+                    "`sqlite:` needs a file path, e.g. sqlite:///var/lib/app.db",
+                ));
             }
             return Ok(Connection::Sqlite(path.into()));
         }
@@ -58,7 +61,10 @@ pub fn redact(conn: &str) -> String {
         // a password can also be a query parameter
         let path = match path.split_once('?') {
             Some((p, query)) => {
-                let kept: Vec<&str> = query.split('&').filter(|kv| !kv.starts_with("password=")).collect();
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|kv| !kv.starts_with("password="))
+                    .collect();
                 if kept.is_empty() {
                     p.to_string()
                 } else {
@@ -69,7 +75,10 @@ pub fn redact(conn: &str) -> String {
         };
         return format!("{scheme}://{authority}{path}");
     }
-    conn.split_whitespace().filter(|kv| !kv.starts_with("password=")).collect::<Vec<_>>().join(" ")
+    conn.split_whitespace()
+        .filter(|kv| !kv.starts_with("password="))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -78,18 +87,38 @@ mod tests {
 
     #[test]
     fn passwords_never_show() {
-        assert_eq!(redact("postgres://app:s3cr@t@db:5432/shop"), "postgres://app@db:5432/shop");
-        assert_eq!(redact("postgres://app@db/shop?password=x&sslmode=disable"), "postgres://app@db/shop?sslmode=disable");
+        assert_eq!(
+            redact("postgres://app:s3cr@t@db:5432/shop"),
+            "postgres://app@db:5432/shop"
+        );
+        assert_eq!(
+            redact("postgres://app@db/shop?password=x&sslmode=disable"),
+            "postgres://app@db/shop?sslmode=disable"
+        );
         assert_eq!(redact("postgres://db/shop"), "postgres://db/shop");
-        assert_eq!(redact("host=db user=app password=x dbname=shop"), "host=db user=app dbname=shop");
+        assert_eq!(
+            redact("host=db user=app password=x dbname=shop"),
+            "host=db user=app dbname=shop"
+        );
     }
 
     #[test]
     fn parses_both_databases() {
-        assert_eq!(Connection::parse("sqlite:///tmp/a.db").unwrap(), Connection::Sqlite("/tmp/a.db".into()));
-        assert_eq!(Connection::parse("sqlite:rel.db").unwrap(), Connection::Sqlite("rel.db".into()));
-        assert!(matches!(Connection::parse("postgresql://u@h/d").unwrap(), Connection::Postgres(_)));
-        let err = Connection::parse("mysql://u:pw@h/d").unwrap_err().to_string();
+        assert_eq!(
+            Connection::parse("sqlite:///tmp/a.db").unwrap(),
+            Connection::Sqlite("/tmp/a.db".into())
+        );
+        assert_eq!(
+            Connection::parse("sqlite:rel.db").unwrap(),
+            Connection::Sqlite("rel.db".into())
+        );
+        assert!(matches!(
+            Connection::parse("postgresql://u@h/d").unwrap(),
+            Connection::Postgres(_)
+        ));
+        let err = Connection::parse("mysql://u:pw@h/d")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("pw"), "{err}");
     }
 }

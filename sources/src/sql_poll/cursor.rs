@@ -98,7 +98,9 @@ pub fn delete_position(last: &Position) -> Position {
 /// published keys for delete detection). Equal values give equal bytes
 /// whether they come from the database or were decoded back from Kafka.
 pub fn encode_key(key: &[(String, Value)]) -> Vec<u8> {
-    encode_key_into(Position::builder(), key).build().into_bytes()
+    encode_key_into(Position::builder(), key)
+        .build()
+        .into_bytes()
 }
 
 fn encode_key_into(
@@ -162,7 +164,10 @@ pub struct CursorStore {
 
 impl CursorStore {
     pub fn new(kafka: KafkaConfig, pipeline: &str, source: &str) -> Self {
-        Self { kafka, prefix: format!("{pipeline}/{source}/") }
+        Self {
+            kafka,
+            prefix: format!("{pipeline}/{source}/"),
+        }
     }
 
     pub fn key(&self, table: &str) -> String {
@@ -178,7 +183,10 @@ impl CursorStore {
         let raw = tokio::task::spawn_blocking(move || {
             let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
             read_topic_to_end(&kafka, CURSOR_TOPIC, |_, _, k, v| {
-                if let Some(table) = k.and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.strip_prefix(&prefix)) {
+                if let Some(table) = k
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .and_then(|k| k.strip_prefix(&prefix))
+                {
                     latest.insert(table.to_string(), v.map(<[u8]>::to_vec));
                 }
             })
@@ -200,13 +208,24 @@ impl CursorStore {
     /// Store `cursor` for `table` and wait for the broker's acknowledgement.
     /// Call it only once every record up to `cursor` is acknowledged (see the
     /// module documentation for the guarantee this gives).
-    pub async fn store(&self, producer: &FutureProducer, table: &str, stored: &StoredCursor) -> Result<()> {
+    pub async fn store(
+        &self,
+        producer: &FutureProducer,
+        table: &str,
+        stored: &StoredCursor,
+    ) -> Result<()> {
         let key = self.key(table);
-        let value = serde_json::to_vec(stored).map_err(|e| Error::internal("cannot serialize a cursor").with_source(e))?;
+        let value = serde_json::to_vec(stored)
+            .map_err(|e| Error::internal("cannot serialize a cursor").with_source(e))?;
         producer
-            .send(FutureRecord::to(CURSOR_TOPIC).key(&key).payload(&value), Duration::from_secs(60))
+            .send(
+                FutureRecord::to(CURSOR_TOPIC).key(&key).payload(&value),
+                Duration::from_secs(60),
+            )
             .await
-            .map_err(|(e, _)| Error::transient(format!("cannot store the cursor of `{table}`")).with_source(e))?;
+            .map_err(|(e, _)| {
+                Error::transient(format!("cannot store the cursor of `{table}`")).with_source(e)
+            })?;
         Ok(())
     }
 }
@@ -226,14 +245,20 @@ mod tests {
         assert!(p(vec![Int(-5)], 9) < p(vec![Int(3)], 1));
         assert!(p(vec![Int(3)], 1) < p(vec![Int(3)], 2));
         assert!(p(vec![Int(1_000), Int(9)], 1) < p(vec![Int(1_001), Int(0)], 1));
-        assert!(p(vec![Text("2024-01-01 10:00:00".into())], 1) < p(vec![Text("2024-01-01 10:00:00.5".into())], 1));
+        assert!(
+            p(vec![Text("2024-01-01 10:00:00".into())], 1)
+                < p(vec![Text("2024-01-01 10:00:00.5".into())], 1)
+        );
         // integers before text, as SQLite orders storage classes
         assert!(p(vec![Int(i64::MAX)], 1) < p(vec![Text(String::new())], 1));
     }
 
     #[test]
     fn same_row_state_same_position() {
-        let c = Cursor(vec![CursorPart::Int(1_732_600_000_000_000), CursorPart::Int(7)]);
+        let c = Cursor(vec![
+            CursorPart::Int(1_732_600_000_000_000),
+            CursorPart::Int(7),
+        ]);
         assert_eq!(row_position(&c, &key(7)), row_position(&c.clone(), &key(7)));
         // a key decoded back from Kafka (wrapped in a nullable union) encodes the same
         let wrapped = vec![("id".to_string(), Value::Union(1, Box::new(Value::Long(7))))];
@@ -258,7 +283,10 @@ mod tests {
     fn cursor_compares_lexicographically_and_serializes_plainly() {
         use CursorPart::*;
         assert!(Cursor(vec![Int(5), Int(100)]) < Cursor(vec![Int(6), Int(0)]));
-        let stored = StoredCursor { columns: vec!["ts".into(), "id".into()], cursor: Cursor(vec![Text("x".into()), Int(4)]) };
+        let stored = StoredCursor {
+            columns: vec!["ts".into(), "id".into()],
+            cursor: Cursor(vec![Text("x".into()), Int(4)]),
+        };
         let json = serde_json::to_string(&stored).unwrap();
         assert_eq!(json, r#"{"columns":["ts","id"],"cursor":["x",4]}"#);
         assert_eq!(serde_json::from_str::<StoredCursor>(&json).unwrap(), stored);

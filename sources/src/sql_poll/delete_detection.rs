@@ -46,7 +46,8 @@ impl PublishedKeys {
 
     /// A change of `key` at `position` was acknowledged by the broker.
     pub fn published(&mut self, key: Vec<(String, Value)>, position: Position) {
-        self.keys.insert(encode_key(&key), Published { key, position });
+        self.keys
+            .insert(encode_key(&key), Published { key, position });
     }
 
     /// The `DELETE` of `encoded` was acknowledged by the broker.
@@ -57,8 +58,12 @@ impl PublishedKeys {
     /// Published keys absent from `present` (encoded keys seen by a scan),
     /// in a stable order.
     pub fn vanished(&self, present: &HashSet<Vec<u8>>) -> Vec<(Vec<u8>, Published)> {
-        let mut gone: Vec<_> =
-            self.keys.iter().filter(|(k, _)| !present.contains(*k)).map(|(k, p)| (k.clone(), p.clone())).collect();
+        let mut gone: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|(k, _)| !present.contains(*k))
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
         gone.sort_by(|a, b| a.0.cmp(&b.0));
         gone
     }
@@ -78,18 +83,32 @@ impl Rebuild {
         match self.last.get(&encoded) {
             Some((p, _)) if p.position >= position => {}
             _ => {
-                self.last.insert(encoded, (Published { key, position }, deleted));
+                self.last
+                    .insert(encoded, (Published { key, position }, deleted));
             }
         }
     }
 
     pub fn finish(self) -> PublishedKeys {
-        PublishedKeys { keys: self.last.into_iter().filter(|(_, (_, deleted))| !deleted).map(|(k, (p, _))| (k, p)).collect() }
+        PublishedKeys {
+            keys: self
+                .last
+                .into_iter()
+                .filter(|(_, (_, deleted))| !deleted)
+                .map(|(k, (p, _))| (k, p))
+                .collect(),
+        }
     }
 }
 
 /// Read `topic` to its end and keep the keys `source`/`table` published.
-pub async fn rebuild(kafka: &KafkaConfig, registry: &RegistryConfig, topic: &str, source: &str, table: &str) -> Result<PublishedKeys> {
+pub async fn rebuild(
+    kafka: &KafkaConfig,
+    registry: &RegistryConfig,
+    topic: &str,
+    source: &str,
+    table: &str,
+) -> Result<PublishedKeys> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Option<Vec<u8>>, Option<Vec<u8>>)>(1_024);
     let (kafka, topic_owned) = (kafka.clone(), topic.to_string());
     let reader = tokio::task::spawn_blocking(move || {
@@ -102,9 +121,15 @@ pub async fn rebuild(kafka: &KafkaConfig, registry: &RegistryConfig, topic: &str
     let mut fold = Rebuild::default();
     let mut foreign = 0u64;
     while let Some((k, v)) = rx.recv().await {
-        let decoded = decoder.decode(k.as_deref(), v.as_deref()).await.map_err(|e| {
-            Error::new(e.kind(), format!("cannot rebuild the published keys of `{table}` from `{topic}`: {e}"))
-        })?;
+        let decoded = decoder
+            .decode(k.as_deref(), v.as_deref())
+            .await
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("cannot rebuild the published keys of `{table}` from `{topic}`: {e}"),
+                )
+            })?;
         let ev = decoded.event;
         if ev.source.name != source || ev.source.table != table {
             foreign += 1;
@@ -112,9 +137,15 @@ pub async fn rebuild(kafka: &KafkaConfig, registry: &RegistryConfig, topic: &str
         }
         fold.apply(ev.key, ev.source.position, ev.op);
     }
-    reader.await.map_err(|e| Error::internal("topic reader failed").with_source(e))??;
+    reader
+        .await
+        .map_err(|e| Error::internal("topic reader failed").with_source(e))??;
     if foreign > 0 {
-        tracing::warn!(topic, foreign, "sql_poll: the topic holds records of other sources; they were ignored");
+        tracing::warn!(
+            topic,
+            foreign,
+            "sql_poll: the topic holds records of other sources; they were ignored"
+        );
     }
     Ok(fold.finish())
 }

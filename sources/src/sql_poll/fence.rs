@@ -16,9 +16,10 @@
 //! and remembers a *fence* `(xmax of the snapshot, H)`, together with the
 //! transactions running right after the snapshot was taken. It publishes only
 //! rows with cursor <= W, where W is the greatest H of a fence whose
-//! transactions have all finished: `pg_snapshot_xmin(pg_current_snapshot())
-//! >= xmax` (every transaction with an id below xmax is over) and none of the
-//! listed transactions is still running.
+//! transactions have all finished: the xmin of a later snapshot is at least
+//! the fence's xmax (`pg_snapshot_xmin(pg_current_snapshot()) >= xmax`: every
+//! transaction with an id below xmax is over), and none of the listed
+//! transactions is still running.
 //!
 //! Why no row <= H can appear later: a row with cursor c <= H got c (from
 //! `nextval()` or from `now()`) no later than the row holding H got its value,
@@ -129,7 +130,11 @@ impl FenceState {
         for fence in self.pending.drain(..) {
             match decide(&fence, xmin_now, running) {
                 FenceDecision::Cleared => {
-                    if self.watermark.as_ref().is_none_or(|w| fence.high_water > *w) {
+                    if self
+                        .watermark
+                        .as_ref()
+                        .is_none_or(|w| fence.high_water > *w)
+                    {
                         self.watermark = Some(fence.high_water);
                     }
                 }
@@ -147,11 +152,20 @@ impl FenceState {
     /// `xmax`. A fence whose H is not above W or above the newest pending
     /// fence's H would release nothing new, so it is not kept.
     pub fn push(&mut self, xmax: u64, high_water: Cursor, now_ms: u64) {
-        let newest = self.pending.back().map(|f| &f.high_water).or(self.watermark.as_ref());
+        let newest = self
+            .pending
+            .back()
+            .map(|f| &f.high_water)
+            .or(self.watermark.as_ref());
         if newest.is_some_and(|n| high_water <= *n) || self.pending.len() >= MAX_PENDING {
             return;
         }
-        self.pending.push_back(Fence { xmax, high_water, created_ms: now_ms, open: None });
+        self.pending.push_back(Fence {
+            xmax,
+            high_water,
+            created_ms: now_ms,
+            open: None,
+        });
     }
 
     /// List `running` (read after every pending fence's snapshot) as the open
@@ -165,7 +179,6 @@ impl FenceState {
             }
         }
     }
-
 }
 
 #[cfg(test)]
@@ -180,18 +193,31 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
     fn armed(xmax: u64, h: i64, open: &[&str]) -> Fence {
-        Fence { xmax, high_water: c(h), created_ms: 0, open: Some(set(open)) }
+        Fence {
+            xmax,
+            high_water: c(h),
+            created_ms: 0,
+            open: Some(set(open)),
+        }
     }
 
     #[test]
     fn not_armed_fence_waits() {
-        let f = Fence { xmax: 10, high_water: c(5), created_ms: 0, open: None };
+        let f = Fence {
+            xmax: 10,
+            high_water: c(5),
+            created_ms: 0,
+            open: None,
+        };
         assert_eq!(decide(&f, 100, &set(&[])), FenceDecision::NotArmed);
     }
 
     #[test]
     fn fence_waits_for_older_xids() {
-        assert_eq!(decide(&armed(10, 5, &[]), 9, &set(&[])), FenceDecision::XidsRunning);
+        assert_eq!(
+            decide(&armed(10, 5, &[]), 9, &set(&[])),
+            FenceDecision::XidsRunning
+        );
     }
 
     #[test]
@@ -202,7 +228,10 @@ mod tests {
 
     #[test]
     fn fence_clears_when_all_finished() {
-        assert_eq!(decide(&armed(10, 5, &["3/7"]), 10, &set(&["5/2"])), FenceDecision::Cleared);
+        assert_eq!(
+            decide(&armed(10, 5, &["3/7"]), 10, &set(&["5/2"])),
+            FenceDecision::Cleared
+        );
     }
 
     #[test]
@@ -212,7 +241,10 @@ mod tests {
         s.push(12, c(9), 0);
         s.arm(&set(&["1/1"]), 0, 0);
         // first poll: 1/1 still runs, nothing released
-        assert_eq!(s.clear(20, &set(&["1/1"])), Some(FenceDecision::TransactionsRunning(vec!["1/1".into()])));
+        assert_eq!(
+            s.clear(20, &set(&["1/1"])),
+            Some(FenceDecision::TransactionsRunning(vec!["1/1".into()]))
+        );
         assert_eq!(s.watermark(), None);
         // 1/1 finished: both clear, W = 9
         assert_eq!(s.clear(20, &set(&[])), None);

@@ -30,7 +30,10 @@ mod sqlite;
 pub use config::{Mode, ScheduleConfig, SqlPollConfig, TableConfig};
 
 use connection::Connection;
-use cursor::{delete_position, encode_key, key_text, row_position, Cursor, CursorPart, CursorStore, StoredCursor};
+use cursor::{
+    delete_position, encode_key, key_text, row_position, Cursor, CursorPart, CursorStore,
+    StoredCursor,
+};
 use delete_detection::PublishedKeys;
 use plan::{SourceRow, TablePlan};
 use postgres::PgSource;
@@ -52,7 +55,9 @@ enum Database {
 impl Database {
     async fn open(connection: &Connection) -> Result<Database> {
         Ok(match connection {
-            Connection::Postgres(url) => Database::Postgres(PgSource::connect(url, &connection.display()).await?),
+            Connection::Postgres(url) => {
+                Database::Postgres(PgSource::connect(url, &connection.display()).await?)
+            }
             Connection::Sqlite(path) => Database::Sqlite(SqliteSource::open(path).await?),
         })
     }
@@ -129,7 +134,9 @@ impl SqlPollSource {
         }
         let encoder = Encoder::new(&ctx.registry)?;
         for plan in &plans {
-            ctx.kafka.ensure_topic(&plan.topic, ctx.kafka.partitions, false).await?;
+            ctx.kafka
+                .ensure_topic(&plan.topic, ctx.kafka.partitions, false)
+                .await?;
             encoder.prepare(&plan.topic, &plan.schema).await?;
         }
         let producer = ctx.kafka.producer()?;
@@ -155,7 +162,14 @@ impl SqlPollSource {
             };
             let published = if plan.detect_deletes {
                 let started = Instant::now();
-                let keys = delete_detection::rebuild(&ctx.kafka, &ctx.registry, &plan.topic, &ctx.component, &plan.name).await?;
+                let keys = delete_detection::rebuild(
+                    &ctx.kafka,
+                    &ctx.registry,
+                    &plan.topic,
+                    &ctx.component,
+                    &plan.name,
+                )
+                .await?;
                 tracing::info!(source = %ctx.component, table = %plan.name, keys = keys.len(), elapsed_ms = started.elapsed().as_millis() as u64,
                     "sql_poll: rebuilt the published keys for delete detection");
                 Some(keys)
@@ -165,7 +179,14 @@ impl SqlPollSource {
             tracing::info!(source = %ctx.component, table = %plan.name, topic = %plan.topic,
                 cursor = %cursor.as_ref().map(Cursor::text).unwrap_or_else(|| "none (from the start)".into()),
                 "sql_poll: table ready");
-            tables.push(TableState { plan, cursor, published, last_scan: None, held_since: None, last_warning: None });
+            tables.push(TableState {
+                plan,
+                cursor,
+                published,
+                last_scan: None,
+                held_since: None,
+                last_warning: None,
+            });
         }
         Ok(SqlPollSource {
             name: ctx.component,
@@ -241,7 +262,11 @@ impl SqlPollSource {
         for t in 0..self.tables.len() {
             self.poll_table(t).await?;
             let table = &self.tables[t];
-            if table.published.is_some() && table.last_scan.is_none_or(|s| s.elapsed() >= table.plan.delete_scan_interval) {
+            if table.published.is_some()
+                && table
+                    .last_scan
+                    .is_none_or(|s| s.elapsed() >= table.plan.delete_scan_interval)
+            {
                 self.detect_deletes(t).await?;
                 self.tables[t].last_scan = Some(Instant::now());
             }
@@ -255,7 +280,10 @@ impl SqlPollSource {
         loop {
             let after = self.tables[t].cursor.clone();
             let (rows, held_back) = match &mut self.db {
-                Database::Sqlite(s) => (s.read_batch(t, after.as_ref(), self.batch_size).await?, false),
+                Database::Sqlite(s) => (
+                    s.read_batch(t, after.as_ref(), self.batch_size).await?,
+                    false,
+                ),
                 Database::Postgres(pg) => {
                     let b = pg.read_batch(t, after.as_ref(), self.batch_size).await?;
                     let held = b.high_water.is_some() && b.watermark < b.high_water;
@@ -266,7 +294,11 @@ impl SqlPollSource {
                             high_water = %b.high_water.as_ref().map(Cursor::text).unwrap_or_default(),
                             watermark = %b.watermark.as_ref().map(Cursor::text).unwrap_or_default(),
                             waiting = ?b.waiting, pending_fences = b.pending_fences, "sql_poll: fence holds rows back until older transactions end");
-                        if since.elapsed() >= HELD_WARNING && table.last_warning.is_none_or(|w| w.elapsed() >= HELD_WARNING) {
+                        if since.elapsed() >= HELD_WARNING
+                            && table
+                                .last_warning
+                                .is_none_or(|w| w.elapsed() >= HELD_WARNING)
+                        {
                             table.last_warning = Some(Instant::now());
                             tracing::warn!(source = %self.name, table = %table.plan.name, held_s = since.elapsed().as_secs(), waiting = ?b.waiting,
                                 "sql_poll: rows are held back by transactions that stay open; they are published when those end");
@@ -297,13 +329,21 @@ impl SqlPollSource {
     async fn publish_rows(&mut self, t: usize, rows: Vec<SourceRow>) -> Result<()> {
         let plan = &self.tables[t].plan;
         let now_us = chrono::Utc::now().timestamp_micros();
-        let last_cursor = rows.last().map(|r| r.cursor.clone()).expect("publish_rows gets rows");
+        let last_cursor = rows
+            .last()
+            .map(|r| r.cursor.clone())
+            .expect("publish_rows gets rows");
         let events: Vec<ChangeEvent> = rows
             .into_iter()
             .map(|row| {
                 let key = plan.key_of(&row.values);
                 let position = row_position(&row.cursor, &key);
-                let position_text = format!("{}={} {}", plan.cursor_columns.join(","), row.cursor.text(), key_text(&key));
+                let position_text = format!(
+                    "{}={} {}",
+                    plan.cursor_columns.join(","),
+                    row.cursor.text(),
+                    key_text(&key)
+                );
                 ChangeEvent {
                     op: Op::Upsert,
                     key,
@@ -314,8 +354,13 @@ impl SqlPollSource {
             })
             .collect();
         self.send_all(plan, &events).await?;
-        let stored = StoredCursor { columns: plan.cursor_columns.clone(), cursor: last_cursor.clone() };
-        self.cursors.store(&self.producer, &plan.name, &stored).await?;
+        let stored = StoredCursor {
+            columns: plan.cursor_columns.clone(),
+            cursor: last_cursor.clone(),
+        };
+        self.cursors
+            .store(&self.producer, &plan.name, &stored)
+            .await?;
         let lag_ms = self.lag_ms(plan, &last_cursor);
         let table = &mut self.tables[t];
         tracing::info!(source = %self.name, table = %table.plan.name, rows = events.len(), cursor = %last_cursor.text(), lag_ms,
@@ -333,14 +378,22 @@ impl SqlPollSource {
     fn lag_ms(&self, plan: &TablePlan, cursor: &Cursor) -> Option<i64> {
         let first = plan.column(plan.cursor_columns.first()?)?;
         match (&first.ty, cursor.0.first()?) {
-            (ColumnType::Timestamp | ColumnType::TimestampTz, CursorPart::Int(us)) if matches!(self.db, Database::Postgres(_)) => {
+            (ColumnType::Timestamp | ColumnType::TimestampTz, CursorPart::Int(us))
+                if matches!(self.db, Database::Postgres(_)) =>
+            {
                 Some((chrono::Utc::now().timestamp_micros() - us) / 1_000)
             }
             _ => None,
         }
     }
 
-    fn source_info(&self, plan: &TablePlan, position: syncline_core::Position, position_text: String, ts_us: i64) -> SourceInfo {
+    fn source_info(
+        &self,
+        plan: &TablePlan,
+        position: syncline_core::Position,
+        position_text: String,
+        ts_us: i64,
+    ) -> SourceInfo {
         SourceInfo {
             connector: "sql_poll".into(),
             name: self.name.clone(),
@@ -359,10 +412,19 @@ impl SqlPollSource {
             encoded.push(self.encoder.encode(&plan.topic, &plan.schema, ev).await?);
         }
         let sends = encoded.iter().map(|(k, v)| {
-            self.producer.send(FutureRecord::to(&plan.topic).key(k).payload(v), Duration::from_secs(60))
+            self.producer.send(
+                FutureRecord::to(&plan.topic).key(k).payload(v),
+                Duration::from_secs(60),
+            )
         });
         for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| Error::transient(format!("the broker did not acknowledge a record of `{}`", plan.topic)).with_source(e))?;
+            result.map_err(|(e, _)| {
+                Error::transient(format!(
+                    "the broker did not acknowledge a record of `{}`",
+                    plan.topic
+                ))
+                .with_source(e)
+            })?;
         }
         Ok(())
     }
@@ -370,7 +432,9 @@ impl SqlPollSource {
     /// Scan the keys of table `t` and publish a `DELETE` for each published key that is gone.
     async fn detect_deletes(&mut self, t: usize) -> Result<()> {
         let started = Instant::now();
-        let Some(published) = self.tables[t].published.as_ref() else { return Ok(()) };
+        let Some(published) = self.tables[t].published.as_ref() else {
+            return Ok(());
+        };
         let mut present: HashSet<Vec<u8>> = HashSet::new();
         match &mut self.db {
             Database::Postgres(pg) => {
@@ -403,7 +467,11 @@ impl SqlPollSource {
             .iter()
             .map(|(_, p)| {
                 let position = delete_position(&p.position);
-                let text = format!("delete {} after position {}", key_text(&p.key), hex_of(p.position.as_bytes()));
+                let text = format!(
+                    "delete {} after position {}",
+                    key_text(&p.key),
+                    hex_of(p.position.as_bytes())
+                );
                 ChangeEvent {
                     op: Op::Delete,
                     key: p.key.clone(),

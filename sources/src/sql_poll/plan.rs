@@ -45,7 +45,10 @@ impl TablePlan {
         let find = |col: &str, what: &str| -> Result<&Column> {
             columns.iter().find(|c| c.name == col).ok_or_else(|| {
                 let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                Error::config(format!("`{name}`: {what} `{col}` is not one of its columns ({})", names.join(", ")))
+                Error::config(format!(
+                    "`{name}`: {what} `{col}` is not one of its columns ({})",
+                    names.join(", ")
+                ))
             })
         };
         let key = match &tc.key {
@@ -114,7 +117,11 @@ impl TablePlan {
             .primary_key
             .iter()
             .map(|k| {
-                let v = values.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+                let v = values
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or(Value::Null);
                 (k.clone(), v)
             })
             .collect()
@@ -138,7 +145,10 @@ pub fn quote_table(name: &str) -> String {
     if name.contains('"') {
         return name.to_string();
     }
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+    name.split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 pub fn quote_ident(name: &str) -> String {

@@ -60,7 +60,10 @@ fn numeric_type(typmod: i32) -> ColumnType {
     if scale < 0 || scale > precision || precision == 0 {
         return ColumnType::NumericText;
     }
-    ColumnType::Decimal { precision: precision as u32, scale: scale as u32 }
+    ColumnType::Decimal {
+        precision: precision as u32,
+        scale: scale as u32,
+    }
 }
 
 /// The Postgres type a column is read as (the SELECT casts to it).
@@ -71,7 +74,10 @@ fn read_type(ty: &ColumnType) -> String {
         ColumnType::Float => "float4".into(),
         ColumnType::Double => "float8".into(),
         ColumnType::Bool => "bool".into(),
-        ColumnType::Text | ColumnType::NumericText | ColumnType::Decimal { .. } | ColumnType::Json => "text".into(),
+        ColumnType::Text
+        | ColumnType::NumericText
+        | ColumnType::Decimal { .. }
+        | ColumnType::Json => "text".into(),
         ColumnType::Date => "date".into(),
         ColumnType::Time => "time".into(),
         ColumnType::Timestamp => "timestamp".into(),
@@ -96,8 +102,16 @@ pub fn cursor_type_ok(is_timestamp: bool, ty: &ColumnType) -> bool {
 fn pg_error(e: tokio_postgres::Error, what: impl FnOnce() -> String) -> Error {
     let kind = match e.code().map(|c| c.code()) {
         None => ErrorKind::Transient,
-        Some(c) if ["08", "40", "53", "57", "55"].iter().any(|p| c.starts_with(p)) => ErrorKind::Transient,
-        Some(c) if c.starts_with("42") || c.starts_with("3F") || c.starts_with("28") => ErrorKind::Config,
+        Some(c)
+            if ["08", "40", "53", "57", "55"]
+                .iter()
+                .any(|p| c.starts_with(p)) =>
+        {
+            ErrorKind::Transient
+        }
+        Some(c) if c.starts_with("42") || c.starts_with("3F") || c.starts_with("28") => {
+            ErrorKind::Config
+        }
         Some(_) => ErrorKind::Data,
     };
     Error::new(kind, what()).with_source(e)
@@ -144,7 +158,8 @@ pub struct PgSource {
 
 /// Transactions running in this database (virtual transaction ids), except
 /// this session and autovacuum, which never write rows.
-const RUNNING_SQL: &str = "SELECT l.virtualxid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+const RUNNING_SQL: &str =
+    "SELECT l.virtualxid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
      WHERE l.locktype = 'virtualxid' AND l.mode = 'ExclusiveLock' AND l.granted \
        AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
        AND l.pid <> pg_backend_pid() AND a.backend_type <> 'autovacuum worker'";
@@ -170,7 +185,13 @@ const PRIMARY_KEY_SQL: &str = "SELECT a.attname::text FROM pg_index i \
 
 impl PgSource {
     pub async fn connect(url: &str, display: &str) -> Result<PgSource> {
-        let mut s = PgSource { url: url.to_string(), client: None, db_name: String::new(), tables: Vec::new(), clock: Instant::now() };
+        let mut s = PgSource {
+            url: url.to_string(),
+            client: None,
+            db_name: String::new(),
+            tables: Vec::new(),
+            clock: Instant::now(),
+        };
         s.reconnect(display).await?;
         let db: String = s
             .client()?
@@ -198,7 +219,9 @@ impl PgSource {
     }
 
     fn client(&mut self) -> Result<&mut Client> {
-        self.client.as_mut().ok_or_else(|| Error::transient("not connected to Postgres"))
+        self.client
+            .as_mut()
+            .ok_or_else(|| Error::transient("not connected to Postgres"))
     }
 
     /// Columns and primary key of a table, or of a query (through a
@@ -207,14 +230,22 @@ impl PgSource {
         let name = tc.entry_name();
         let db_name = self.db_name.clone();
         let client = self.client()?;
-        let tx = client.transaction().await.map_err(|e| pg_error(e, || "cannot start a transaction".into()))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error(e, || "cannot start a transaction".into()))?;
         let relation = match (&tc.table, &tc.query) {
             (Some(table), _) => quote_table(table),
             (None, Some(query)) => {
                 let view = "pg_temp.syncline_introspect";
-                tx.batch_execute(&format!("CREATE TEMP VIEW syncline_introspect AS {}", plain_query(query)))
-                    .await
-                    .map_err(|e| pg_error(e, || format!("the query of `{name}` is not a valid SELECT")))?;
+                tx.batch_execute(&format!(
+                    "CREATE TEMP VIEW syncline_introspect AS {}",
+                    plain_query(query)
+                ))
+                .await
+                .map_err(|e| {
+                    pg_error(e, || format!("the query of `{name}` is not a valid SELECT"))
+                })?;
                 view.to_string()
             }
             (None, None) => return Err(Error::config(format!("`{name}`: set `table` or `query`"))),
@@ -227,7 +258,10 @@ impl PgSource {
         let oid = oid.ok_or_else(|| {
             Error::config(format!("table `{relation}` does not exist in database `{db_name}` (or is not visible to this user)"))
         })?;
-        let attrs = tx.query(ATTRIBUTES_SQL, &[&oid]).await.map_err(|e| pg_error(e, || format!("cannot read the columns of `{name}`")))?;
+        let attrs = tx
+            .query(ATTRIBUTES_SQL, &[&oid])
+            .await
+            .map_err(|e| pg_error(e, || format!("cannot read the columns of `{name}`")))?;
         let columns = attrs
             .iter()
             .map(|r| {
@@ -248,7 +282,9 @@ impl PgSource {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        tx.rollback().await.map_err(|e| pg_error(e, || "cannot end a transaction".into()))?;
+        tx.rollback()
+            .await
+            .map_err(|e| pg_error(e, || "cannot end a transaction".into()))?;
         Ok((columns, pk))
     }
 
@@ -293,9 +329,17 @@ impl PgSource {
 
     /// One poll round of table `t`: update the fence, then read up to
     /// `limit` rows with `after < cursor <= W`, ordered by cursor.
-    pub async fn read_batch(&mut self, t: usize, after: Option<&Cursor>, limit: usize) -> Result<PgBatch> {
+    pub async fn read_batch(
+        &mut self,
+        t: usize,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<PgBatch> {
         let now_ms = self.clock.elapsed().as_millis() as u64;
-        let client = self.client.as_mut().ok_or_else(|| Error::transient("not connected to Postgres"))?;
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| Error::transient("not connected to Postgres"))?;
         let table = &mut self.tables[t];
         // Listed before the snapshot: a fence whose transactions are all
         // absent here finished before the snapshot, so their rows are in it.
@@ -307,16 +351,41 @@ impl PgSource {
             .start()
             .await
             .map_err(|e| pg_error(e, || "cannot start a poll transaction".into()))?;
-        let snap = tx.query_one(SNAPSHOT_SQL, &[]).await.map_err(|e| pg_error(e, || "cannot read the snapshot".into()))?;
+        let snap = tx
+            .query_one(SNAPSHOT_SQL, &[])
+            .await
+            .map_err(|e| pg_error(e, || "cannot read the snapshot".into()))?;
         let (xmin, xmax) = (snap.get::<_, i64>(0) as u64, snap.get::<_, i64>(1) as u64);
         // Listed after the snapshot: every transaction that could still
         // write a row at or below this snapshot's high water.
         let after_snapshot = Self::running(&tx).await?;
-        let cursor_list = table.cursor.iter().map(|(c, k)| cursor_expr(c, *k)).collect::<Vec<_>>().join(", ");
-        let not_null = table.cursor.iter().map(|(c, _)| format!("t.{} IS NOT NULL", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
-        let desc = table.cursor.iter().map(|(c, _)| format!("t.{} DESC", quote_ident(c))).collect::<Vec<_>>().join(", ");
-        let hw_sql = format!("SELECT {cursor_list} FROM {} AS t WHERE {not_null} ORDER BY {desc} LIMIT 1", table.from);
-        let high_water = match tx.query_opt(&hw_sql, &[]).await.map_err(|e| pg_error(e, || format!("cannot read the high water of `{}`", table.name)))? {
+        let cursor_list = table
+            .cursor
+            .iter()
+            .map(|(c, k)| cursor_expr(c, *k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let not_null = table
+            .cursor
+            .iter()
+            .map(|(c, _)| format!("t.{} IS NOT NULL", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let desc = table
+            .cursor
+            .iter()
+            .map(|(c, _)| format!("t.{} DESC", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hw_sql = format!(
+            "SELECT {cursor_list} FROM {} AS t WHERE {not_null} ORDER BY {desc} LIMIT 1",
+            table.from
+        );
+        let high_water = match tx.query_opt(&hw_sql, &[]).await.map_err(|e| {
+            pg_error(e, || {
+                format!("cannot read the high water of `{}`", table.name)
+            })
+        })? {
             Some(row) => Some(read_cursor(&row, 0, &table.cursor)?),
             None => None,
         };
@@ -325,24 +394,50 @@ impl PgSource {
         if let Some(h) = &high_water {
             table.fences.push(xmax, h.clone(), now_ms);
         }
-        table.fences.arm(&after_snapshot, now_ms, table.commit_delay_ms);
+        table
+            .fences
+            .arm(&after_snapshot, now_ms, table.commit_delay_ms);
         let watermark = table.fences.watermark().cloned();
 
         let mut rows = Vec::new();
         if let Some(w) = &watermark {
             if after.is_none_or(|a| a < w) {
-                let cols = table.columns.iter().map(|c| format!("t.{}::{}", quote_ident(&c.name), read_type(&c.ty))).collect::<Vec<_>>();
+                let cols = table
+                    .columns
+                    .iter()
+                    .map(|c| format!("t.{}::{}", quote_ident(&c.name), read_type(&c.ty)))
+                    .collect::<Vec<_>>();
                 let tuple = |offset: usize| {
-                    let ps = table.cursor.iter().enumerate().map(|(i, (_, k))| format!("${}::{}", offset + i + 1, param_type(*k)));
+                    let ps = table
+                        .cursor
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, k))| format!("${}::{}", offset + i + 1, param_type(*k)));
                     format!("({})", ps.collect::<Vec<_>>().join(", "))
                 };
-                let cursor_cols = format!("({})", table.cursor.iter().map(|(c, _)| format!("t.{}", quote_ident(c))).collect::<Vec<_>>().join(", "));
-                let order = table.cursor.iter().map(|(c, _)| format!("t.{}", quote_ident(c))).collect::<Vec<_>>().join(", ");
+                let cursor_cols = format!(
+                    "({})",
+                    table
+                        .cursor
+                        .iter()
+                        .map(|(c, _)| format!("t.{}", quote_ident(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let order = table
+                    .cursor
+                    .iter()
+                    .map(|(c, _)| format!("t.{}", quote_ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
                 let mut filter = format!("{cursor_cols} <= {}", tuple(0));
                 params.extend(bind(w, &table.cursor)?);
                 if let Some(a) = after {
-                    filter.push_str(&format!(" AND {cursor_cols} > {}", tuple(table.cursor.len())));
+                    filter.push_str(&format!(
+                        " AND {cursor_cols} > {}",
+                        tuple(table.cursor.len())
+                    ));
                     params.extend(bind(a, &table.cursor)?);
                 }
                 let sql = format!(
@@ -350,36 +445,76 @@ impl PgSource {
                     cols.join(", "),
                     table.from
                 );
-                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-                let result = tx.query(&sql, &refs).await.map_err(|e| pg_error(e, || format!("cannot read `{}`", table.name)))?;
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                let result = tx
+                    .query(&sql, &refs)
+                    .await
+                    .map_err(|e| pg_error(e, || format!("cannot read `{}`", table.name)))?;
                 for row in &result {
                     let mut values = Vec::with_capacity(table.columns.len());
                     for (i, c) in table.columns.iter().enumerate() {
-                        values.push((c.name.clone(), read_value(row, i, &c.ty).map_err(|e| column_error(e, &table.name, &c.name))?));
+                        values.push((
+                            c.name.clone(),
+                            read_value(row, i, &c.ty)
+                                .map_err(|e| column_error(e, &table.name, &c.name))?,
+                        ));
                     }
-                    rows.push(SourceRow { cursor: read_cursor(row, table.columns.len(), &table.cursor)?, values });
+                    rows.push(SourceRow {
+                        cursor: read_cursor(row, table.columns.len(), &table.cursor)?,
+                        values,
+                    });
                 }
             }
         }
-        tx.commit().await.map_err(|e| pg_error(e, || "cannot end the poll transaction".into()))?;
-        Ok(PgBatch { rows, high_water, watermark, waiting, pending_fences: table.fences.pending() })
+        tx.commit()
+            .await
+            .map_err(|e| pg_error(e, || "cannot end the poll transaction".into()))?;
+        Ok(PgBatch {
+            rows,
+            high_water,
+            watermark,
+            waiting,
+            pending_fences: table.fences.pending(),
+        })
     }
 
     /// Call `f` with the key values of every row of table `t`, streaming.
-    pub async fn scan_keys(&mut self, t: usize, mut f: impl FnMut(Vec<(String, Value)>)) -> Result<()> {
-        let client = self.client.as_mut().ok_or_else(|| Error::transient("not connected to Postgres"))?;
+    pub async fn scan_keys(
+        &mut self,
+        t: usize,
+        mut f: impl FnMut(Vec<(String, Value)>),
+    ) -> Result<()> {
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| Error::transient("not connected to Postgres"))?;
         let table = &self.tables[t];
-        let cols = table.key.iter().map(|c| format!("t.{}::{}", quote_ident(&c.name), read_type(&c.ty))).collect::<Vec<_>>();
+        let cols = table
+            .key
+            .iter()
+            .map(|c| format!("t.{}::{}", quote_ident(&c.name), read_type(&c.ty)))
+            .collect::<Vec<_>>();
         let sql = format!("SELECT {} FROM {} AS t", cols.join(", "), table.from);
         let stream = client
             .query_raw(&sql, Vec::<String>::new())
             .await
             .map_err(|e| pg_error(e, || format!("cannot scan the keys of `{}`", table.name)))?;
         pin_mut!(stream);
-        while let Some(row) = stream.try_next().await.map_err(|e| pg_error(e, || format!("cannot scan the keys of `{}`", table.name)))? {
+        while let Some(row) = stream
+            .try_next()
+            .await
+            .map_err(|e| pg_error(e, || format!("cannot scan the keys of `{}`", table.name)))?
+        {
             let mut key = Vec::with_capacity(table.key.len());
             for (i, c) in table.key.iter().enumerate() {
-                key.push((c.name.clone(), read_value(&row, i, &c.ty).map_err(|e| column_error(e, &table.name, &c.name))?));
+                key.push((
+                    c.name.clone(),
+                    read_value(&row, i, &c.ty)
+                        .map_err(|e| column_error(e, &table.name, &c.name))?,
+                ));
             }
             f(key);
         }
@@ -407,28 +542,45 @@ fn param_type(kind: CursorKind) -> &'static str {
 fn read_cursor(row: &Row, offset: usize, kinds: &[(String, CursorKind)]) -> Result<Cursor> {
     let mut parts = Vec::with_capacity(kinds.len());
     for (i, (name, kind)) in kinds.iter().enumerate() {
-        let bad = |e: tokio_postgres::Error| Error::data(format!("cursor column `{name}` cannot be read")).with_source(e);
+        let bad = |e: tokio_postgres::Error| {
+            Error::data(format!("cursor column `{name}` cannot be read")).with_source(e)
+        };
         parts.push(CursorPart::Int(match kind {
             CursorKind::Int => row.try_get::<_, i64>(offset + i).map_err(bad)?,
-            CursorKind::Timestamp => row.try_get::<_, NaiveDateTime>(offset + i).map_err(bad)?.and_utc().timestamp_micros(),
-            CursorKind::TimestampTz => row.try_get::<_, DateTime<Utc>>(offset + i).map_err(bad)?.timestamp_micros(),
+            CursorKind::Timestamp => row
+                .try_get::<_, NaiveDateTime>(offset + i)
+                .map_err(bad)?
+                .and_utc()
+                .timestamp_micros(),
+            CursorKind::TimestampTz => row
+                .try_get::<_, DateTime<Utc>>(offset + i)
+                .map_err(bad)?
+                .timestamp_micros(),
         }));
     }
     Ok(Cursor(parts))
 }
 
-fn bind(cursor: &Cursor, kinds: &[(String, CursorKind)]) -> Result<Vec<Box<dyn ToSql + Sync + Send>>> {
+fn bind(
+    cursor: &Cursor,
+    kinds: &[(String, CursorKind)],
+) -> Result<Vec<Box<dyn ToSql + Sync + Send>>> {
     cursor
         .0
         .iter()
         .zip(kinds)
         .map(|(part, (name, kind))| {
             let CursorPart::Int(v) = part else {
-                return Err(Error::data(format!("stored cursor value {part:?} of `{name}` is not an integer")));
+                return Err(Error::data(format!(
+                    "stored cursor value {part:?} of `{name}` is not an integer"
+                )));
             };
             let micros = || {
-                DateTime::from_timestamp_micros(*v)
-                    .ok_or_else(|| Error::data(format!("stored cursor value {v} of `{name}` is not a timestamp")))
+                DateTime::from_timestamp_micros(*v).ok_or_else(|| {
+                    Error::data(format!(
+                        "stored cursor value {v} of `{name}` is not a timestamp"
+                    ))
+                })
             };
             Ok(match kind {
                 CursorKind::Int => Box::new(*v) as Box<dyn ToSql + Sync + Send>,
@@ -440,7 +592,8 @@ fn bind(cursor: &Cursor, kinds: &[(String, CursorKind)]) -> Result<Vec<Box<dyn T
 }
 
 fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<Option<T>> {
-    row.try_get::<_, Option<T>>(i).map_err(|e| Error::data("cannot read the value").with_source(e))
+    row.try_get::<_, Option<T>>(i)
+        .map_err(|e| Error::data("cannot read the value").with_source(e))
 }
 
 fn days(d: NaiveDate) -> i32 {
@@ -453,14 +606,25 @@ fn time_micros(t: NaiveTime) -> i64 {
 
 /// One value as the Avro value of its column type (`Value::Null` for NULL).
 pub fn read_value(row: &Row, i: usize, ty: &ColumnType) -> Result<Value> {
-    fn scalar<'a, T: FromSql<'a>>(row: &'a Row, i: usize, f: impl Fn(T) -> Result<Value>) -> Result<Value> {
+    fn scalar<'a, T: FromSql<'a>>(
+        row: &'a Row,
+        i: usize,
+        f: impl Fn(T) -> Result<Value>,
+    ) -> Result<Value> {
         get::<T>(row, i)?.map(f).unwrap_or(Ok(Value::Null))
     }
-    fn array<'a, T: FromSql<'a>>(row: &'a Row, i: usize, f: impl Fn(T) -> Result<Value>) -> Result<Value> {
+    fn array<'a, T: FromSql<'a>>(
+        row: &'a Row,
+        i: usize,
+        f: impl Fn(T) -> Result<Value>,
+    ) -> Result<Value> {
         match get::<Vec<Option<T>>>(row, i)? {
             None => Ok(Value::Null),
             Some(items) => Ok(Value::Array(
-                items.into_iter().map(|x| x.map(&f).transpose().map(nullable_value)).collect::<Result<_>>()?,
+                items
+                    .into_iter()
+                    .map(|x| x.map(&f).transpose().map(nullable_value))
+                    .collect::<Result<_>>()?,
             )),
         }
     }
@@ -475,15 +639,19 @@ pub fn read_value(row: &Row, i: usize, ty: &ColumnType) -> Result<Value> {
                 ColumnType::Text | ColumnType::NumericText | ColumnType::Json => {
                     $reader::<String>(row, i, |v| Ok(Value::String(v)))
                 }
-                ColumnType::Decimal { scale, .. } => $reader::<String>(row, i, |v| decimal_from_text(&v, *scale)),
+                ColumnType::Decimal { scale, .. } => {
+                    $reader::<String>(row, i, |v| decimal_from_text(&v, *scale))
+                }
                 ColumnType::Date => $reader::<NaiveDate>(row, i, |v| Ok(Value::Date(days(v)))),
-                ColumnType::Time => $reader::<NaiveTime>(row, i, |v| Ok(Value::TimeMicros(time_micros(v)))),
-                ColumnType::Timestamp => {
-                    $reader::<NaiveDateTime>(row, i, |v| Ok(Value::LocalTimestampMicros(v.and_utc().timestamp_micros())))
+                ColumnType::Time => {
+                    $reader::<NaiveTime>(row, i, |v| Ok(Value::TimeMicros(time_micros(v))))
                 }
-                ColumnType::TimestampTz => {
-                    $reader::<DateTime<Utc>>(row, i, |v| Ok(Value::TimestampMicros(v.timestamp_micros())))
-                }
+                ColumnType::Timestamp => $reader::<NaiveDateTime>(row, i, |v| {
+                    Ok(Value::LocalTimestampMicros(v.and_utc().timestamp_micros()))
+                }),
+                ColumnType::TimestampTz => $reader::<DateTime<Utc>>(row, i, |v| {
+                    Ok(Value::TimestampMicros(v.timestamp_micros()))
+                }),
                 ColumnType::Uuid => $reader::<uuid::Uuid>(row, i, |v| Ok(Value::Uuid(v))),
                 ColumnType::Bytes => $reader::<Vec<u8>>(row, i, |v| Ok(Value::Bytes(v))),
                 ColumnType::Array(_) => Err(Error::data("arrays of arrays are not supported")),
@@ -504,15 +672,36 @@ mod tests {
     fn maps_postgres_types() {
         assert_eq!(column_type("int2", -1, None), ColumnType::Int);
         assert_eq!(column_type("int8", -1, None), ColumnType::Long);
-        assert_eq!(column_type("numeric", ((12 << 16) | 2) + 4, None), ColumnType::Decimal { precision: 12, scale: 2 });
+        assert_eq!(
+            column_type("numeric", ((12 << 16) | 2) + 4, None),
+            ColumnType::Decimal {
+                precision: 12,
+                scale: 2
+            }
+        );
         assert_eq!(column_type("numeric", -1, None), ColumnType::NumericText);
         // numeric(3,-2): negative scale, carried as text
-        assert_eq!(column_type("numeric", ((3 << 16) | (0x800 - 2)) + 4, None), ColumnType::NumericText);
-        assert_eq!(column_type("_int4", -1, Some("int4")), ColumnType::Array(Box::new(ColumnType::Int)));
-        assert_eq!(column_type("_text", -1, Some("text")), ColumnType::Array(Box::new(ColumnType::Text)));
+        assert_eq!(
+            column_type("numeric", ((3 << 16) | (0x800 - 2)) + 4, None),
+            ColumnType::NumericText
+        );
+        assert_eq!(
+            column_type("_int4", -1, Some("int4")),
+            ColumnType::Array(Box::new(ColumnType::Int))
+        );
+        assert_eq!(
+            column_type("_text", -1, Some("text")),
+            ColumnType::Array(Box::new(ColumnType::Text))
+        );
         assert_eq!(column_type("jsonb", -1, None), ColumnType::Json);
         assert_eq!(column_type("interval", -1, None), ColumnType::Text);
-        assert_eq!(read_type(&ColumnType::Array(Box::new(ColumnType::Decimal { precision: 5, scale: 1 }))), "text[]");
+        assert_eq!(
+            read_type(&ColumnType::Array(Box::new(ColumnType::Decimal {
+                precision: 5,
+                scale: 1
+            }))),
+            "text[]"
+        );
     }
 
     #[test]

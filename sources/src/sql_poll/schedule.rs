@@ -30,7 +30,9 @@ impl Schedule {
     /// How long to wait after a poll that started at `started` (now is `now`).
     pub fn wait_after(&self, started: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
         let next = match self {
-            Schedule::Interval(d) => started + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX),
+            Schedule::Interval(d) => {
+                started + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX)
+            }
             Schedule::Cron(s) => match s.after(&now).next() {
                 Some(t) => t,
                 // an expression with no future time (a past year): never poll again
@@ -50,8 +52,14 @@ mod tests {
     fn interval_counts_from_the_start_of_the_poll() {
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let s = Schedule::interval_ms(1_000);
-        assert_eq!(s.wait_after(t0, t0 + chrono::Duration::milliseconds(300)), Duration::from_millis(700));
-        assert_eq!(s.wait_after(t0, t0 + chrono::Duration::milliseconds(1_500)), Duration::ZERO);
+        assert_eq!(
+            s.wait_after(t0, t0 + chrono::Duration::milliseconds(300)),
+            Duration::from_millis(700)
+        );
+        assert_eq!(
+            s.wait_after(t0, t0 + chrono::Duration::milliseconds(1_500)),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -49,8 +49,14 @@ pub fn column_type(declared: &str) -> ColumnType {
         "DECIMAL" | "NUMERIC" => {
             let nums: Vec<Option<u32>> = args.split(',').map(|a| a.trim().parse().ok()).collect();
             return match nums.as_slice() {
-                [Some(p), Some(s)] if s <= p && *p > 0 => ColumnType::Decimal { precision: *p, scale: *s },
-                [Some(p)] if *p > 0 => ColumnType::Decimal { precision: *p, scale: 0 },
+                [Some(p), Some(s)] if s <= p && *p > 0 => ColumnType::Decimal {
+                    precision: *p,
+                    scale: *s,
+                },
+                [Some(p)] if *p > 0 => ColumnType::Decimal {
+                    precision: *p,
+                    scale: 0,
+                },
                 _ => ColumnType::NumericText,
             };
         }
@@ -76,7 +82,14 @@ pub fn column_type(declared: &str) -> ColumnType {
 /// ISO-8601 format or integer epoch values (whatever its declared type).
 pub fn cursor_type_ok(is_timestamp: bool, ty: &ColumnType) -> bool {
     if is_timestamp {
-        matches!(ty, ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::Text | ColumnType::Long | ColumnType::NumericText)
+        matches!(
+            ty,
+            ColumnType::Timestamp
+                | ColumnType::TimestampTz
+                | ColumnType::Text
+                | ColumnType::Long
+                | ColumnType::NumericText
+        )
     } else {
         matches!(ty, ColumnType::Long)
     }
@@ -87,7 +100,9 @@ fn sql_error(e: rusqlite::Error, what: impl FnOnce() -> String) -> Error {
         // busy or locked by a writer: try again; anything else (cannot open,
         // no such table or column, bad SQL) is the configuration's to fix
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => ErrorKind::Transient,
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                ErrorKind::Transient
+            }
             _ => ErrorKind::Config,
         },
         _ => ErrorKind::Data,
@@ -111,27 +126,51 @@ pub struct SqliteSource {
 }
 
 fn open(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| sql_error(e, || format!("cannot open SQLite database {} (it must exist)", path.display())))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| sql_error(e, || "cannot set busy_timeout".into()))?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| {
+        sql_error(e, || {
+            format!(
+                "cannot open SQLite database {} (it must exist)",
+                path.display()
+            )
+        })
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| sql_error(e, || "cannot set busy_timeout".into()))?;
     Ok(conn)
 }
 
 impl SqliteSource {
     pub async fn open(path: &Path) -> Result<SqliteSource> {
         let p = path.to_path_buf();
-        let conn = tokio::task::spawn_blocking(move || open(&p)).await.map_err(|e| Error::internal("SQLite task failed").with_source(e))??;
-        Ok(SqliteSource { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)), tables: Vec::new() })
+        let conn = tokio::task::spawn_blocking(move || open(&p))
+            .await
+            .map_err(|e| Error::internal("SQLite task failed").with_source(e))??;
+        Ok(SqliteSource {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+            tables: Vec::new(),
+        })
     }
 
     pub fn db_name(&self) -> String {
         self.path.display().to_string()
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().map_err(|_| Error::internal("SQLite connection poisoned"))?;
+            let conn = conn
+                .lock()
+                .map_err(|_| Error::internal("SQLite connection poisoned"))?;
             f(&conn)
         })
         .await
@@ -193,7 +232,13 @@ impl SqliteSource {
     }
 
     pub fn add_table(&mut self, tc: &TableConfig, plan: &TablePlan) {
-        let index = |n: &String| plan.schema.columns.iter().position(|c| &c.name == n).expect("plan resolved its columns");
+        let index = |n: &String| {
+            plan.schema
+                .columns
+                .iter()
+                .position(|c| &c.name == n)
+                .expect("plan resolved its columns")
+        };
         self.tables.push(Arc::new(SqliteTable {
             name: plan.name.clone(),
             from: match (&tc.table, &tc.query) {
@@ -208,14 +253,27 @@ impl SqliteSource {
     }
 
     /// Up to `limit` rows with cursor > `after`, ordered by cursor.
-    pub async fn read_batch(&self, t: usize, after: Option<&Cursor>, limit: usize) -> Result<Vec<SourceRow>> {
+    pub async fn read_batch(
+        &self,
+        t: usize,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<SourceRow>> {
         let table = self.tables[t].clone();
         let after = after.cloned();
         self.blocking(move |conn| {
-            let cols: Vec<String> = table.columns.iter().map(|c| format!("t.{}", quote_ident(&c.name))).collect();
+            let cols: Vec<String> = table
+                .columns
+                .iter()
+                .map(|c| format!("t.{}", quote_ident(&c.name)))
+                .collect();
             let cursor_cols: Vec<&str> = table.cursor.iter().map(|&i| cols[i].as_str()).collect();
             let tuple = format!("({})", cursor_cols.join(", "));
-            let mut filter = cursor_cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
+            let mut filter = cursor_cols
+                .iter()
+                .map(|c| format!("{c} IS NOT NULL"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
             let mut params: Vec<rusqlite::types::Value> = Vec::new();
             if let Some(a) = &after {
                 let marks: Vec<String> = (1..=a.0.len()).map(|i| format!("?{i}")).collect();
@@ -231,31 +289,55 @@ impl SqliteSource {
                 table.from,
                 cursor_cols.join(", ")
             );
-            let mut stmt = conn.prepare_cached(&sql).map_err(|e| sql_error(e, || format!("cannot read `{}`", table.name)))?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(|e| sql_error(e, || format!("cannot read `{}`", table.name)))?;
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(|e| sql_error(e, || format!("cannot read `{}`", table.name)))?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(params))
+                .map_err(|e| sql_error(e, || format!("cannot read `{}`", table.name)))?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(|e| sql_error(e, || format!("cannot read `{}`", table.name)))? {
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| sql_error(e, || format!("cannot read `{}`", table.name)))?
+            {
                 let mut values = Vec::with_capacity(table.columns.len());
                 for (i, c) in table.columns.iter().enumerate() {
-                    let v = row.get_ref(i).map_err(|e| sql_error(e, || "cannot read a column".into()))?;
-                    values.push((c.name.clone(), read_value(v, &c.ty).map_err(|e| Error::new(e.kind(), format!("`{}`.`{}`: {e}", table.name, c.name)))?));
+                    let v = row
+                        .get_ref(i)
+                        .map_err(|e| sql_error(e, || "cannot read a column".into()))?;
+                    values.push((
+                        c.name.clone(),
+                        read_value(v, &c.ty).map_err(|e| {
+                            Error::new(e.kind(), format!("`{}`.`{}`: {e}", table.name, c.name))
+                        })?,
+                    ));
                 }
                 let mut parts = Vec::with_capacity(table.cursor.len());
                 for &i in &table.cursor {
-                    parts.push(match row.get_ref(i).map_err(|e| sql_error(e, || "cannot read a column".into()))? {
-                        ValueRef::Integer(v) => CursorPart::Int(v),
-                        ValueRef::Text(t) => CursorPart::Text(String::from_utf8_lossy(t).into_owned()),
-                        other => {
-                            return Err(Error::data(format!(
+                    parts.push(
+                        match row
+                            .get_ref(i)
+                            .map_err(|e| sql_error(e, || "cannot read a column".into()))?
+                        {
+                            ValueRef::Integer(v) => CursorPart::Int(v),
+                            ValueRef::Text(t) => {
+                                CursorPart::Text(String::from_utf8_lossy(t).into_owned())
+                            }
+                            other => {
+                                return Err(Error::data(format!(
                                 "`{}`.`{}` holds {:?}: a cursor column must hold integers or text",
                                 table.name,
                                 table.columns[i].name,
                                 other.data_type()
                             )))
-                        }
-                    });
+                            }
+                        },
+                    );
                 }
-                out.push(SourceRow { cursor: Cursor(parts), values });
+                out.push(SourceRow {
+                    cursor: Cursor(parts),
+                    values,
+                });
             }
             Ok(out)
         })
@@ -266,16 +348,29 @@ impl SqliteSource {
     pub async fn scan_keys(&self, t: usize) -> Result<Vec<Vec<(String, Value)>>> {
         let table = self.tables[t].clone();
         self.blocking(move |conn| {
-            let cols: Vec<String> = table.key.iter().map(|&i| format!("t.{}", quote_ident(&table.columns[i].name))).collect();
+            let cols: Vec<String> = table
+                .key
+                .iter()
+                .map(|&i| format!("t.{}", quote_ident(&table.columns[i].name)))
+                .collect();
             let sql = format!("SELECT {} FROM {} AS t", cols.join(", "), table.from);
-            let mut stmt = conn.prepare(&sql).map_err(|e| sql_error(e, || format!("cannot scan the keys of `{}`", table.name)))?;
-            let mut rows = stmt.query([]).map_err(|e| sql_error(e, || format!("cannot scan the keys of `{}`", table.name)))?;
+            let mut stmt = conn.prepare(&sql).map_err(|e| {
+                sql_error(e, || format!("cannot scan the keys of `{}`", table.name))
+            })?;
+            let mut rows = stmt.query([]).map_err(|e| {
+                sql_error(e, || format!("cannot scan the keys of `{}`", table.name))
+            })?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(|e| sql_error(e, || format!("cannot scan the keys of `{}`", table.name)))? {
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| sql_error(e, || format!("cannot scan the keys of `{}`", table.name)))?
+            {
                 let mut key = Vec::with_capacity(table.key.len());
                 for (j, &i) in table.key.iter().enumerate() {
                     let c = &table.columns[i];
-                    let v = row.get_ref(j).map_err(|e| sql_error(e, || "cannot read a column".into()))?;
+                    let v = row
+                        .get_ref(j)
+                        .map_err(|e| sql_error(e, || "cannot read a column".into()))?;
                     key.push((c.name.clone(), read_value(v, &c.ty)?));
                 }
                 out.push(key);
@@ -291,13 +386,17 @@ fn text_of(v: ValueRef<'_>) -> Result<String> {
         ValueRef::Integer(i) => i.to_string(),
         ValueRef::Real(f) => f.to_string(),
         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-        ValueRef::Blob(b) => String::from_utf8(b.to_vec()).map_err(|_| Error::data("holds a blob that is not UTF-8 text"))?,
+        ValueRef::Blob(b) => String::from_utf8(b.to_vec())
+            .map_err(|_| Error::data("holds a blob that is not UTF-8 text"))?,
         ValueRef::Null => String::new(),
     })
 }
 
 fn bad(v: ValueRef<'_>, what: &str) -> Error {
-    Error::data(format!("value {:?} is not {what}", text_of(v).unwrap_or_else(|_| "<blob>".into())))
+    Error::data(format!(
+        "value {:?} is not {what}",
+        text_of(v).unwrap_or_else(|_| "<blob>".into())
+    ))
 }
 
 /// `2026-11-26 07:00:00`, `…T…`, fractional seconds, `Z` or `±hh:mm`, a bare
@@ -311,23 +410,39 @@ pub fn timestamp_micros(v: ValueRef<'_>) -> Result<i64> {
             if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
                 return Ok(dt.timestamp_micros());
             }
-            for fmt in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+            for fmt in [
+                "%Y-%m-%d %H:%M:%S%.f%:z",
+                "%Y-%m-%dT%H:%M:%S%.f%:z",
+                "%Y-%m-%d %H:%M:%S%.f%#z",
+            ] {
                 if let Ok(dt) = DateTime::parse_from_str(s, fmt) {
                     return Ok(dt.timestamp_micros());
                 }
             }
             let naive = s.trim_end_matches('Z');
-            for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+            for fmt in [
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M",
+                "%Y-%m-%dT%H:%M",
+            ] {
                 if let Ok(dt) = NaiveDateTime::parse_from_str(naive, fmt) {
                     return Ok(dt.and_utc().timestamp_micros());
                 }
             }
             if let Ok(d) = NaiveDate::parse_from_str(naive, "%Y-%m-%d") {
-                return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_micros());
+                return Ok(d
+                    .and_hms_opt(0, 0, 0)
+                    .expect("midnight exists")
+                    .and_utc()
+                    .timestamp_micros());
             }
             Err(bad(v, "an ISO-8601 timestamp"))
         }
-        _ => Err(bad(v, "a timestamp (ISO-8601 text or integer epoch seconds)")),
+        _ => Err(bad(
+            v,
+            "a timestamp (ISO-8601 text or integer epoch seconds)",
+        )),
     }
 }
 
@@ -340,7 +455,12 @@ pub fn read_value(v: ValueRef<'_>, ty: &ColumnType) -> Result<Value> {
         ColumnType::Long | ColumnType::Int => match v {
             ValueRef::Integer(i) => Value::Long(i),
             ValueRef::Real(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Value::Long(f as i64),
-            _ => Value::Long(text_of(v)?.trim().parse().map_err(|_| bad(v, "an integer"))?),
+            _ => Value::Long(
+                text_of(v)?
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(v, "an integer"))?,
+            ),
         },
         ColumnType::Double | ColumnType::Float => match v {
             ValueRef::Integer(i) => Value::Double(i as f64),
@@ -362,10 +482,13 @@ pub fn read_value(v: ValueRef<'_>, ty: &ColumnType) -> Result<Value> {
             },
         },
         ColumnType::Date => match v {
-            ValueRef::Integer(_) => Value::Date(timestamp_micros(v)?.div_euclid(86_400_000_000) as i32),
+            ValueRef::Integer(_) => {
+                Value::Date(timestamp_micros(v)?.div_euclid(86_400_000_000) as i32)
+            }
             _ => {
                 let s = text_of(v)?;
-                let d = NaiveDate::parse_from_str(s.trim().get(..10).unwrap_or(""), "%Y-%m-%d").map_err(|_| bad(v, "a date (YYYY-MM-DD)"))?;
+                let d = NaiveDate::parse_from_str(s.trim().get(..10).unwrap_or(""), "%Y-%m-%d")
+                    .map_err(|_| bad(v, "a date (YYYY-MM-DD)"))?;
                 Value::Date((d - DateTime::UNIX_EPOCH.date_naive()).num_days() as i32)
             }
         },
@@ -374,12 +497,17 @@ pub fn read_value(v: ValueRef<'_>, ty: &ColumnType) -> Result<Value> {
             let t = NaiveTime::parse_from_str(s.trim(), "%H:%M:%S%.f")
                 .or_else(|_| NaiveTime::parse_from_str(s.trim(), "%H:%M"))
                 .map_err(|_| bad(v, "a time (HH:MM:SS)"))?;
-            Value::TimeMicros(i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1_000))
+            Value::TimeMicros(
+                i64::from(t.num_seconds_from_midnight()) * 1_000_000
+                    + i64::from(t.nanosecond() / 1_000),
+            )
         }
         ColumnType::Timestamp => Value::LocalTimestampMicros(timestamp_micros(v)?),
         ColumnType::TimestampTz => Value::TimestampMicros(timestamp_micros(v)?),
         ColumnType::Uuid => match v {
-            ValueRef::Blob(b) if b.len() == 16 => Value::Uuid(uuid::Uuid::from_slice(b).map_err(|_| bad(v, "a UUID"))?),
+            ValueRef::Blob(b) if b.len() == 16 => {
+                Value::Uuid(uuid::Uuid::from_slice(b).map_err(|_| bad(v, "a UUID"))?)
+            }
             _ => Value::Uuid(text_of(v)?.trim().parse().map_err(|_| bad(v, "a UUID"))?),
         },
         ColumnType::Bytes => match v {
@@ -410,8 +538,20 @@ mod tests {
             ("DOUBLE PRECISION", ColumnType::Double),
             ("FLOAT", ColumnType::Double),
             ("NUMERIC", ColumnType::NumericText),
-            ("DECIMAL(10,2)", ColumnType::Decimal { precision: 10, scale: 2 }),
-            ("decimal(7)", ColumnType::Decimal { precision: 7, scale: 0 }),
+            (
+                "DECIMAL(10,2)",
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
+            (
+                "decimal(7)",
+                ColumnType::Decimal {
+                    precision: 7,
+                    scale: 0,
+                },
+            ),
             ("BOOLEAN", ColumnType::Bool),
             ("DATE", ColumnType::Date),
             ("DATETIME", ColumnType::Timestamp),
@@ -430,24 +570,57 @@ mod tests {
 
     #[test]
     fn values_convert_by_storage_class() {
-        assert_eq!(read_value(ValueRef::Integer(5), &ColumnType::Long).unwrap(), Value::Long(5));
-        assert_eq!(read_value(ValueRef::Null, &ColumnType::Long).unwrap(), Value::Null);
-        assert_eq!(read_value(ValueRef::Integer(1), &ColumnType::Bool).unwrap(), Value::Boolean(true));
-        assert_eq!(read_value(ValueRef::Text(b"2026-11-26"), &ColumnType::Date).unwrap(), Value::Date(20_783));
         assert_eq!(
-            read_value(ValueRef::Text(b"1970-01-01 00:00:01.5"), &ColumnType::Timestamp).unwrap(),
+            read_value(ValueRef::Integer(5), &ColumnType::Long).unwrap(),
+            Value::Long(5)
+        );
+        assert_eq!(
+            read_value(ValueRef::Null, &ColumnType::Long).unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            read_value(ValueRef::Integer(1), &ColumnType::Bool).unwrap(),
+            Value::Boolean(true)
+        );
+        assert_eq!(
+            read_value(ValueRef::Text(b"2026-11-26"), &ColumnType::Date).unwrap(),
+            Value::Date(20_783)
+        );
+        assert_eq!(
+            read_value(
+                ValueRef::Text(b"1970-01-01 00:00:01.5"),
+                &ColumnType::Timestamp
+            )
+            .unwrap(),
             Value::LocalTimestampMicros(1_500_000)
         );
         assert_eq!(
-            read_value(ValueRef::Text(b"1970-01-01T02:00:00+02:00"), &ColumnType::TimestampTz).unwrap(),
+            read_value(
+                ValueRef::Text(b"1970-01-01T02:00:00+02:00"),
+                &ColumnType::TimestampTz
+            )
+            .unwrap(),
             Value::TimestampMicros(0)
         );
-        assert_eq!(read_value(ValueRef::Integer(60), &ColumnType::Timestamp).unwrap(), Value::LocalTimestampMicros(60_000_000));
         assert_eq!(
-            read_value(ValueRef::Real(12.5), &ColumnType::Decimal { precision: 10, scale: 2 }).unwrap(),
+            read_value(ValueRef::Integer(60), &ColumnType::Timestamp).unwrap(),
+            Value::LocalTimestampMicros(60_000_000)
+        );
+        assert_eq!(
+            read_value(
+                ValueRef::Real(12.5),
+                &ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2
+                }
+            )
+            .unwrap(),
             decimal_from_text("12.50", 2).unwrap()
         );
-        assert_eq!(read_value(ValueRef::Text(b"01:02:03"), &ColumnType::Time).unwrap(), Value::TimeMicros(3_723_000_000));
+        assert_eq!(
+            read_value(ValueRef::Text(b"01:02:03"), &ColumnType::Time).unwrap(),
+            Value::TimeMicros(3_723_000_000)
+        );
         assert!(read_value(ValueRef::Text(b"soon"), &ColumnType::Timestamp).is_err());
     }
 }
