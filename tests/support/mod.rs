@@ -304,19 +304,25 @@ pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
 /// A `syncline run PIPELINE` process, with its log kept for failure messages.
 pub struct SynclineRun {
     pipeline: PathBuf,
+    args: Vec<String>,
     log: PathBuf,
     proc: Proc,
 }
 
 impl SynclineRun {
     pub fn start(pipeline: &Path) -> Self {
-        let log = pipeline.with_extension(format!("{}.log", free_port()));
-        let proc = Self::spawn(pipeline, &log);
-        Self { pipeline: pipeline.to_path_buf(), log, proc }
+        Self::start_with_args(pipeline, &[])
     }
-    fn spawn(pipeline: &Path, log: &Path) -> Proc {
+    /// `syncline run PIPELINE ARGS...`, e.g. `--component NAME`.
+    pub fn start_with_args(pipeline: &Path, args: &[&str]) -> Self {
+        let log = pipeline.with_extension(format!("{}.log", free_port()));
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let proc = Self::spawn(pipeline, &args, &log);
+        Self { pipeline: pipeline.to_path_buf(), args, log, proc }
+    }
+    fn spawn(pipeline: &Path, args: &[String], log: &Path) -> Proc {
         let mut cmd = Command::new(syncline_bin());
-        cmd.arg("run").arg(pipeline).env("RUST_LOG", "info,syncline=debug");
+        cmd.arg("run").arg(pipeline).args(args).env("RUST_LOG", "info");
         Proc::spawn(cmd, log)
     }
     pub fn kill9(&mut self) {
@@ -325,7 +331,7 @@ impl SynclineRun {
     /// kill -9, then start the same pipeline again (appending to the same log).
     pub fn restart(&mut self) {
         self.proc.kill9();
-        self.proc = Self::spawn(&self.pipeline, &self.log);
+        self.proc = Self::spawn(&self.pipeline, &self.args, &self.log);
     }
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
