@@ -34,8 +34,8 @@ demo-stop:
 	@scripts/demo.sh stop; scripts/stack.sh down
 
 ## reference: regenerate docs/reference.md from the config types
-reference:
-	SYNCLINE_UPDATE_REFERENCE=1 cargo test --bin syncline reference_is_current
+reference: build
+	$(SYNCLINE) reference > docs/reference.md
 
 ## lint: formatting and clippy
 lint:

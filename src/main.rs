@@ -9,7 +9,11 @@ mod pipeline;
 mod telemetry;
 
 #[derive(Parser)]
-#[command(name = "syncline", version, about = "Keep data in many systems in sync through Kafka, exactly once.")]
+#[command(
+    name = "syncline",
+    version,
+    about = "Keep data in many systems in sync through Kafka, exactly once."
+)]
 struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SYNCLINE_LOG_FORMAT")]
@@ -42,15 +46,25 @@ enum Command {
     },
     /// Serve the Confluent Schema Registry REST API, with its state in a Kafka topic.
     Registry(RegistryArgs),
+    /// Print the pipeline file reference (Markdown, as in docs/reference.md).
+    Reference,
 }
 
 #[derive(Args)]
 struct RegistryArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8081", env = "SYNCLINE_REGISTRY_LISTEN")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8081",
+        env = "SYNCLINE_REGISTRY_LISTEN"
+    )]
     listen: SocketAddr,
     /// Kafka bootstrap servers holding the registry's state topic.
-    #[arg(long, default_value = "127.0.0.1:9092", env = "SYNCLINE_KAFKA_BOOTSTRAP")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9092",
+        env = "SYNCLINE_KAFKA_BOOTSTRAP"
+    )]
     kafka_bootstrap: String,
     /// The compacted topic that holds every schema, subject and setting.
     #[arg(long, default_value = "_schemas", env = "SYNCLINE_REGISTRY_TOPIC")]
@@ -69,15 +83,32 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match cli.command {
         Command::Validate { pipeline } => pipeline::validate_command(&pipeline),
-        Command::Run { pipeline, components } => runtime.block_on(pipeline::run_command(&pipeline, &components)),
+        Command::Reference => {
+            print!("{}", pipeline::reference::generate());
+            ExitCode::SUCCESS
+        }
+        Command::Run {
+            pipeline,
+            components,
+        } => runtime.block_on(pipeline::run_command(&pipeline, &components)),
         Command::Registry(args) => {
             let mut kafka = syncline_core::kafka::KafkaConfig::new(args.kafka_bootstrap);
             kafka.properties.extend(args.kafka_properties);
-            let config = syncline_registry::ServerConfig { listen: args.listen, kafka, topic: args.topic };
-            match runtime.block_on(syncline_registry::serve(config, pipeline::shutdown_on_signal())) {
+            let config = syncline_registry::ServerConfig {
+                listen: args.listen,
+                kafka,
+                topic: args.topic,
+            };
+            match runtime.block_on(syncline_registry::serve(
+                config,
+                pipeline::shutdown_on_signal(),
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "schema registry stopped");

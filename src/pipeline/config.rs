@@ -3,7 +3,7 @@
 //! file only says which components exist and how they are named.
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use syncline_core::kafka::KafkaConfig;
 use syncline_core::registry::RegistryConfig;
@@ -12,7 +12,8 @@ use syncline_sources::sql_poll::SqlPollConfig;
 
 /// A pipeline: sources write change records to Kafka topics, sinks apply
 /// them to targets. One file, one pipeline; run several files for several.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+/// (Built by `load.rs` part by part, so that every mistake is reported.)
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// The pipeline's name: letters, digits, `-` and `_`. Consumer groups and
@@ -29,7 +30,7 @@ pub struct PipelineConfig {
     /// Processors by name. Stateful processors are not part of this release;
     /// the section must be empty or absent.
     #[serde(default)]
-    pub processors: BTreeMap<String, serde_yaml::Value>,
+    pub processors: BTreeMap<String, serde_json::Value>,
     /// Sinks by name. Each entry has a `type` and that type's settings.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,

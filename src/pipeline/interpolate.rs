@@ -52,7 +52,10 @@ pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Inter
             Some((n, d)) => (n, Some(d)),
             None => (body, None),
         };
-        match lookup(name).filter(|v| !v.is_empty()).or_else(|| default.map(str::to_string)) {
+        match lookup(name)
+            .filter(|v| !v.is_empty())
+            .or_else(|| default.map(str::to_string))
+        {
             Some(v) => {
                 if !v.is_empty() && default != Some(v.as_str()) {
                     substituted.push(v.clone());
@@ -65,7 +68,11 @@ pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Inter
         rest = &body_start[end + 1..];
     }
     out.push_str(rest);
-    Interpolated { text: out, substituted, missing }
+    Interpolated {
+        text: out,
+        substituted,
+        missing,
+    }
 }
 
 #[cfg(test)]
@@ -83,8 +90,14 @@ mod tests {
 
     #[test]
     fn replaces_variables_and_defaults() {
-        let r = interpolate("url: postgres://u:${PASSWORD}@${HOST}/x\nport: ${PORT:-5432}\n", env);
-        assert_eq!(r.text, "url: postgres://u:s3cret@db.internal/x\nport: 5432\n");
+        let r = interpolate(
+            "url: postgres://u:${PASSWORD}@${HOST}/x\nport: ${PORT:-5432}\n",
+            env,
+        );
+        assert_eq!(
+            r.text,
+            "url: postgres://u:s3cret@db.internal/x\nport: 5432\n"
+        );
         assert!(r.substituted.contains(&"s3cret".to_string()));
         assert!(r.missing.is_empty());
     }
@@ -102,6 +115,9 @@ mod tests {
 
     #[test]
     fn escapes_and_lone_dollars_stay() {
-        assert_eq!(interpolate("a: $${HOST} costs $5", env).text, "a: ${HOST} costs $5");
+        assert_eq!(
+            interpolate("a: $${HOST} costs $5", env).text,
+            "a: ${HOST} costs $5"
+        );
     }
 }

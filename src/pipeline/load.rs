@@ -11,7 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 
-const TOP_KEYS: &[&str] = &["name", "kafka", "registry", "sources", "processors", "sinks", "external_topics"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "kafka",
+    "registry",
+    "sources",
+    "processors",
+    "sinks",
+    "external_topics",
+];
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +40,26 @@ pub struct LoadError {
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.diagnostics {
-            let at = if d.path.is_empty() { String::new() } else { format!("{}: ", d.path) };
-            writeln!(f, "error: {}:{}:{}: {at}{}", self.file.display(), d.pos.line, d.pos.column, d.message)?;
+            let at = if d.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", d.path)
+            };
+            writeln!(
+                f,
+                "error: {}:{}:{}: {at}{}",
+                self.file.display(),
+                d.pos.line,
+                d.pos.column,
+                d.message
+            )?;
         }
-        write!(f, "{} error(s) in {}", self.diagnostics.len(), self.file.display())
+        write!(
+            f,
+            "{} error(s) in {}",
+            self.diagnostics.len(),
+            self.file.display()
+        )
     }
 }
 
@@ -58,7 +82,11 @@ impl Loader {
         for s in &self.secrets {
             message = message.replace(s.as_str(), "***");
         }
-        self.diags.push(Diagnostic { pos, path: path.to_string(), message });
+        self.diags.push(Diagnostic {
+            pos,
+            path: path.to_string(),
+            message,
+        });
     }
 
     /// Deserialize `value` (found at `path`) as `T`, reporting any error at
@@ -93,7 +121,10 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
 /// serde's "unknown field `x`, expected one of `a`, `b`" plus a suggestion.
 fn explain_unknown(msg: &str, field: &str) -> String {
     let valid: Vec<&str> = msg.split('`').skip(3).step_by(2).collect();
-    let base = format!("unknown key `{field}`; valid keys here: {}", valid.join(", "));
+    let base = format!(
+        "unknown key `{field}`; valid keys here: {}",
+        valid.join(", ")
+    );
     match did_you_mean(field, valid.iter().copied()) {
         Some(s) => format!("{base} (did you mean `{s}`?)"),
         None => base,
@@ -104,7 +135,10 @@ fn explain_unknown(msg: &str, field: &str) -> String {
 fn explain(msg: &str) -> String {
     if let Some(v) = between(msg, "unknown variant `", "`") {
         let valid: Vec<&str> = msg.split('`').skip(3).step_by(2).collect();
-        let base = format!("`{v}` is not valid here; valid values: {}", valid.join(", "));
+        let base = format!(
+            "`{v}` is not valid here; valid values: {}",
+            valid.join(", ")
+        );
         return match did_you_mean(v, valid.iter().copied()) {
             Some(s) => format!("{base} (did you mean `{s}`?)"),
             None => base,
@@ -137,7 +171,11 @@ fn type_name(v: &Value) -> &'static str {
 pub fn load(file: &FsPath) -> Result<PipelineConfig, LoadError> {
     let text = std::fs::read_to_string(file).map_err(|e| LoadError {
         file: file.to_path_buf(),
-        diagnostics: vec![Diagnostic { pos: Pos { line: 1, column: 1 }, path: String::new(), message: format!("cannot read the file: {e}") }],
+        diagnostics: vec![Diagnostic {
+            pos: Pos { line: 1, column: 1 },
+            path: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }],
     })?;
     load_str(file, &text, |k| std::env::var(k).ok())
 }
@@ -148,8 +186,15 @@ pub fn load_str(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<PipelineConfig, LoadError> {
     let interp = interpolate(raw, env);
-    let mut l = Loader { index: PositionIndex::build(&interp.text), diags: Vec::new(), secrets: interp.substituted };
-    let fail = |l: Loader| LoadError { file: file.to_path_buf(), diagnostics: l.diags };
+    let mut l = Loader {
+        index: PositionIndex::build(&interp.text),
+        diags: Vec::new(),
+        secrets: interp.substituted,
+    };
+    let fail = |l: Loader| LoadError {
+        file: file.to_path_buf(),
+        diagnostics: l.diags,
+    };
     for (var, line, column) in &interp.missing {
         l.push(
             Pos { line: *line, column: *column },
@@ -160,40 +205,95 @@ pub fn load_str(
     let root: Value = match serde_yaml::from_str(&interp.text) {
         Ok(v) => v,
         Err(e) => {
-            let pos = e.location().map(|m| Pos { line: m.line(), column: m.column() }).unwrap_or(Pos { line: 1, column: 1 });
-            l.push(pos, &Path::default(), format!("not valid YAML: {}", explain(&e.to_string())));
+            let pos = e
+                .location()
+                .map(|m| Pos {
+                    line: m.line(),
+                    column: m.column(),
+                })
+                .unwrap_or(Pos { line: 1, column: 1 });
+            l.push(
+                pos,
+                &Path::default(),
+                format!("not valid YAML: {}", explain(&e.to_string())),
+            );
             return Err(fail(l));
         }
     };
     let Value::Mapping(mut top) = root else {
-        l.at_value(&Path::default(), format!("a pipeline file is a mapping with keys {}; found {}", TOP_KEYS.join(", "), type_name(&root)));
+        l.at_value(
+            &Path::default(),
+            format!(
+                "a pipeline file is a mapping with keys {}; found {}",
+                TOP_KEYS.join(", "),
+                type_name(&root)
+            ),
+        );
         return Err(fail(l));
     };
     let root_path = Path::default();
     for key in top.keys() {
         let k = key.as_str().unwrap_or("?").to_string();
         if !TOP_KEYS.contains(&k.as_str()) {
-            let hint = did_you_mean(&k, TOP_KEYS.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-            l.at_key(&root_path.key(&k), format!("unknown key `{k}`; valid keys here: {}{hint}", TOP_KEYS.join(", ")));
+            let hint = did_you_mean(&k, TOP_KEYS.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            l.at_key(
+                &root_path.key(&k),
+                format!(
+                    "unknown key `{k}`; valid keys here: {}{hint}",
+                    TOP_KEYS.join(", ")
+                ),
+            );
         }
     }
+    let declared = ["sources", "sinks"]
+        .iter()
+        .filter(|k| matches!(top.get(**k), Some(Value::Mapping(m)) if !m.is_empty()))
+        .count();
     let mut take = |k: &str| top.remove(k);
-
     let name = match take("name") {
-        Some(Value::String(s)) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => Some(s),
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
+            Some(s)
+        }
         Some(v) => {
-            l.at_value(&root_path.key("name"), format!("the pipeline name must be letters, digits, `-` or `_`; found {}", describe(&v)));
+            l.at_value(
+                &root_path.key("name"),
+                format!(
+                    "the pipeline name must be letters, digits, `-` or `_`; found {}",
+                    describe(&v)
+                ),
+            );
             None
         }
         None => {
-            l.at_key(&root_path, "missing key `name`: give the pipeline a name, e.g. `name: shop-sync`");
+            l.at_key(
+                &root_path,
+                "missing key `name`: give the pipeline a name, e.g. `name: shop-sync`",
+            );
             None
         }
     };
     let kafka = section(&mut l, &root_path, "kafka", take("kafka"));
     let registry = section(&mut l, &root_path, "registry", take("registry"));
-    let sources = components(&mut l, &root_path.key("sources"), take("sources"), SOURCE_TYPES, source_from);
-    let sinks = components(&mut l, &root_path.key("sinks"), take("sinks"), SINK_TYPES, sink_from);
+    let sources = components(
+        &mut l,
+        &root_path.key("sources"),
+        take("sources"),
+        SOURCE_TYPES,
+        source_from,
+    );
+    let sinks = components(
+        &mut l,
+        &root_path.key("sinks"),
+        take("sinks"),
+        SINK_TYPES,
+        sink_from,
+    );
     if let Some(Value::Mapping(p)) = take("processors") {
         if let Some(first) = p.keys().next() {
             let k = first.as_str().unwrap_or("?");
@@ -203,9 +303,14 @@ pub fn load_str(
 
     let external_topics: Vec<String> = match take("external_topics") {
         None => Vec::new(),
-        Some(v) => l.de(&root_path.key("external_topics"), v).unwrap_or_default(),
+        Some(v) => l
+            .de(&root_path.key("external_topics"), v)
+            .unwrap_or_default(),
     };
     check_references(&mut l, &sources, &sinks, &external_topics);
+    if declared == 0 {
+        l.at_key(&Path::default(), "the pipeline has no sources and no sinks: add at least one under `sources:` or `sinks:`");
+    }
 
     if !l.diags.is_empty() {
         l.diags.sort_by_key(|d| (d.pos.line, d.pos.column));
@@ -229,10 +334,18 @@ fn describe(v: &Value) -> String {
     }
 }
 
-fn section<T: DeserializeOwned>(l: &mut Loader, root: &Path, key: &str, v: Option<Value>) -> Option<T> {
+fn section<T: DeserializeOwned>(
+    l: &mut Loader,
+    root: &Path,
+    key: &str,
+    v: Option<Value>,
+) -> Option<T> {
     match v {
         None => {
-            l.at_key(root, format!("missing key `{key}` (it is required; see docs/reference.md#{key})"));
+            l.at_key(
+                root,
+                format!("missing key `{key}` (it is required; see docs/reference.md#{key})"),
+            );
             None
         }
         Some(v) => l.de(&root.key(key), v),
@@ -280,7 +393,13 @@ fn components<T: Component>(
         None | Some(Value::Null) => return out,
         Some(Value::Mapping(m)) => m,
         Some(other) => {
-            l.at_value(path, format!("expected a mapping of names to settings, found {}", type_name(&other)));
+            l.at_value(
+                path,
+                format!(
+                    "expected a mapping of names to settings, found {}",
+                    type_name(&other)
+                ),
+            );
             return out;
         }
     };
@@ -288,18 +407,36 @@ fn components<T: Component>(
         let name = name.as_str().unwrap_or("?").to_string();
         let p = path.key(&name);
         let Value::Mapping(mut body) = body else {
-            l.at_value(&p, format!("expected settings with a `type` (one of {}), found {}", types.join(", "), type_name(&body)));
+            l.at_value(
+                &p,
+                format!(
+                    "expected settings with a `type` (one of {}), found {}",
+                    types.join(", "),
+                    type_name(&body)
+                ),
+            );
             continue;
         };
         let ty = match body.remove("type") {
             Some(Value::String(t)) if types.contains(&t.as_str()) => t,
             Some(Value::String(t)) => {
-                let hint = did_you_mean(&t, types.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-                l.at_value(&p.key("type"), format!("unknown type `{t}`; valid types: {}{hint}", types.join(", ")));
+                let hint = did_you_mean(&t, types.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                l.at_value(
+                    &p.key("type"),
+                    format!(
+                        "unknown type `{t}`; valid types: {}{hint}",
+                        types.join(", ")
+                    ),
+                );
                 continue;
             }
             _ => {
-                l.at_key(&p, format!("missing key `type`: one of {}", types.join(", ")));
+                l.at_key(
+                    &p,
+                    format!("missing key `type`: one of {}", types.join(", ")),
+                );
                 continue;
             }
         };
@@ -335,8 +472,18 @@ fn check_references(
     for (name, s) in sinks {
         for (i, t) in s.topics().iter().enumerate() {
             if !known.contains(t.as_str()) {
-                let hint = did_you_mean(t, known.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-                let listed = if known.is_empty() { "none".to_string() } else { known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ") };
+                let hint = did_you_mean(t, known.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                let listed = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 l.at_value(
                     &Path::default().key("sinks").key(name).key("topics").index(i),
                     format!("sink `{name}` reads topic `{t}`, which no source in this file writes and `external_topics` does not list; known topics: {listed}{hint}"),
@@ -344,8 +491,4 @@ fn check_references(
             }
         }
     }
-    if sources.is_empty() && sinks.is_empty() {
-        l.at_key(&Path::default(), "the pipeline has no sources and no sinks: add at least one under `sources:` and `sinks:`");
-    }
 }
-

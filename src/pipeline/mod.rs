@@ -34,10 +34,18 @@ pub fn validate_command(file: &Path) -> ExitCode {
 pub fn summary(file: &Path, p: &PipelineConfig) -> String {
     let mut out = format!("pipeline `{}` ({}) is valid", p.name, file.display());
     for (name, s) in &p.sources {
-        out.push_str(&format!("\n  source {name} ({}) -> {}", s.type_name(), s.topics().join(", ")));
+        out.push_str(&format!(
+            "\n  source {name} ({}) -> {}",
+            s.type_name(),
+            s.topics().join(", ")
+        ));
     }
     for (name, s) in &p.sinks {
-        out.push_str(&format!("\n  sink {name} ({}) <- {}", s.type_name(), s.topics().join(", ")));
+        out.push_str(&format!(
+            "\n  sink {name} ({}) <- {}",
+            s.type_name(),
+            s.topics().join(", ")
+        ));
     }
     out
 }
@@ -52,8 +60,17 @@ pub async fn run_command(file: &Path, only: &[String]) -> ExitCode {
     };
     for name in only {
         if !pipeline.sources.contains_key(name) && !pipeline.sinks.contains_key(name) {
-            let names: Vec<&str> = pipeline.sources.keys().chain(pipeline.sinks.keys()).map(String::as_str).collect();
-            eprintln!("error: --component `{name}` is not a source or sink of {}; components: {}", file.display(), names.join(", "));
+            let names: Vec<&str> = pipeline
+                .sources
+                .keys()
+                .chain(pipeline.sinks.keys())
+                .map(String::as_str)
+                .collect();
+            eprintln!(
+                "error: --component `{name}` is not a source or sink of {}; components: {}",
+                file.display(),
+                names.join(", ")
+            );
             return ExitCode::from(EXIT_INVALID);
         }
     }

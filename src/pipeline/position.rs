@@ -95,8 +95,14 @@ pub struct PositionIndex {
 }
 
 enum Frame {
-    Map { path: Path, pending_key: Option<String> },
-    Seq { path: Path, next: usize },
+    Map {
+        path: Path,
+        pending_key: Option<String>,
+    },
+    Seq {
+        path: Path,
+        next: usize,
+    },
 }
 
 struct Builder {
@@ -106,7 +112,10 @@ struct Builder {
 
 fn pos(m: Marker) -> Pos {
     // yaml-rust2 lines start at 1, columns at 0.
-    Pos { line: m.line(), column: m.col() + 1 }
+    Pos {
+        line: m.line(),
+        column: m.col() + 1,
+    }
 }
 
 impl Builder {
@@ -150,7 +159,10 @@ impl MarkedEventReceiver for Builder {
             Event::MappingStart(..) => {
                 let p = self.node_path(None, at).unwrap_or_default();
                 self.index.values.insert(p.clone(), at);
-                self.stack.push(Frame::Map { path: p, pending_key: None });
+                self.stack.push(Frame::Map {
+                    path: p,
+                    pending_key: None,
+                });
             }
             Event::SequenceStart(..) => {
                 let p = self.node_path(None, at).unwrap_or_default();
@@ -169,7 +181,10 @@ impl PositionIndex {
     /// Index `text`. A file that does not parse gives an empty index (the
     /// YAML parser's own error, with its position, is reported instead).
     pub fn build(text: &str) -> Self {
-        let mut b = Builder { stack: Vec::new(), index: PositionIndex::default() };
+        let mut b = Builder {
+            stack: Vec::new(),
+            index: PositionIndex::default(),
+        };
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut b, false);
         b.index
@@ -187,9 +202,13 @@ impl PositionIndex {
     }
 
     fn lookup(&self, path: &Path, key_first: bool) -> Pos {
-        let mut p = Some(path.clone());
+        let mut p = Some(path.clone()).filter(|p| !p.0.is_empty());
         while let Some(cur) = p {
-            let (a, b) = if key_first { (&self.keys, &self.values) } else { (&self.values, &self.keys) };
+            let (a, b) = if key_first {
+                (&self.keys, &self.values)
+            } else {
+                (&self.values, &self.keys)
+            };
             if let Some(pos) = a.get(&cur).or_else(|| b.get(&cur)) {
                 return *pos;
             }
@@ -207,10 +226,24 @@ mod tests {
     fn finds_keys_and_values_in_nested_maps_and_lists() {
         let text = "name: x\nsources:\n  shop:\n    type: sql_poll\n    tables:\n      - table: a\n        mode: timestmp\n";
         let idx = PositionIndex::build(text);
-        let p = Path::default().key("sources").key("shop").key("tables").index(0).key("mode");
+        let p = Path::default()
+            .key("sources")
+            .key("shop")
+            .key("tables")
+            .index(0)
+            .key("mode");
         assert_eq!(idx.key_pos(&p), Pos { line: 7, column: 9 });
-        assert_eq!(idx.value_pos(&p), Pos { line: 7, column: 15 });
-        assert_eq!(idx.key_pos(&Path::default().key("name")), Pos { line: 1, column: 1 });
+        assert_eq!(
+            idx.value_pos(&p),
+            Pos {
+                line: 7,
+                column: 15
+            }
+        );
+        assert_eq!(
+            idx.key_pos(&Path::default().key("name")),
+            Pos { line: 1, column: 1 }
+        );
         // A path that does not exist falls back to its nearest parent.
         let missing = Path::default().key("sources").key("shop").key("schedule");
         assert_eq!(idx.key_pos(&missing), Pos { line: 3, column: 3 });
@@ -218,7 +251,10 @@ mod tests {
 
     #[test]
     fn relative_paths_parse() {
-        let p = Path::default().key("sinks").key("w").join_str("tables[2].name");
+        let p = Path::default()
+            .key("sinks")
+            .key("w")
+            .join_str("tables[2].name");
         assert_eq!(p.to_string(), "sinks.w.tables[2].name");
     }
 }

@@ -45,8 +45,18 @@ fn decide(result: &Result<()>, shutting_down: bool, backoff: Duration) -> Next {
 
 pub async fn run(pipeline: PipelineConfig, only: &[String], shutdown: Shutdown) -> Result<()> {
     let mut components: Vec<(String, Component)> = Vec::new();
-    components.extend(pipeline.sources.iter().map(|(n, c)| (n.clone(), Component::Source(c.clone()))));
-    components.extend(pipeline.sinks.iter().map(|(n, c)| (n.clone(), Component::Sink(c.clone()))));
+    components.extend(
+        pipeline
+            .sources
+            .iter()
+            .map(|(n, c)| (n.clone(), Component::Source(c.clone()))),
+    );
+    components.extend(
+        pipeline
+            .sinks
+            .iter()
+            .map(|(n, c)| (n.clone(), Component::Sink(c.clone()))),
+    );
     components.retain(|(n, _)| only.is_empty() || only.contains(n));
 
     let mut tasks = JoinSet::new();
@@ -83,7 +93,8 @@ pub async fn run(pipeline: PipelineConfig, only: &[String], shutdown: Shutdown) 
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let result = joined.unwrap_or_else(|e| Err(Error::internal(format!("component task panicked: {e}"))));
+        let result = joined
+            .unwrap_or_else(|e| Err(Error::internal(format!("component task panicked: {e}"))));
         if let Err(e) = result {
             if first_error.is_none() {
                 shutdown.cancel();
@@ -101,8 +112,14 @@ mod tests {
     #[test]
     fn transient_errors_retry_others_stop_shutdown_wins() {
         let b = Duration::from_secs(1);
-        assert_eq!(decide(&Err(Error::transient("broker away")), false, b), Next::RetryAfter(b));
-        assert_eq!(decide(&Err(Error::data("incompatible schema")), false, b), Next::Stop);
+        assert_eq!(
+            decide(&Err(Error::transient("broker away")), false, b),
+            Next::RetryAfter(b)
+        );
+        assert_eq!(
+            decide(&Err(Error::data("incompatible schema")), false, b),
+            Next::Stop
+        );
         assert_eq!(decide(&Err(Error::config("bad")), false, b), Next::Stop);
         assert_eq!(decide(&Err(Error::data("x")), true, b), Next::Done);
         assert_eq!(decide(&Ok(()), false, b), Next::Done);
