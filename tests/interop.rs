@@ -11,15 +11,25 @@ use support::{wait_until, PgDb, Stack, SynclineRun, TempDir};
 /// The Python with confluent-kafka installed by `make tools`.
 fn python() -> String {
     std::env::var("SYNCLINE_PYTHON").unwrap_or_else(|_| {
-        let p = format!("{}/.cache/syncline/venv/bin/python", std::env::var("HOME").unwrap());
-        assert!(std::path::Path::new(&p).exists(), "{p} missing: run `make tools`");
+        let p = format!(
+            "{}/.cache/syncline/venv/bin/python",
+            std::env::var("HOME").unwrap()
+        );
+        assert!(
+            std::path::Path::new(&p).exists(),
+            "{p} missing: run `make tools`"
+        );
         p
     })
 }
 
 fn client(args: &[&str]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/client.py");
-    let out = Command::new(python()).arg(script).args(args).output().expect("python runs");
+    let out = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python runs");
     assert!(
         out.status.success(),
         "client.py {args:?} failed:\n{}\n{}",
@@ -56,8 +66,17 @@ async fn stock_python_client_decodes_what_syncline_writes() {
     .unwrap();
     let _run = SynclineRun::start(&file);
 
-    let out = client(&["consume", &stack.bootstrap(), &stack.registry_url(), "out.people", "200"]);
-    let records: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = client(&[
+        "consume",
+        &stack.bootstrap(),
+        &stack.registry_url(),
+        "out.people",
+        "200",
+    ]);
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(records.len(), 200);
     let expected = c
         .query(
@@ -73,8 +92,14 @@ async fn stock_python_client_decodes_what_syncline_writes() {
         assert_eq!(rec["key"]["id"].as_i64(), Some(row.get::<_, i64>(0)));
         assert_eq!(rec["value"]["op"], "UPSERT");
         assert_eq!(rec["value"]["source"]["table"], "public.people");
-        assert_eq!(after["name"].as_str(), Some(row.get::<_, String>(1).as_str()));
-        assert_eq!(after["amount"].as_str().map(str::to_string), row.get::<_, Option<String>>(2));
+        assert_eq!(
+            after["name"].as_str(),
+            Some(row.get::<_, String>(1).as_str())
+        );
+        assert_eq!(
+            after["amount"].as_str().map(str::to_string),
+            row.get::<_, Option<String>>(2)
+        );
         assert_eq!(after["seen_at"].as_i64(), Some(row.get::<_, i64>(3)));
         assert_eq!(after["flag"].as_bool(), Some(row.get::<_, bool>(4)));
     }
@@ -83,7 +108,13 @@ async fn stock_python_client_decodes_what_syncline_writes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn syncline_sink_applies_what_the_stock_serializer_writes() {
     let stack = Stack::start();
-    client(&["produce", &stack.bootstrap(), &stack.registry_url(), "ext.people", "300"]);
+    client(&[
+        "produce",
+        &stack.bootstrap(),
+        &stack.registry_url(),
+        "ext.people",
+        "300",
+    ]);
 
     let target = PgDb::create("interop_dst").await;
     let dir = TempDir::new("interop");
@@ -100,9 +131,16 @@ async fn syncline_sink_applies_what_the_stock_serializer_writes() {
     .unwrap();
     let run = SynclineRun::start(&file);
     let c = target.client().await;
-    wait_until(Duration::from_secs(120), "the sink to apply 300 upserts and 30 deletes", || async {
-        c.query_one("SELECT count(*) FROM people", &[]).await.map(|r| r.get::<_, i64>(0) == 270).unwrap_or(false)
-    })
+    wait_until(
+        Duration::from_secs(120),
+        "the sink to apply 300 upserts and 30 deletes",
+        || async {
+            c.query_one("SELECT count(*) FROM people", &[])
+                .await
+                .map(|r| r.get::<_, i64>(0) == 270)
+                .unwrap_or(false)
+        },
+    )
     .await;
     let rows = c
         .query("SELECT id, name, amount::text, (extract(epoch from seen_at) * 1000000)::bigint, note FROM people ORDER BY id", &[])
@@ -116,6 +154,13 @@ async fn syncline_sink_applies_what_the_stock_serializer_writes() {
         assert_eq!(amount.parse::<f64>().unwrap(), id as f64 / 4.0);
         assert_eq!(r.get::<_, i64>(3), (1_600_000_000 + id) * 1_000_000 + id);
         let note: Option<String> = r.get(4);
-        assert_eq!(note, if id % 3 == 0 { None } else { Some(format!("note {id}")) });
+        assert_eq!(
+            note,
+            if id % 3 == 0 {
+                None
+            } else {
+                Some(format!("note {id}"))
+            }
+        );
     }
 }

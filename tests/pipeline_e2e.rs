@@ -78,8 +78,17 @@ async fn first_differences(source: &PgDb, target: &PgDb) -> String {
         let url = db.url();
         async move {
             let c = support::pg_connect(&url).await;
-            let sql = format!("SELECT id::text, t::text FROM (SELECT {COLUMNS} FROM {table}) t ORDER BY id");
-            c.query(&sql, &[]).await.map(|r| r.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect::<Vec<_>>()).unwrap_or_default()
+            let sql = format!(
+                "SELECT id::text, t::text FROM (SELECT {COLUMNS} FROM {table}) t ORDER BY id"
+            );
+            c.query(&sql, &[])
+                .await
+                .map(|r| {
+                    r.iter()
+                        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
         }
     };
     let (s, t) = (rows(source, "items").await, rows(target, "items").await);
@@ -92,7 +101,13 @@ async fn first_differences(source: &PgDb, target: &PgDb) -> String {
         .join("\n")
 }
 
-fn pipeline_yaml(stack: &Stack, name: &str, source: &PgDb, target: &PgDb, batch_size: usize) -> String {
+fn pipeline_yaml(
+    stack: &Stack,
+    name: &str,
+    source: &PgDb,
+    target: &PgDb,
+    batch_size: usize,
+) -> String {
     format!(
         r#"name: {name}
 kafka:
@@ -132,12 +147,25 @@ sinks:
 async fn wait_equal(source: &PgDb, target: &PgDb, what: &str, runs: &[&SynclineRun]) {
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     loop {
-        let (s, t) = (checksum(source, "items").await, checksum(target, "items").await);
+        let (s, t) = (
+            checksum(source, "items").await,
+            checksum(target, "items").await,
+        );
         if s == t {
             return;
         }
         if std::time::Instant::now() > deadline {
-            let logs: Vec<String> = runs.iter().map(|r| r.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")).collect();
+            let logs: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    r.log()
+                        .lines()
+                        .rev()
+                        .take(30)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .collect();
             panic!(
                 "{what}: target never equalled source\nsource {s}\ntarget {t}\n{}\nlogs (newest first):\n{}",
                 first_differences(source, target).await,
@@ -152,7 +180,10 @@ async fn wait_equal(source: &PgDb, target: &PgDb, what: &str, runs: &[&SynclineR
 struct Rng(u64);
 impl Rng {
     fn from_time() -> Self {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
         eprintln!("random seed: {seed}");
         Rng(seed | 1)
     }
@@ -174,31 +205,63 @@ async fn every_type_syncs_then_inserts_updates_and_deletes_converge() {
 
     let dir = TempDir::new("e2e");
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline_yaml(&stack, "e2e-types", &source, &target, 1000)).unwrap();
+    std::fs::write(
+        &file,
+        pipeline_yaml(&stack, "e2e-types", &source, &target, 1000),
+    )
+    .unwrap();
     let run = SynclineRun::start(&file);
     wait_equal(&source, &target, "initial 10k rows", &[&run]).await;
 
     // Changes while it runs: inserts, updates (incl. to and from NULL), deletes.
     src.batch_execute(&insert_rows(10_001, 500)).await.unwrap();
-    src.batch_execute("UPDATE items SET name = 'renamed ' || id, price = NULL WHERE id % 10 = 3").await.unwrap();
-    src.batch_execute("UPDATE items SET small = 1, docb = '{\"k\": [1, 2]}' WHERE id % 7 = 0").await.unwrap();
-    src.batch_execute("DELETE FROM items WHERE id % 33 = 5").await.unwrap();
-    wait_equal(&source, &target, "after inserts, updates and deletes", &[&run]).await;
-    let n: i64 = target.client().await.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
-    assert_eq!(n, 10_500 - (1..=10_500).filter(|i| i % 33 == 5).count() as i64);
+    src.batch_execute("UPDATE items SET name = 'renamed ' || id, price = NULL WHERE id % 10 = 3")
+        .await
+        .unwrap();
+    src.batch_execute("UPDATE items SET small = 1, docb = '{\"k\": [1, 2]}' WHERE id % 7 = 0")
+        .await
+        .unwrap();
+    src.batch_execute("DELETE FROM items WHERE id % 33 = 5")
+        .await
+        .unwrap();
+    wait_equal(
+        &source,
+        &target,
+        "after inserts, updates and deletes",
+        &[&run],
+    )
+    .await;
+    let n: i64 = target
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n,
+        10_500 - (1..=10_500).filter(|i| i % 33 == 5).count() as i64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sink_killed_mid_batch_many_times_leaves_every_row_once() {
     let stack = Stack::start();
-    let (source, target) = (PgDb::create("kill_sink_src").await, PgDb::create("kill_sink_dst").await);
+    let (source, target) = (
+        PgDb::create("kill_sink_src").await,
+        PgDb::create("kill_sink_dst").await,
+    );
     let src = source.client().await;
     src.batch_execute(SOURCE_DDL).await.unwrap();
     src.batch_execute(&insert_rows(1, 30_000)).await.unwrap();
 
     let dir = TempDir::new("kill-sink");
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline_yaml(&stack, "kill-sink", &source, &target, 5000)).unwrap();
+    std::fs::write(
+        &file,
+        pipeline_yaml(&stack, "kill-sink", &source, &target, 5000),
+    )
+    .unwrap();
     // Source and sink in separate processes, so the sink can be killed alone.
     let mut source_run = run_component(&file, "shop");
     let mut sink_run = run_component(&file, "warehouse");
@@ -206,26 +269,41 @@ async fn sink_killed_mid_batch_many_times_leaves_every_row_once() {
     for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1500))).await;
         if round == 2 {
-            src.batch_execute("UPDATE items SET name = 'updated while killing' WHERE id % 5 = 0").await.unwrap();
+            src.batch_execute("UPDATE items SET name = 'updated while killing' WHERE id % 5 = 0")
+                .await
+                .unwrap();
         }
         sink_run.kill9();
         sink_run.restart();
     }
-    wait_equal(&source, &target, "after killing the sink 6 times", &[&sink_run, &source_run]).await;
+    wait_equal(
+        &source,
+        &target,
+        "after killing the sink 6 times",
+        &[&sink_run, &source_run],
+    )
+    .await;
     source_run.kill9();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn source_killed_mid_poll_many_times_loses_and_duplicates_nothing() {
     let stack = Stack::start();
-    let (source, target) = (PgDb::create("kill_src_src").await, PgDb::create("kill_src_dst").await);
+    let (source, target) = (
+        PgDb::create("kill_src_src").await,
+        PgDb::create("kill_src_dst").await,
+    );
     let src = source.client().await;
     src.batch_execute(SOURCE_DDL).await.unwrap();
     src.batch_execute(&insert_rows(1, 20_000)).await.unwrap();
 
     let dir = TempDir::new("kill-source");
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline_yaml(&stack, "kill-source", &source, &target, 2000)).unwrap();
+    std::fs::write(
+        &file,
+        pipeline_yaml(&stack, "kill-source", &source, &target, 2000),
+    )
+    .unwrap();
     let mut source_run = run_component(&file, "shop");
     let mut sink_run = run_component(&file, "warehouse");
     let mut rng = Rng::from_time();
@@ -236,12 +314,27 @@ async fn source_killed_mid_poll_many_times_loses_and_duplicates_nothing() {
         // Writes while the source is down, and updates of rows already published.
         src.batch_execute(&insert_rows(next_id, 700)).await.unwrap();
         next_id += 700;
-        src.batch_execute(&format!("UPDATE items SET i = i + 1 WHERE id % {} = 0", 3 + rng.below(5))).await.unwrap();
+        src.batch_execute(&format!(
+            "UPDATE items SET i = i + 1 WHERE id % {} = 0",
+            3 + rng.below(5)
+        ))
+        .await
+        .unwrap();
         source_run.restart();
     }
-    wait_equal(&source, &target, "after killing the source 6 times", &[&source_run, &sink_run]).await;
+    wait_equal(
+        &source,
+        &target,
+        "after killing the source 6 times",
+        &[&source_run, &sink_run],
+    )
+    .await;
     let client = target.client().await;
-    let n: i64 = client.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, next_id - 1, "every row exactly once");
     sink_run.kill9();
 }

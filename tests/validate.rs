@@ -40,7 +40,10 @@ fn check(dir: &TempDir, text: &str) -> (i32, String, String, String) {
 
 /// 1-based line of the first line containing `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("`{needle}` not in file")) + 1
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("`{needle}` not in file"))
+        + 1
 }
 
 fn assert_error(err: &str, file: &str, line: usize, fragments: &[&str]) {
@@ -48,7 +51,10 @@ fn assert_error(err: &str, file: &str, line: usize, fragments: &[&str]) {
     let hit = err.lines().find(|l| l.starts_with(&wanted));
     let hit = hit.unwrap_or_else(|| panic!("no error at {wanted} in:\n{err}"));
     for f in fragments {
-        assert!(hit.contains(f), "error line lacks `{f}`:\n{hit}\nall output:\n{err}");
+        assert!(
+            hit.contains(f),
+            "error line lacks `{f}`:\n{hit}\nall output:\n{err}"
+        );
     }
 }
 
@@ -58,17 +64,35 @@ fn a_good_file_prints_sources_topics_and_sinks() {
     let (code, out, err, _) = check(&dir, GOOD);
     assert_eq!(code, 0, "stderr: {err}");
     assert!(out.contains("pipeline `shop-sync`"), "{out}");
-    assert!(out.contains("source shop (sql_poll) -> shop.orders"), "{out}");
-    assert!(out.contains("sink warehouse (postgres) <- shop.orders"), "{out}");
+    assert!(
+        out.contains("source shop (sql_poll) -> shop.orders"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sink warehouse (postgres) <- shop.orders"),
+        "{out}"
+    );
 }
 
 #[test]
 fn an_unknown_key_names_the_line_and_the_likely_key() {
     let dir = TempDir::new("validate");
-    let text = GOOD.replace("      - table: public.orders", "      - tabel: public.orders");
+    let text = GOOD.replace(
+        "      - table: public.orders",
+        "      - tabel: public.orders",
+    );
     let (code, _, err, file) = check(&dir, &text);
     assert_eq!(code, 2);
-    assert_error(&err, &file, line_of(&text, "tabel:"), &["sources.shop.tables[0].tabel", "unknown key `tabel`", "did you mean `table`?"]);
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "tabel:"),
+        &[
+            "sources.shop.tables[0].tabel",
+            "unknown key `tabel`",
+            "did you mean `table`?",
+        ],
+    );
 }
 
 #[test]
@@ -77,7 +101,10 @@ fn a_missing_section_is_named() {
     let text = GOOD.replace("registry:\n  url: http://127.0.0.1:8081\n", "");
     let (code, _, err, file) = check(&dir, &text);
     assert_eq!(code, 2);
-    assert!(err.contains(&format!("error: {file}:1:1: missing key `registry`")), "{err}");
+    assert!(
+        err.contains(&format!("error: {file}:1:1: missing key `registry`")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -86,7 +113,16 @@ fn a_wrong_type_names_the_key_and_the_expected_type() {
     let text = GOOD.replace("      interval_ms: 1000", "      interval_ms: soon");
     let (code, _, err, file) = check(&dir, &text);
     assert_eq!(code, 2);
-    assert_error(&err, &file, line_of(&text, "interval_ms"), &["sources.shop.schedule.interval_ms", "invalid type", "expected u64"]);
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "interval_ms"),
+        &[
+            "sources.shop.schedule.interval_ms",
+            "invalid type",
+            "expected u64",
+        ],
+    );
 }
 
 #[test]
@@ -95,7 +131,16 @@ fn a_bad_value_lists_the_valid_ones() {
     let text = GOOD.replace("mode: timestamp", "mode: timestmp");
     let (code, _, err, file) = check(&dir, &text);
     assert_eq!(code, 2);
-    assert_error(&err, &file, line_of(&text, "mode:"), &["`timestmp` is not valid here", "incrementing", "did you mean `timestamp`?"]);
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "mode:"),
+        &[
+            "`timestmp` is not valid here",
+            "incrementing",
+            "did you mean `timestamp`?",
+        ],
+    );
 }
 
 #[test]
@@ -104,7 +149,16 @@ fn an_unknown_component_type_lists_the_types() {
     let text = GOOD.replace("type: sql_poll", "type: sqlpoll");
     let (code, _, err, file) = check(&dir, &text);
     assert_eq!(code, 2);
-    assert_error(&err, &file, line_of(&text, "type: sqlpoll"), &["unknown type `sqlpoll`", "valid types: sql_poll", "did you mean `sql_poll`?"]);
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "type: sqlpoll"),
+        &[
+            "unknown type `sqlpoll`",
+            "valid types: sql_poll",
+            "did you mean `sql_poll`?",
+        ],
+    );
 }
 
 #[test]
@@ -113,7 +167,16 @@ fn a_sink_reading_a_topic_nobody_writes_is_an_error() {
     let text = GOOD.replace("topics: [shop.orders]", "topics: [shop.order]");
     let (code, _, err, file) = check(&dir, &text);
     assert_eq!(code, 2);
-    assert_error(&err, &file, line_of(&text, "topics: [shop.order]"), &["sinks.warehouse.topics[0]", "`shop.order`", "did you mean `shop.orders`?"]);
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "topics: [shop.order]"),
+        &[
+            "sinks.warehouse.topics[0]",
+            "`shop.order`",
+            "did you mean `shop.orders`?",
+        ],
+    );
     // Declared as written elsewhere, the same file is valid.
     let text = format!("{text}external_topics: [shop.order]\n");
     let (code, _, err, _) = check(&dir, &text);
@@ -126,7 +189,10 @@ fn a_component_rule_is_checked_with_its_key() {
     let text = GOOD.replace("        timestamp_column: updated_at\n", "");
     let (code, _, err, file) = check(&dir, &text);
     assert_eq!(code, 2);
-    assert!(err.contains(&format!("error: {file}:")) && err.contains("timestamp_column"), "{err}");
+    assert!(
+        err.contains(&format!("error: {file}:")) && err.contains("timestamp_column"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -135,8 +201,16 @@ fn unset_variables_are_errors_and_defaults_apply() {
     let text = GOOD.replace("http://127.0.0.1:8081", "${SYNCLINE_TEST_UNSET_REGISTRY}");
     let (code, _, err, file) = check(&dir, &text);
     assert_eq!(code, 2);
-    assert_error(&err, &file, line_of(&text, "SYNCLINE_TEST_UNSET_REGISTRY"), &["environment variable `SYNCLINE_TEST_UNSET_REGISTRY` is not set"]);
-    let text = GOOD.replace("http://127.0.0.1:8081", "${SYNCLINE_TEST_UNSET_REGISTRY:-http://127.0.0.1:8081}");
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "SYNCLINE_TEST_UNSET_REGISTRY"),
+        &["environment variable `SYNCLINE_TEST_UNSET_REGISTRY` is not set"],
+    );
+    let text = GOOD.replace(
+        "http://127.0.0.1:8081",
+        "${SYNCLINE_TEST_UNSET_REGISTRY:-http://127.0.0.1:8081}",
+    );
     let (code, _, err, _) = check(&dir, &text);
     assert_eq!(code, 0, "{err}");
 }
@@ -145,7 +219,10 @@ fn unset_variables_are_errors_and_defaults_apply() {
 fn secrets_from_the_environment_never_appear_in_errors() {
     let dir = TempDir::new("validate");
     let path = dir.path().join("pipeline.yaml");
-    let text = GOOD.replace("      interval_ms: 1000", "      interval_ms: ${SYNCLINE_TEST_SECRET}");
+    let text = GOOD.replace(
+        "      interval_ms: 1000",
+        "      interval_ms: ${SYNCLINE_TEST_SECRET}",
+    );
     std::fs::write(&path, &text).unwrap();
     let out = std::process::Command::new(support::syncline_bin())
         .arg("validate")
@@ -168,9 +245,19 @@ fn every_error_is_reported_at_once() {
         .replace("name: shop-sync", "name: shop-sync\nkafak: {}");
     let (code, _, err, file) = check(&dir, &text);
     assert_eq!(code, 2);
-    assert_error(&err, &file, line_of(&text, "kafak"), &["unknown key `kafak`", "did you mean `kafka`?"]);
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "kafak"),
+        &["unknown key `kafak`", "did you mean `kafka`?"],
+    );
     assert_error(&err, &file, line_of(&text, "timestmp"), &["timestmp"]);
-    assert_error(&err, &file, line_of(&text, "postgress"), &["unknown type `postgress`"]);
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "postgress"),
+        &["unknown type `postgress`"],
+    );
     assert!(err.contains("3 error(s)"), "{err}");
 }
 
@@ -188,7 +275,11 @@ fn run_refuses_an_invalid_file_the_same_way() {
     let dir = TempDir::new("validate");
     let path = dir.path().join("pipeline.yaml");
     std::fs::write(&path, GOOD.replace("mode: timestamp", "mode: timestmp")).unwrap();
-    let out = std::process::Command::new(support::syncline_bin()).arg("run").arg(&path).output().unwrap();
+    let out = std::process::Command::new(support::syncline_bin())
+        .arg("run")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`timestmp` is not valid here"));
 }
@@ -197,5 +288,8 @@ fn run_refuses_an_invalid_file_the_same_way() {
 fn a_missing_file_is_a_clear_error() {
     let (code, _, err) = validate(std::path::Path::new("/nonexistent/pipeline.yaml"));
     assert_eq!(code, 2);
-    assert!(err.contains("/nonexistent/pipeline.yaml") && err.contains("cannot read the file"), "{err}");
+    assert!(
+        err.contains("/nonexistent/pipeline.yaml") && err.contains("cannot read the file"),
+        "{err}"
+    );
 }

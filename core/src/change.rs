@@ -34,7 +34,8 @@ pub enum Op {
 
 impl Op {
     /// Symbols in the order of schemas/syncline.Op.avsc.
-    pub const SYMBOLS: [&'static str; 6] = ["INSERT", "UPDATE", "UPSERT", "DELETE", "READ", "TRUNCATE"];
+    pub const SYMBOLS: [&'static str; 6] =
+        ["INSERT", "UPDATE", "UPSERT", "DELETE", "READ", "TRUNCATE"];
 
     pub fn symbol(self) -> &'static str {
         Self::SYMBOLS[self.index()]
@@ -101,7 +102,8 @@ pub struct PositionBuilder(Vec<u8>);
 impl PositionBuilder {
     /// A signed integer, fixed width, sign bit flipped so that bytes sort like numbers.
     pub fn i64(mut self, v: i64) -> Self {
-        self.0.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+        self.0
+            .extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
         self
     }
     pub fn u64(mut self, v: u64) -> Self {
@@ -169,7 +171,10 @@ mod tests {
     #[test]
     fn integer_positions_sort_like_numbers() {
         let vals = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
-        let pos: Vec<_> = vals.iter().map(|&v| Position::builder().i64(v).build()).collect();
+        let pos: Vec<_> = vals
+            .iter()
+            .map(|&v| Position::builder().i64(v).build())
+            .collect();
         assert!(pos.windows(2).all(|w| w[0] < w[1]));
     }
 

@@ -39,23 +39,50 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(registry: &RegistryConfig) -> Result<Self> {
-        Ok(Self { settings: registry.settings()?, registered: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            settings: registry.settings()?,
+            registered: Mutex::new(HashMap::new()),
+        })
     }
 
     async fn register(&self, subject: String, schema_json: String) -> Result<Registered> {
         let cache_key = (subject, schema_json);
-        if let Some(r) = self.registered.lock().expect("codec cache poisoned").get(&cache_key) {
+        if let Some(r) = self
+            .registered
+            .lock()
+            .expect("codec cache poisoned")
+            .get(&cache_key)
+        {
             return Ok(r.clone());
         }
-        let schema = Schema::parse_str(&cache_key.1)
-            .map_err(|e| Error::internal(format!("invalid Avro schema for `{}`", cache_key.0)).with_source(e))?;
-        let supplied = SuppliedSchema::new(None, SchemaType::Avro, cache_key.1.clone());
-        let registered = post_schema(&self.settings, cache_key.0.clone(), supplied).await.map_err(|e| {
-            let kind = if e.retriable { ErrorKind::Transient } else { ErrorKind::Data };
-            Error::new(kind, format!("schema registry refused the schema of subject `{}`: {}", cache_key.0, e.error))
+        let schema = Schema::parse_str(&cache_key.1).map_err(|e| {
+            Error::internal(format!("invalid Avro schema for `{}`", cache_key.0)).with_source(e)
         })?;
-        let r = Registered { id: registered.id, schema: Arc::new(schema) };
-        self.registered.lock().expect("codec cache poisoned").insert(cache_key, r.clone());
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, cache_key.1.clone());
+        let registered = post_schema(&self.settings, cache_key.0.clone(), supplied)
+            .await
+            .map_err(|e| {
+                let kind = if e.retriable {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Data
+                };
+                Error::new(
+                    kind,
+                    format!(
+                        "schema registry refused the schema of subject `{}`: {}",
+                        cache_key.0, e.error
+                    ),
+                )
+            })?;
+        let r = Registered {
+            id: registered.id,
+            schema: Arc::new(schema),
+        };
+        self.registered
+            .lock()
+            .expect("codec cache poisoned")
+            .insert(cache_key, r.clone());
         Ok(r)
     }
 
@@ -63,20 +90,43 @@ impl Encoder {
     /// Call it before producing anything with a new table shape, so that an
     /// incompatible change stops the pipeline before any record is written.
     pub async fn prepare(&self, topic: &str, table: &TableSchema) -> Result<()> {
-        self.register(format!("{topic}-key"), table.key_schema_json()?.to_string()).await?;
-        self.register(format!("{topic}-value"), table.value_schema_json().to_string()).await?;
+        self.register(format!("{topic}-key"), table.key_schema_json()?.to_string())
+            .await?;
+        self.register(
+            format!("{topic}-value"),
+            table.value_schema_json().to_string(),
+        )
+        .await?;
         Ok(())
     }
 
     /// Encode `event` as (key bytes, value bytes) in Confluent wire format.
-    pub async fn encode(&self, topic: &str, table: &TableSchema, event: &ChangeEvent) -> Result<(Vec<u8>, Vec<u8>)> {
-        let key_schema = self.register(format!("{topic}-key"), table.key_schema_json()?.to_string()).await?;
-        let value_schema = self.register(format!("{topic}-value"), table.value_schema_json().to_string()).await?;
+    pub async fn encode(
+        &self,
+        topic: &str,
+        table: &TableSchema,
+        event: &ChangeEvent,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        let key_schema = self
+            .register(format!("{topic}-key"), table.key_schema_json()?.to_string())
+            .await?;
+        let value_schema = self
+            .register(
+                format!("{topic}-value"),
+                table.value_schema_json().to_string(),
+            )
+            .await?;
 
         let key_cols: Vec<&Column> = table
             .primary_key
             .iter()
-            .map(|k| table.columns.iter().find(|c| &c.name == k).expect("key_schema_json checked key columns"))
+            .map(|k| {
+                table
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == k)
+                    .expect("key_schema_json checked key columns")
+            })
             .collect();
         let key = record_value(key_cols.into_iter(), &event.key)?;
         let row = |r: &Option<Vec<(String, Value)>>| -> Result<Value> {
@@ -86,7 +136,10 @@ impl Encoder {
             }))
         };
         let envelope = Value::Record(vec![
-            ("op".into(), Value::Enum(event.op.index() as u32, event.op.symbol().into())),
+            (
+                "op".into(),
+                Value::Enum(event.op.index() as u32, event.op.symbol().into()),
+            ),
             ("before".into(), row(&event.before)?),
             ("after".into(), row(&event.after)?),
             ("source".into(), source_value(&event.source)),
@@ -105,16 +158,26 @@ fn frame(reg: &Registered, value: Value) -> Result<Vec<u8>> {
 
 /// Build a record value in column order; a missing or null column becomes
 /// null (an error for a non-nullable column).
-fn record_value<'a>(columns: impl Iterator<Item = &'a Column>, vals: &[(String, Value)]) -> Result<Value> {
+fn record_value<'a>(
+    columns: impl Iterator<Item = &'a Column>,
+    vals: &[(String, Value)],
+) -> Result<Value> {
     let mut fields = Vec::new();
     for col in columns {
-        let v = vals.iter().find(|(n, _)| n == &col.name).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+        let v = vals
+            .iter()
+            .find(|(n, _)| n == &col.name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or(Value::Null);
         let field = crate::schema::avro_name(&col.name);
         let v = match (col.nullable, v) {
             (true, Value::Null) => nullable_value(None),
             (true, v) => nullable_value(Some(v)),
             (false, Value::Null) => {
-                return Err(Error::data(format!("column `{}` is NOT NULL but the value is null", col.name)))
+                return Err(Error::data(format!(
+                    "column `{}` is NOT NULL but the value is null",
+                    col.name
+                )))
             }
             (false, v) => v,
         };
@@ -129,8 +192,14 @@ fn source_value(s: &SourceInfo) -> Value {
         ("name".into(), Value::String(s.name.clone())),
         ("db".into(), Value::String(s.db.clone())),
         ("table".into(), Value::String(s.table.clone())),
-        ("position".into(), Value::Bytes(s.position.as_bytes().to_vec())),
-        ("position_text".into(), Value::String(s.position_text.clone())),
+        (
+            "position".into(),
+            Value::Bytes(s.position.as_bytes().to_vec()),
+        ),
+        (
+            "position_text".into(),
+            Value::String(s.position_text.clone()),
+        ),
         ("ts_us".into(), Value::TimestampMicros(s.ts_us)),
     ])
 }
@@ -165,7 +234,9 @@ impl Decoder {
     fn schema_id(bytes: &[u8], what: &str) -> Result<u32> {
         match get_bytes_result(Some(bytes)) {
             BytesResult::Valid(id, _) => Ok(id),
-            _ => Err(Error::data(format!("{what} is not in Confluent wire format (magic byte 0 + schema id)"))),
+            _ => Err(Error::data(format!(
+                "{what} is not in Confluent wire format (magic byte 0 + schema id)"
+            ))),
         }
     }
 
@@ -175,7 +246,11 @@ impl Decoder {
             .await
             .map(|r| r.value)
             .map_err(|e| {
-                let kind = if e.retriable { ErrorKind::Transient } else { ErrorKind::Data };
+                let kind = if e.retriable {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Data
+                };
                 Error::new(kind, format!("cannot decode Avro record: {}", e.error))
             })
     }
@@ -185,28 +260,50 @@ impl Decoder {
             return Ok(s.clone());
         }
         let schema = self.inner.get_schema(id).await.map_err(|e| {
-            let kind = if e.retriable { ErrorKind::Transient } else { ErrorKind::Data };
+            let kind = if e.retriable {
+                ErrorKind::Transient
+            } else {
+                ErrorKind::Data
+            };
             Error::new(kind, format!("cannot fetch schema {id}: {}", e.error))
         })?;
         let row = envelope_row_schema(&schema.parsed)?;
         let columns = TableSchema::columns_from_record(row)?;
-        let field_to_col = columns.iter().map(|c| (crate::schema::avro_name(&c.name), c.name.clone())).collect();
+        let field_to_col = columns
+            .iter()
+            .map(|c| (crate::schema::avro_name(&c.name), c.name.clone()))
+            .collect();
         let shape = (Arc::new(columns), field_to_col);
-        self.shapes.lock().expect("decoder cache poisoned").insert(id, shape.clone());
+        self.shapes
+            .lock()
+            .expect("decoder cache poisoned")
+            .insert(id, shape.clone());
         Ok(shape)
     }
 
     async fn key_shape(&self, id: u32) -> Result<Arc<Vec<String>>> {
-        if let Some(s) = self.key_shapes.lock().expect("decoder cache poisoned").get(&id) {
+        if let Some(s) = self
+            .key_shapes
+            .lock()
+            .expect("decoder cache poisoned")
+            .get(&id)
+        {
             return Ok(s.clone());
         }
         let schema = self.inner.get_schema(id).await.map_err(|e| {
-            let kind = if e.retriable { ErrorKind::Transient } else { ErrorKind::Data };
+            let kind = if e.retriable {
+                ErrorKind::Transient
+            } else {
+                ErrorKind::Data
+            };
             Error::new(kind, format!("cannot fetch schema {id}: {}", e.error))
         })?;
         let cols = TableSchema::columns_from_record(&schema.parsed)?;
         let names = Arc::new(cols.into_iter().map(|c| c.name).collect::<Vec<_>>());
-        self.key_shapes.lock().expect("decoder cache poisoned").insert(id, names.clone());
+        self.key_shapes
+            .lock()
+            .expect("decoder cache poisoned")
+            .insert(id, names.clone());
         Ok(names)
     }
 
@@ -225,7 +322,11 @@ impl Decoder {
 
         let key_fields = match self.decode_value(key).await? {
             Value::Record(f) => f,
-            other => return Err(Error::data(format!("record key is not an Avro record: {other:?}"))),
+            other => {
+                return Err(Error::data(format!(
+                    "record key is not an Avro record: {other:?}"
+                )))
+            }
         };
         let key_vals = key_fields
             .into_iter()
@@ -253,7 +354,13 @@ impl Decoder {
         let op = op.ok_or_else(|| Error::data("envelope has no valid `op`"))?;
         let source = source.ok_or_else(|| Error::data("envelope has no `source`"))?;
         Ok(Decoded {
-            event: ChangeEvent { op, key: key_vals, before, after, source },
+            event: ChangeEvent {
+                op,
+                key: key_vals,
+                before,
+                after,
+                source,
+            },
             value_schema_id: value_id,
             columns,
             key_columns,
@@ -266,7 +373,12 @@ fn row_fields(v: &Value, rename: &impl Fn(String) -> String) -> Option<Vec<(Stri
         Value::Record(fields) => Some(
             fields
                 .iter()
-                .map(|(f, v)| (rename(f.clone()), unwrap_union(v).cloned().unwrap_or(Value::Null)))
+                .map(|(f, v)| {
+                    (
+                        rename(f.clone()),
+                        unwrap_union(v).cloned().unwrap_or(Value::Null),
+                    )
+                })
                 .collect(),
         ),
         _ => None,
@@ -280,7 +392,9 @@ fn source_info(v: &Value) -> Result<SourceInfo> {
     let get = |n: &str| fields.iter().find(|(f, _)| f == n).map(|(_, v)| v);
     let string = |n: &str| match get(n) {
         Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(Error::data(format!("envelope `source.{n}` is missing or not a string"))),
+        _ => Err(Error::data(format!(
+            "envelope `source.{n}` is missing or not a string"
+        ))),
     };
     Ok(SourceInfo {
         connector: string("connector")?,
@@ -289,7 +403,11 @@ fn source_info(v: &Value) -> Result<SourceInfo> {
         table: string("table")?,
         position: match get("position") {
             Some(Value::Bytes(b)) => Position::from_bytes(b.clone()),
-            _ => return Err(Error::data("envelope `source.position` is missing or not bytes")),
+            _ => {
+                return Err(Error::data(
+                    "envelope `source.position` is missing or not bytes",
+                ))
+            }
         },
         position_text: string("position_text")?,
         ts_us: match get("ts_us") {

@@ -67,7 +67,8 @@ impl KafkaConfig {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "60000");
-        c.create().context(ErrorKind::Config, || "cannot create Kafka producer".into())
+        c.create()
+            .context(ErrorKind::Config, || "cannot create Kafka producer".into())
     }
 
     /// A consumer in `group` that never commits on its own: every syncline
@@ -96,9 +97,17 @@ impl KafkaConfig {
     /// Create `topic` if it does not exist. `compacted` topics hold state
     /// (cursors, schemas) where only the latest value per key matters.
     pub async fn ensure_topic(&self, topic: &str, partitions: i32, compacted: bool) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config().create().context(ErrorKind::Config, || "cannot create Kafka admin client".into())?;
-        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(self.replication_factor));
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .context(ErrorKind::Config, || {
+                "cannot create Kafka admin client".into()
+            })?;
+        let mut new = NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
         if compacted {
             new = new.set("cleanup.policy", "compact");
         }
@@ -106,12 +115,16 @@ impl KafkaConfig {
         let results = admin
             .create_topics([&new], &opts)
             .await
-            .context(ErrorKind::Transient, || format!("cannot create topic `{topic}`"))?;
+            .context(ErrorKind::Transient, || {
+                format!("cannot create topic `{topic}`")
+            })?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((t, code)) => {
-                    return Err(Error::transient(format!("cannot create topic `{t}`: {code}")));
+                    return Err(Error::transient(format!(
+                        "cannot create topic `{t}`: {code}"
+                    )));
                 }
             }
         }
@@ -129,11 +142,15 @@ pub fn read_topic_to_end(
 ) -> Result<()> {
     use rdkafka::message::Message;
     use rdkafka::TopicPartitionList;
-    let consumer: BaseConsumer =
-        config.reader_config().create().context(ErrorKind::Config, || "cannot create Kafka consumer".into())?;
+    let consumer: BaseConsumer = config
+        .reader_config()
+        .create()
+        .context(ErrorKind::Config, || "cannot create Kafka consumer".into())?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .context(ErrorKind::Transient, || format!("cannot read metadata of `{topic}`"))?;
+        .context(ErrorKind::Transient, || {
+            format!("cannot read metadata of `{topic}`")
+        })?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
         return Ok(());
     };
@@ -142,7 +159,9 @@ pub fn read_topic_to_end(
     for p in t.partitions() {
         let (lo, hi) = consumer
             .fetch_watermarks(topic, p.id(), Duration::from_secs(30))
-            .context(ErrorKind::Transient, || format!("cannot read offsets of `{topic}`"))?;
+            .context(ErrorKind::Transient, || {
+                format!("cannot read offsets of `{topic}`")
+            })?;
         if hi > lo {
             ends.insert(p.id(), hi);
             tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))
@@ -152,21 +171,30 @@ pub fn read_topic_to_end(
     if ends.is_empty() {
         return Ok(());
     }
-    consumer.assign(&tpl).context(ErrorKind::Transient, || format!("cannot assign `{topic}`"))?;
+    consumer
+        .assign(&tpl)
+        .context(ErrorKind::Transient, || format!("cannot assign `{topic}`"))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !ends.is_empty() {
         if std::time::Instant::now() > deadline {
-            return Err(Error::transient(format!("timed out reading `{topic}` to its end")));
+            return Err(Error::transient(format!(
+                "timed out reading `{topic}` to its end"
+            )));
         }
         match consumer.poll(Duration::from_millis(500)) {
             None => {}
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 ends.remove(&p);
             }
-            Some(Err(e)) => return Err(Error::transient(format!("cannot read `{topic}`")).with_source(e)),
+            Some(Err(e)) => {
+                return Err(Error::transient(format!("cannot read `{topic}`")).with_source(e))
+            }
             Some(Ok(m)) => {
                 f(m.partition(), m.offset(), m.key(), m.payload());
-                if ends.get(&m.partition()).is_some_and(|&hi| m.offset() + 1 >= hi) {
+                if ends
+                    .get(&m.partition())
+                    .is_some_and(|&hi| m.offset() + 1 >= hi)
+                {
                     ends.remove(&m.partition());
                 }
             }

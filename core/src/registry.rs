@@ -30,15 +30,23 @@ fn default_timeout_ms() -> u64 {
 
 impl RegistryConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), username: None, password: None, timeout_ms: default_timeout_ms() }
+        Self {
+            url: url.into(),
+            username: None,
+            password: None,
+            timeout_ms: default_timeout_ms(),
+        }
     }
 
     pub fn settings(&self) -> Result<SrSettings> {
         let mut b = SrSettings::new_builder(self.url.trim_end_matches('/').to_string());
-        b.set_timeout(Duration::from_millis(self.timeout_ms)).no_proxy();
+        b.set_timeout(Duration::from_millis(self.timeout_ms))
+            .no_proxy();
         if let Some(user) = &self.username {
             b.set_basic_authorization(user, self.password.as_deref());
         }
-        b.build().context(ErrorKind::Config, || format!("cannot set up schema registry client for {}", self.url))
+        b.build().context(ErrorKind::Config, || {
+            format!("cannot set up schema registry client for {}", self.url)
+        })
     }
 }

@@ -32,7 +32,10 @@ pub enum ColumnType {
     Int,
     Long,
     /// Exact numeric with known precision and scale.
-    Decimal { precision: u32, scale: u32 },
+    Decimal {
+        precision: u32,
+        scale: u32,
+    },
     /// Exact numeric without a declared precision, carried as text.
     NumericText,
     Float,
@@ -80,7 +83,13 @@ const ENVELOPE_AVSC: &str = include_str!("../../schemas/envelope.avsc");
 pub fn avro_name(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -102,11 +111,15 @@ impl ColumnType {
             ColumnType::Bool => json!("boolean"),
             ColumnType::Date => json!({"type": "int", "logicalType": "date"}),
             ColumnType::Time => json!({"type": "long", "logicalType": "time-micros"}),
-            ColumnType::Timestamp => json!({"type": "long", "logicalType": "local-timestamp-micros"}),
+            ColumnType::Timestamp => {
+                json!({"type": "long", "logicalType": "local-timestamp-micros"})
+            }
             ColumnType::TimestampTz => json!({"type": "long", "logicalType": "timestamp-micros"}),
             ColumnType::Uuid => json!({"type": "string", "logicalType": "uuid"}),
             ColumnType::Bytes => json!("bytes"),
-            ColumnType::Array(item) => json!({"type": "array", "items": ["null", item.avro_json()]}),
+            ColumnType::Array(item) => {
+                json!({"type": "array", "items": ["null", item.avro_json()]})
+            }
         }
     }
 
@@ -126,19 +139,28 @@ impl ColumnType {
             Schema::String if sql == "numeric" || sql == "decimal" => ColumnType::NumericText,
             Schema::String | Schema::Enum(_) => ColumnType::Text,
             Schema::Uuid(_) => ColumnType::Uuid,
-            Schema::Decimal(d) => ColumnType::Decimal { precision: d.precision as u32, scale: d.scale as u32 },
+            Schema::Decimal(d) => ColumnType::Decimal {
+                precision: d.precision as u32,
+                scale: d.scale as u32,
+            },
             Schema::BigDecimal => ColumnType::NumericText,
             Schema::Date => ColumnType::Date,
             Schema::TimeMillis | Schema::TimeMicros => ColumnType::Time,
-            Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos => ColumnType::TimestampTz,
-            Schema::LocalTimestampMillis | Schema::LocalTimestampMicros | Schema::LocalTimestampNanos => {
-                ColumnType::Timestamp
+            Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos => {
+                ColumnType::TimestampTz
             }
+            Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => ColumnType::Timestamp,
             Schema::Array(a) => {
                 let (inner, _) = unwrap_nullable(&a.items);
                 ColumnType::Array(Box::new(ColumnType::from_avro(inner, None)?))
             }
-            other => return Err(Error::data(format!("no column type for Avro schema {other:?}"))),
+            other => {
+                return Err(Error::data(format!(
+                    "no column type for Avro schema {other:?}"
+                )))
+            }
         })
     }
 }
@@ -191,11 +213,12 @@ impl TableSchema {
     pub fn key_schema_json(&self) -> Result<Json> {
         let mut fields = Vec::new();
         for k in &self.primary_key {
-            let col = self
-                .columns
-                .iter()
-                .find(|c| &c.name == k)
-                .ok_or_else(|| Error::config(format!("key column `{k}` is not a column of `{}`", self.name)))?;
+            let col = self.columns.iter().find(|c| &c.name == k).ok_or_else(|| {
+                Error::config(format!(
+                    "key column `{k}` is not a column of `{}`",
+                    self.name
+                ))
+            })?;
             fields.push(Self::field_json(col));
         }
         Ok(json!({
@@ -209,13 +232,16 @@ impl TableSchema {
     /// The envelope (subject `<topic>-value`), built from schemas/envelope.avsc
     /// with the row type inlined once and referenced once.
     pub fn value_schema_json(&self) -> Json {
-        let mut env: Json = serde_json::from_str(ENVELOPE_AVSC).expect("schemas/envelope.avsc is valid JSON");
+        let mut env: Json =
+            serde_json::from_str(ENVELOPE_AVSC).expect("schemas/envelope.avsc is valid JSON");
         env["namespace"] = json!(format!("{}.{}", self.namespace, avro_name(&self.name)));
         let fields = env["fields"].as_array_mut().expect("envelope has fields");
         for f in fields.iter_mut() {
             match f["name"].as_str() {
                 Some("op") => f["type"] = serde_json::from_str(OP_AVSC).expect("Op.avsc is valid"),
-                Some("source") => f["type"] = serde_json::from_str(SOURCE_AVSC).expect("Source.avsc is valid"),
+                Some("source") => {
+                    f["type"] = serde_json::from_str(SOURCE_AVSC).expect("Source.avsc is valid")
+                }
                 Some("before") => f["type"] = json!(["null", self.row_schema_json()]),
                 Some("after") => f["type"] = json!(["null", self.full_name()]),
                 _ => {}
@@ -235,15 +261,26 @@ impl TableSchema {
     /// record) from a registered schema.
     pub fn columns_from_record(record: &Schema) -> Result<Vec<Column>> {
         let Schema::Record(r) = record else {
-            return Err(Error::data(format!("expected an Avro record, got {record:?}")));
+            return Err(Error::data(format!(
+                "expected an Avro record, got {record:?}"
+            )));
         };
         r.fields.iter().map(column_from_field).collect()
     }
 }
 
 fn column_from_field(f: &RecordField) -> Result<Column> {
-    let sql_type = f.custom_attributes.get("sql_type").and_then(|v| v.as_str()).map(str::to_string);
-    let name = f.custom_attributes.get("column").and_then(|v| v.as_str()).unwrap_or(&f.name).to_string();
+    let sql_type = f
+        .custom_attributes
+        .get("sql_type")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let name = f
+        .custom_attributes
+        .get("column")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&f.name)
+        .to_string();
     let (inner, nullable) = unwrap_nullable(&f.schema);
     Ok(Column {
         ty: ColumnType::from_avro(inner, sql_type.as_deref())?,
@@ -262,15 +299,20 @@ pub fn envelope_row_schema(envelope: &Schema) -> Result<&Schema> {
         .fields
         .iter()
         .find(|f| f.name == "before")
-        .ok_or_else(|| Error::data("envelope schema has no `before` field: not a syncline change record"))?;
+        .ok_or_else(|| {
+            Error::data("envelope schema has no `before` field: not a syncline change record")
+        })?;
     match unwrap_nullable(&before.schema) {
         (row @ Schema::Record(_), _) => Ok(row),
-        _ => Err(Error::data("envelope field `before` is not a nullable record")),
+        _ => Err(Error::data(
+            "envelope field `before` is not a nullable record",
+        )),
     }
 }
 
 fn parse(json: &Json) -> Result<Schema> {
-    Schema::parse(json).map_err(|e| Error::internal("derived an invalid Avro schema").with_source(e))
+    Schema::parse(json)
+        .map_err(|e| Error::internal("derived an invalid Avro schema").with_source(e))
 }
 
 /// Build a `["null", T]` union value for a nullable field.
@@ -281,4 +323,3 @@ pub fn nullable_value(v: Option<apache_avro::types::Value>) -> apache_avro::type
         Some(v) => Value::Union(1, Box::new(v)),
     }
 }
-

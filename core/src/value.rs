@@ -16,7 +16,9 @@ pub fn decimal_from_text(text: &str, scale: u32) -> Result<Value> {
     let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
     let frac_trimmed = frac_part.trim_end_matches('0');
     if frac_trimmed.len() > scale as usize {
-        return Err(Error::data(format!("decimal {text} has more than {scale} fractional digits")));
+        return Err(Error::data(format!(
+            "decimal {text} has more than {scale} fractional digits"
+        )));
     }
     let mut unscaled = String::with_capacity(int_part.len() + scale as usize + 1);
     if neg {
@@ -24,7 +26,10 @@ pub fn decimal_from_text(text: &str, scale: u32) -> Result<Value> {
     }
     unscaled.push_str(if int_part.is_empty() { "0" } else { int_part });
     unscaled.push_str(frac_trimmed);
-    unscaled.extend(std::iter::repeat_n('0', scale as usize - frac_trimmed.len()));
+    unscaled.extend(std::iter::repeat_n(
+        '0',
+        scale as usize - frac_trimmed.len(),
+    ));
     let n: BigInt = unscaled
         .parse()
         .map_err(|_| Error::data(format!("`{text}` is not a decimal number")))?;
@@ -76,11 +81,19 @@ mod tests {
             ("-12.5", 2, "-12.50"),
             ("0.01", 2, "0.01"),
             ("-0.01", 3, "-0.010"),
-            ("123456789012345678901234567890", 0, "123456789012345678901234567890"),
+            (
+                "123456789012345678901234567890",
+                0,
+                "123456789012345678901234567890",
+            ),
             ("7", 4, "7.0000"),
         ] {
             let v = decimal_from_text(text, scale).unwrap();
-            assert_eq!(decimal_to_text(&decimal_bytes(&v).unwrap(), scale), canon, "{text}");
+            assert_eq!(
+                decimal_to_text(&decimal_bytes(&v).unwrap(), scale),
+                canon,
+                "{text}"
+            );
         }
     }
 

@@ -22,13 +22,21 @@ pub fn nisshi_bin() -> PathBuf {
     }
     let home = std::env::var("HOME").expect("HOME is set");
     let p = PathBuf::from(home).join(".cache/syncline/nisshi-0.8.1/bin/nisshi");
-    assert!(p.exists(), "broker not installed at {} (run `make tools`)", p.display());
+    assert!(
+        p.exists(),
+        "broker not installed at {} (run `make tools`)",
+        p.display()
+    );
     p
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -65,7 +73,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !cond().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -79,7 +90,10 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited before listening on {port}: {status}");
         }
-        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 60s");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {port} within 60s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -91,9 +105,20 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(mut cmd: Command, log: &Path) -> Self {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
-        Self { child: Some(cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))) }
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        Self {
+            child: Some(
+                cmd.spawn()
+                    .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+            ),
+        }
     }
     /// kill -9: no shutdown hook runs, exactly like a crash.
     pub fn kill9(&mut self) {
@@ -104,7 +129,10 @@ impl Proc {
     }
     /// Whether the process is still running; `Some(code)` once it has exited.
     pub fn exit_code(&mut self) -> Option<Option<i32>> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).map(|s| s.code())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .map(|s| s.code())
     }
     /// Wait for the process to exit on its own, up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
@@ -113,7 +141,10 @@ impl Proc {
             if let Some(code) = self.exit_code() {
                 return code;
             }
-            assert!(Instant::now() < deadline, "process did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -149,8 +180,18 @@ impl Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         cmd.current_dir(dir.path())
             .arg("broker")
-            .args(["--kafka-listener-url", &url, "--kafka-advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://broker.db", "--group-initial-rebalance-delay", "100ms"])
+            .args([
+                "--kafka-listener-url",
+                &url,
+                "--kafka-advertised-listener-url",
+                &url,
+            ])
+            .args([
+                "--storage-engine",
+                "sqlite://broker.db",
+                "--group-initial-rebalance-delay",
+                "100ms",
+            ])
             .env("RUST_LOG", "warn");
         let mut proc = Proc::spawn(cmd, &dir.path().join("broker.log"));
         wait_for_port(port, proc.child(), "broker");
@@ -186,7 +227,13 @@ impl RegistryProcess {
         let dir = TempDir::new("registry");
         let port = free_port();
         let proc = Self::spawn(port, &broker.bootstrap(), topic, &dir);
-        Self { port, bootstrap: broker.bootstrap(), topic: topic.into(), dir, proc }
+        Self {
+            port,
+            bootstrap: broker.bootstrap(),
+            topic: topic.into(),
+            dir,
+            proc,
+        }
     }
 
     fn spawn(port: u16, bootstrap: &str, topic: &str, dir: &TempDir) -> Proc {
@@ -241,7 +288,8 @@ impl Stack {
 
 /// The machine's Postgres (127.0.0.1:5432, trust auth), or `$SYNCLINE_TEST_PG`.
 pub fn pg_admin_url() -> String {
-    std::env::var("SYNCLINE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("SYNCLINE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A throwaway Postgres database with a unique name, dropped on drop.
@@ -259,7 +307,10 @@ impl PgDb {
             Instant::now().elapsed().subsec_nanos() % 1000
         );
         let admin = pg_connect(&format!("{}/postgres", pg_admin_url())).await;
-        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
         Self { name }
     }
     pub fn name(&self) -> &str {
@@ -279,11 +330,16 @@ impl Drop for PgDb {
         let name = self.name.clone();
         // Drop runs outside any runtime guarantee: use a short-lived thread and runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                     tokio::spawn(conn);
-                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                    let _ = c
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
                 }
             })
         })
@@ -318,11 +374,19 @@ impl SynclineRun {
         let log = pipeline.with_extension(format!("{}.log", free_port()));
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let proc = Self::spawn(pipeline, &args, &log);
-        Self { pipeline: pipeline.to_path_buf(), args, log, proc }
+        Self {
+            pipeline: pipeline.to_path_buf(),
+            args,
+            log,
+            proc,
+        }
     }
     fn spawn(pipeline: &Path, args: &[String], log: &Path) -> Proc {
         let mut cmd = Command::new(syncline_bin());
-        cmd.arg("run").arg(pipeline).args(args).env("RUST_LOG", "info");
+        cmd.arg("run")
+            .arg(pipeline)
+            .args(args)
+            .env("RUST_LOG", "info");
         Proc::spawn(cmd, log)
     }
     pub fn kill9(&mut self) {
@@ -346,7 +410,11 @@ impl SynclineRun {
 
 /// Run `syncline validate FILE` and return (exit code, stdout, stderr).
 pub fn validate(pipeline: &Path) -> (i32, String, String) {
-    let out = Command::new(syncline_bin()).arg("validate").arg(pipeline).output().unwrap();
+    let out = Command::new(syncline_bin())
+        .arg("validate")
+        .arg(pipeline)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
