@@ -149,7 +149,7 @@ impl Encoder {
 }
 
 fn frame(reg: &Registered, value: Value) -> Result<Vec<u8>> {
-    let bytes = apache_avro::GenericDatumWriter::builder(&reg.schema)
+    let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&reg.schema)
         .build()
         .and_then(|w| w.write_value_to_vec(value))
         .map_err(|e| Error::data("value does not match its Avro schema").with_source(e))?;
