@@ -110,11 +110,10 @@ impl PostgresSink {
             client: Mutex::new(None),
             news: Mutex::new(Default::default()),
         };
-        let mut config = self.ctx.kafka.consumer_config(&s.group_id);
-        // Our own offsets decide where to start; a partition without any
-        // (a new group) starts at the beginning.
-        config.set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer<SinkContext> = config
+        let consumer: BaseConsumer<SinkContext> = self
+            .ctx
+            .kafka
+            .consumer_config(&s.group_id)
             .create_with_context(context)
             .context(ErrorKind::Config, || {
                 "cannot create the Kafka consumer".into()
