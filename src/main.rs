@@ -105,10 +105,8 @@ fn main() -> ExitCode {
                 kafka,
                 topic: args.topic,
             };
-            match runtime.block_on(syncline_registry::serve(
-                config,
-                pipeline::shutdown_on_signal(),
-            )) {
+            let serve = async { syncline_registry::serve(config, pipeline::shutdown_on_signal()).await };
+            match runtime.block_on(serve) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "schema registry stopped");

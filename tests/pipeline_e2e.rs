@@ -36,7 +36,7 @@ fn insert_rows(from: i64, n: i64) -> String {
         SELECT g,
           CASE WHEN g % 7 = 0 THEN NULL ELSE (g % 30000)::smallint END,
           CASE WHEN g % 7 = 0 THEN NULL ELSE (g * 13)::int END,
-          CASE WHEN g % 7 = 0 THEN NULL ELSE g * 1000000007 END,
+          CASE WHEN g % 7 = 0 THEN NULL ELSE g::bigint * 1000000007 END,
           CASE WHEN g % 7 = 0 THEN NULL ELSE (g / 7.0)::numeric(12,3) END,
           CASE WHEN g % 7 = 0 THEN NULL ELSE (g::numeric / 3)::numeric(40,20) END,
           CASE WHEN g % 7 = 0 THEN NULL ELSE (g / 4.0)::real END,
