@@ -88,10 +88,9 @@ async fn wait_records(
     what: &str,
     cond: impl Fn(&[Decoded]) -> bool,
 ) -> Vec<Decoded> {
-    let mut last = Vec::new();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        last = read_all(stack, topic).await;
+        let last = read_all(stack, topic).await;
         if cond(&last) {
             return last;
         }
@@ -353,8 +352,12 @@ async fn late_commit_is_not_skipped() {
     let before = log_count("late", "fence holds rows back");
     wait_until(
         WAIT,
-        "the source to poll 5 times with the fence holding",
-        || async { log_count("late", "fence holds rows back") >= before + 5 },
+        "5 polls held by the fence",
+        // or until something beyond what is expected appears (the flaw, failing fast)
+        || async {
+            log_count("late", "fence holds rows back") >= before + 5
+                || read_all(&stack, "pg.late").await.len() > 1
+        },
     )
     .await;
     assert_eq!(
@@ -399,8 +402,12 @@ async fn late_commit_without_xid_is_not_skipped() {
     let before = log_count("latets", "fence holds rows back");
     wait_until(
         WAIT,
-        "the source to poll 5 times with the fence holding",
-        || async { log_count("latets", "fence holds rows back") >= before + 5 },
+        "5 polls held by the fence",
+        // or until something beyond what is expected appears (the flaw, failing fast)
+        || async {
+            log_count("latets", "fence holds rows back") >= before + 5
+                || read_all(&stack, "pg.latets").await.len() > 0
+        },
     )
     .await;
     assert!(
@@ -415,22 +422,17 @@ async fn late_commit_without_xid_is_not_skipped() {
     run.stop().await;
     let notes: Vec<Value> = recs.iter().map(|d| field(d, "note")).collect();
     assert_eq!(recs.len(), 2, "{notes:?}");
+    let ts_of = |note: &str| match recs
+        .iter()
+        .find(|d| field(d, "note") == Value::String(note.into()))
+        .map(|d| field(d, "updated_at"))
+    {
+        Some(Value::TimestampMicros(us)) => us,
+        other => panic!("no timestamp for {note}: {other:?}"),
+    };
     assert!(
-        field(
-            &recs
-                .iter()
-                .find(|d| field(d, "note") == Value::String("A".into()))
-                .unwrap()
-                .clone(),
-            "updated_at"
-        ) < field(
-            &recs
-                .iter()
-                .find(|d| field(d, "note") == Value::String("B".into()))
-                .unwrap()
-                .clone(),
-            "updated_at"
-        )
+        ts_of("A") < ts_of("B"),
+        "A's row has the earlier timestamp (it was the one at risk)"
     );
 }
 
