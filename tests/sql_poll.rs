@@ -8,7 +8,7 @@ use apache_avro::types::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
-use support::{wait_until, PgDb, Stack, TempDir};
+use support::{wait_until, PgDb, Stack, SynclineRun, TempDir};
 use syncline_core::codec::{Decoded, Decoder};
 use syncline_core::kafka::{read_topic_to_end, KafkaConfig};
 use syncline_core::registry::RegistryConfig;
@@ -572,6 +572,126 @@ async fn deletes_are_detected_across_restarts() {
             "a delete sorts after the key's last change"
         );
     }
+}
+
+/// A query instead of a table: columns from a join, key and name given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_is_polled_like_a_table() {
+    let stack = Stack::start();
+    let db = PgDb::create("sqlpoll_query").await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL);
+         CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2));
+         INSERT INTO customers VALUES (1, 'a@example.com'), (2, 'b@example.com');
+         INSERT INTO orders (customer_id, total) VALUES (1, 10.5), (2, 99.99), (1, 0);",
+    )
+    .await
+    .unwrap();
+    let cfg = config(&format!(
+        "connection: {}
+schedule: {{ interval_ms: 100 }}
+tables:
+  - query: \"SELECT o.id, o.total, c.email FROM orders o JOIN customers c ON c.id = o.customer_id;\"
+    name: orders_with_email
+    key: [id]
+    topic: pg.query
+    mode: incrementing
+",
+        db.url()
+    ));
+    let run = start(&cfg, ctx(&stack, "query")).await;
+    wait_records(&stack, "pg.query", "3 rows", |r| r.len() >= 3).await;
+    c.execute("INSERT INTO orders (customer_id, total) VALUES (2, 1)", &[])
+        .await
+        .unwrap();
+    let recs = wait_records(&stack, "pg.query", "4 rows", |r| r.len() >= 4).await;
+    run.stop().await;
+    assert_eq!(ids(&recs), vec![1, 2, 3, 4]);
+    let second = recs.iter().find(|d| key_i64(d) == 2).unwrap();
+    assert_eq!(
+        field(second, "email"),
+        Value::String("b@example.com".into())
+    );
+    assert_eq!(second.event.source.table, "orders_with_email");
+    let total = second.columns.iter().find(|c| c.name == "total").unwrap();
+    assert_eq!(
+        total.ty,
+        ColumnType::Decimal {
+            precision: 10,
+            scale: 2
+        }
+    );
+    assert!(total.nullable, "query columns are nullable");
+}
+
+/// `syncline run` killed with SIGKILL while it publishes, three times:
+/// every row arrives, each with one identity, and each kill republishes at
+/// most one batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_publishing_loses_nothing() {
+    let stack = Stack::start();
+    let db = PgDb::create("sqlpoll_kill").await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text); INSERT INTO t (v) SELECT repeat('x', 200) FROM generate_series(1, 3000);")
+        .await
+        .unwrap();
+    let dir = TempDir::new("sqlpoll-kill");
+    let pipeline = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name: kill9
+kafka: {{ bootstrap_servers: \"{}\", partitions: 2 }}
+registry: {{ url: \"{}\" }}
+sources:
+  src:
+    type: sql_poll
+    connection: {}
+    schedule: {{ interval_ms: 50 }}
+    batch_size: 100
+    tables:
+      - {{ table: t, topic: kill.t, mode: incrementing }}
+",
+            stack.bootstrap(),
+            stack.registry_url(),
+            db.url()
+        ),
+    )
+    .unwrap();
+    let mut run = SynclineRun::start(&pipeline);
+    let kills = 3;
+    for k in 1..=kills {
+        let at = 500 * k;
+        wait_records(
+            &stack,
+            "kill.t",
+            &format!("{at} records before kill {k}"),
+            |r| r.len() >= at,
+        )
+        .await;
+        run.restart(); // kill -9, start again
+    }
+    let recs = wait_records(&stack, "kill.t", "3000 distinct rows", |r| {
+        ids(r).into_iter().collect::<HashSet<_>>().len() >= 3000
+    })
+    .await;
+    run.kill9();
+    let identities: HashSet<Vec<u8>> = recs
+        .iter()
+        .map(|d| d.event.source.position.as_bytes().to_vec())
+        .collect();
+    assert_eq!(
+        identities.len(),
+        3000,
+        "one identity per row; log:\n{}",
+        run.log()
+    );
+    assert!(
+        recs.len() <= 3000 + kills * 100,
+        "each kill republishes at most one batch of 100: {} records",
+        recs.len()
+    );
 }
 
 // ---- SQLite ----
