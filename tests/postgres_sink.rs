@@ -669,6 +669,80 @@ async fn upserts_deletes_and_replays_apply_only_newer_changes() {
     sink.stop().await;
 }
 
+/// A schema that gains a column: the sink adds it (nullable) to the table
+/// it created, and rows of both shapes land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_at_the_source_is_added_to_the_table() {
+    let stack = Stack::start();
+    let db = PgDb::create("sink_evolve").await;
+    let p = Producer::new(&stack);
+    p.topic("evolve.items", 1).await;
+    p.send("evolve.items", &items_table(), &[upsert(1, 1, "a")])
+        .await;
+    let cfg = sink_config(&format!(
+        "connection: {}\ntopics: [evolve.items]\ntables: {{ evolve.items: items }}\n",
+        db.url()
+    ));
+    let sink = start_sink(&stack, &cfg).await;
+    let c = db.client().await;
+    wait_consumed(&c, &group("test"), 1, "first shape").await;
+
+    let mut wider = items_table();
+    wider.columns.push(col(
+        "amount",
+        ColumnType::Decimal {
+            precision: 10,
+            scale: 2,
+        },
+        true,
+        "numeric(10,2)",
+    ));
+    let with_amount = |pos, id: i64, v: &str, amount: &str| {
+        let after = vec![
+            ("id".to_string(), Value::Long(id)),
+            ("v".into(), Value::String(v.into())),
+            ("amount".into(), decimal_from_text(amount, 2).unwrap()),
+        ];
+        change(Op::Update, pos, id, Some(after))
+    };
+    p.send(
+        "evolve.items",
+        &wider,
+        &[
+            with_amount(2, 1, "b", "12.5"),
+            with_amount(3, 2, "c", "-0.01"),
+        ],
+    )
+    .await;
+    wait_consumed(&c, &group("test"), 3, "second shape").await;
+    sink.stop().await;
+
+    let ty: (String, bool) = c
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod), attnotnull FROM pg_attribute
+             WHERE attrelid = 'public.items'::regclass AND attname = 'amount'",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(ty, ("numeric(10,2)".to_string(), false));
+    let got: Vec<(i64, String, Option<String>)> = c
+        .query("SELECT id, v, amount::text FROM items ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "b".into(), Some("12.50".into())),
+            (2, "c".into(), Some("-0.01".into()))
+        ]
+    );
+}
+
 /// A record that is not a change record stops the sink with an error that
 /// names it; nothing after it is applied and its offset is not stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
