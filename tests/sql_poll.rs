@@ -694,6 +694,65 @@ sources:
     );
 }
 
+/// The database connection is killed and the broker restarted (kill -9)
+/// under a running source: it retries and catches up, losing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_from_database_and_broker_failures() {
+    let mut stack = Stack::start();
+    let db = PgDb::create("sqlpoll_recover").await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE t (id bigserial PRIMARY KEY, v int); INSERT INTO t (v) VALUES (1);",
+    )
+    .await
+    .unwrap();
+    let cfg = config(&format!(
+        "connection: {}\nschedule: {{ interval_ms: 100 }}\ntables:\n  - {{ table: t, topic: pg.recover, mode: incrementing }}\n",
+        db.url()
+    ));
+    let run = start(&cfg, ctx(&stack, "recover")).await;
+    wait_records(&stack, "pg.recover", "row 1", |r| r.len() == 1).await;
+
+    let killed: i64 = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'syncline sql_poll recover'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "the source's session is named after it");
+    c.execute("INSERT INTO t (v) VALUES (2)", &[])
+        .await
+        .unwrap();
+    wait_records(
+        &stack,
+        "pg.recover",
+        "row 2 after the connection was killed",
+        |r| ids(r).contains(&2),
+    )
+    .await;
+
+    stack.broker.restart();
+    c.execute("INSERT INTO t (v) VALUES (3)", &[])
+        .await
+        .unwrap();
+    let recs = wait_records(
+        &stack,
+        "pg.recover",
+        "row 3 after the broker restart",
+        |r| ids(r).contains(&3),
+    )
+    .await;
+    assert!(
+        !run.task.is_finished(),
+        "the source keeps running through transient failures"
+    );
+    run.stop().await;
+    let distinct: HashSet<i64> = ids(&recs).into_iter().collect();
+    assert_eq!(distinct, HashSet::from([1, 2, 3]));
+}
+
 // ---- SQLite ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

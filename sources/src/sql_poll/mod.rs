@@ -48,16 +48,16 @@ use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{ChangeEvent, Column, ColumnType, Error, Op, Result, SourceInfo};
 
 enum Database {
-    Postgres(PgSource),
+    Postgres(Box<PgSource>),
     Sqlite(SqliteSource),
 }
 
 impl Database {
-    async fn open(connection: &Connection) -> Result<Database> {
+    async fn open(connection: &Connection, source: &str) -> Result<Database> {
         Ok(match connection {
-            Connection::Postgres(url) => {
-                Database::Postgres(PgSource::connect(url, &connection.display()).await?)
-            }
+            Connection::Postgres(url) => Database::Postgres(Box::new(
+                PgSource::connect(url, &connection.display(), source).await?,
+            )),
             Connection::Sqlite(path) => Database::Sqlite(SqliteSource::open(path).await?),
         })
     }
@@ -124,7 +124,7 @@ const HELD_WARNING: Duration = Duration::from_secs(60);
 impl SqlPollSource {
     async fn build(cfg: &SqlPollConfig, ctx: ComponentContext) -> Result<SqlPollSource> {
         let connection = Connection::parse(&cfg.connection)?;
-        let mut db = Database::open(&connection).await?;
+        let mut db = Database::open(&connection, &ctx.component).await?;
         let mut plans = Vec::new();
         for tc in &cfg.tables {
             let (columns, pk) = db.introspect(tc).await?;
@@ -286,7 +286,9 @@ impl SqlPollSource {
                 ),
                 Database::Postgres(pg) => {
                     let b = pg.read_batch(t, after.as_ref(), self.batch_size).await?;
-                    let held = b.high_water.is_some() && b.watermark < b.high_water;
+                    // rows exist above both the published cursor and W
+                    let released = b.watermark.as_ref().max(after.as_ref());
+                    let held = b.high_water.is_some() && released < b.high_water.as_ref();
                     let table = &mut self.tables[t];
                     if held {
                         let since = *table.held_since.get_or_insert_with(Instant::now);

@@ -149,7 +149,7 @@ pub struct PgBatch {
 }
 
 pub struct PgSource {
-    url: String,
+    config: tokio_postgres::Config,
     client: Option<Client>,
     pub db_name: String,
     tables: Vec<PgTable>,
@@ -184,9 +184,21 @@ const PRIMARY_KEY_SQL: &str = "SELECT a.attname::text FROM pg_index i \
      WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord";
 
 impl PgSource {
-    pub async fn connect(url: &str, display: &str) -> Result<PgSource> {
+    /// Connect as `application_name = syncline sql_poll <source>` unless the
+    /// connection string sets one, so operators can find the poller in
+    /// `pg_stat_activity`.
+    pub async fn connect(url: &str, display: &str, source: &str) -> Result<PgSource> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            Error::config(format!(
+                "{display} is not a valid Postgres connection string"
+            ))
+            .with_source(e)
+        })?;
+        if config.get_application_name().is_none() {
+            config.application_name(format!("syncline sql_poll {source}"));
+        }
         let mut s = PgSource {
-            url: url.to_string(),
+            config,
             client: None,
             db_name: String::new(),
             tables: Vec::new(),
@@ -206,7 +218,9 @@ impl PgSource {
     /// (Re)open the connection; pending fences stay valid (they describe
     /// the server's transactions, not this session).
     pub async fn reconnect(&mut self, display: &str) -> Result<()> {
-        let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
+        let (client, conn) = self
+            .config
+            .connect(NoTls)
             .await
             .map_err(|e| pg_error(e, || format!("cannot connect to {display}")))?;
         tokio::spawn(async move {
