@@ -763,10 +763,14 @@ async fn sqlite_by_incrementing_id_and_by_timestamp() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
-         CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, amount DECIMAL(10,2), ok BOOLEAN, day DATE, payload BLOB);
+         CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, amount DECIMAL(10,2), ok BOOLEAN, day DATE, payload BLOB,
+                              at TIME, u UUID, doc JSON, score REAL, big NUMERIC, seen TIMESTAMP, anything);
          CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(20),
                              updated_at DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f','now')));
-         INSERT INTO events (kind, amount, ok, day, payload) VALUES ('a', 12.5, 1, '2026-11-26', x'0102'), ('b', NULL, 0, NULL, NULL);
+         INSERT INTO events (kind, amount, ok, day, payload, at, u, doc, score, big, seen, anything) VALUES
+             ('a', 12.5, 1, '2026-11-26', x'0102', '01:02:03.5', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"k\": [1]}',
+              0.25, 12345678901, '2026-11-26T10:00:00Z', 42),
+             ('b', NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
          INSERT INTO items (id, name, updated_at) VALUES (1, 'one', '2026-01-01 00:00:00.000'), (2, 'two', '2026-01-01 00:00:00.000');",
     )
     .unwrap();
@@ -789,6 +793,47 @@ async fn sqlite_by_incrementing_id_and_by_timestamp() {
     assert_eq!(field(first, "ok"), Value::Boolean(true));
     assert_eq!(field(first, "day"), Value::Date(20_783));
     assert_eq!(field(first, "payload"), Value::Bytes(vec![1, 2]));
+    assert_eq!(field(first, "at"), Value::TimeMicros(3_723_500_000));
+    assert_eq!(
+        field(first, "u"),
+        Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".parse().unwrap())
+    );
+    assert_eq!(field(first, "doc"), Value::String("{\"k\": [1]}".into()));
+    assert_eq!(field(first, "score"), Value::Double(0.25));
+    assert_eq!(field(first, "big"), Value::String("12345678901".into()));
+    assert_eq!(
+        field(first, "seen"),
+        Value::LocalTimestampMicros((20_783 * 86_400 + 36_000) * 1_000_000)
+    );
+    assert_eq!(field(first, "anything"), Value::String("42".into()));
+    let ty = |n: &str| {
+        first
+            .columns
+            .iter()
+            .find(|c| c.name == n)
+            .unwrap()
+            .ty
+            .clone()
+    };
+    assert_eq!(ty("doc"), ColumnType::Json);
+    assert_eq!(ty("big"), ColumnType::NumericText);
+    assert_eq!(
+        ty("amount"),
+        ColumnType::Decimal {
+            precision: 10,
+            scale: 2
+        }
+    );
+    let second_row = ev.iter().find(|d| key_i64(d) == 2).unwrap();
+    for n in [
+        "amount", "day", "payload", "at", "u", "doc", "score", "big", "seen", "anything",
+    ] {
+        assert_eq!(
+            field(second_row, n),
+            Value::Null,
+            "column {n} of the NULL row"
+        );
+    }
     let second = ev.iter().find(|d| key_i64(d) == 2).unwrap();
     assert_eq!(field(second, "amount"), Value::Null);
     assert_eq!(second.event.source.db, path.display().to_string());

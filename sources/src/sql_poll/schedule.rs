@@ -21,8 +21,11 @@ impl Schedule {
 
     pub fn cron(expr: &str) -> Result<Self> {
         cron::Schedule::from_str(expr).map(|s| Schedule::Cron(Box::new(s))).map_err(|e| {
+            // the crate's message repeats the expression with a caret line; keep its reason
+            let text = e.to_string();
+            let reason = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid");
             Error::config(format!(
-                "`{expr}` is not a cron expression ({e}); use six or seven fields, seconds first, e.g. \"*/10 * * * * *\""
+                "`{expr}` is not a cron expression ({reason}); use six or seven fields, seconds first, e.g. \"*/10 * * * * *\""
             ))
         })
     }
