@@ -355,6 +355,8 @@ impl SqlPollSource {
                 }
             })
             .collect();
+        // Every record acknowledged first, then the cursor: a crash in between
+        // republishes this batch with the same identities, never skips it.
         self.send_all(plan, &events).await?;
         let stored = StoredCursor {
             columns: plan.cursor_columns.clone(),
