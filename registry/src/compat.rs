@@ -13,6 +13,7 @@
 //! (through Avro's Java checker) calls those incompatible, and so do we: a
 //! consumer must never fail on a record its producer was allowed to write.
 
+use apache_avro::error::CompatibilityError;
 use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
@@ -142,8 +143,36 @@ fn cannot_read(writer: &Schema, reader: &Schema) -> Option<String> {
             "some values the writer may write cannot be read (a union branch or enum symbol is missing in the reader)"
                 .into(),
         ),
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(describe(&e)),
     }
+}
+
+/// apache-avro's message, except that a type clash names the two types
+/// instead of dumping both schemas (its message embeds their `Debug` form).
+fn describe(e: &CompatibilityError) -> String {
+    match e {
+        CompatibilityError::FieldTypeMismatch(field, inner) => {
+            format!("field '{field}': {}", describe(inner))
+        }
+        CompatibilityError::WrongType {
+            writer_schema_type,
+            reader_schema_type,
+        } => format!(
+            "the writer's type {} cannot be read as {}",
+            type_name(writer_schema_type),
+            type_name(reader_schema_type)
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// `Record(RecordSchema { .. })` -> `record`: the variant name of a `Debug`-formatted schema.
+fn type_name(debug: &str) -> String {
+    debug
+        .chars()
+        .take_while(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase()
 }
 
 #[cfg(test)]
@@ -227,8 +256,15 @@ mod tests {
         assert!(check(Level::Full, &a_b_default(), &[(1, &old)]).is_empty());
         assert_eq!(check(Level::Full, &a_b_required(), &[(1, &old)]).len(), 1);
         assert_eq!(check(Level::Full, &empty(), &[(1, &old)]).len(), 1);
-        // A type change breaks both directions: two messages.
-        assert_eq!(check(Level::Full, &Schema::String, &[(1, &old)]).len(), 2);
+        // A type change breaks both directions: two messages, naming the types.
+        let p = check(Level::Full, &Schema::String, &[(1, &old)]);
+        assert_eq!(
+            p,
+            [
+                "FULL: the new schema cannot read data written with version 1: the writer's type record cannot be read as string",
+                "FULL: version 1 cannot read data written with the new schema: the writer's type string cannot be read as record",
+            ]
+        );
     }
 
     #[test]
@@ -249,6 +285,17 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert!(p[0].contains("version 1 cannot read"), "{p:?}");
         assert_eq!(check(Level::FullTransitive, &cand, &previous).len(), 2);
+    }
+
+    #[test]
+    fn a_field_type_clash_names_the_field_and_the_types() {
+        let old = a();
+        let new = schema(r#"{"name":"a","type":"string"}"#);
+        let p = check(Level::Backward, &new, &[(1, &old)]);
+        assert_eq!(
+            p,
+            ["BACKWARD: the new schema cannot read data written with version 1: field 'a': the writer's type int cannot be read as string"]
+        );
     }
 
     #[test]

@@ -60,6 +60,16 @@ impl Command {
             Command::SetCompatibility { .. } => "set_compatibility",
         }
     }
+
+    /// The subject the command changes, if any (`None`: the global level).
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Command::Register { subject, .. }
+            | Command::DeleteSubject { subject, .. }
+            | Command::DeleteVersion { subject, .. } => Some(subject),
+            Command::SetCompatibility { subject, .. } => subject.as_deref(),
+        }
+    }
 }
 
 /// What applying a command did.
@@ -672,6 +682,19 @@ mod tests {
             assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), c, "{json}");
         }
         assert!(serde_json::from_str::<Command>(r#"{"op":"explode"}"#).is_err());
+        let global = Command::SetCompatibility {
+            subject: None,
+            level: None,
+        };
+        assert_eq!((global.op(), global.subject()), ("set_compatibility", None));
+        let delete = Command::DeleteSubject {
+            subject: "s".into(),
+            permanent: false,
+        };
+        assert_eq!(
+            (delete.op(), delete.subject()),
+            ("delete_subject", Some("s"))
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@
 //!   topic's current end and asks again, so a consumer that meets an id
 //!   written through another instance a moment ago still resolves it.
 //!   Other reads may lag another instance's writes by the consumer's delay.
+//! - **The log has no holes.** Catching up waits until the applied offset
+//!   reaches the topic's end offset. Offsets are dense because every key is
+//!   unique (compaction removes nothing) and no transaction writes here; a
+//!   topic with holes at its end would make start-up time out, loudly.
 //! - **Re-registering a live schema writes nothing**: the answer cannot
 //!   change by applying it, so it comes from memory (clients register the
 //!   same schema on every start).
@@ -37,7 +41,6 @@
 
 use crate::state::{Applied, Command, Rejection, State};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -100,10 +103,10 @@ impl Store {
     pub async fn open(kafka: &KafkaConfig, topic: &str) -> Result<Arc<Self>> {
         kafka.ensure_topic(topic, 1, true).await?;
         let mut config = kafka.reader_config();
-        // End-of-partition events tell the applier it has seen everything
-        // (offsets may have gaps, so "offset + 1 == end" is not enough).
+        // Catching up compares the applied offset with the end offset, so no
+        // end-of-partition events; a short fetch wait keeps writes fast.
         config
-            .set("enable.partition.eof", "true")
+            .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "100");
         let consumer: StreamConsumer = config
             .create()
@@ -157,7 +160,6 @@ impl Store {
             };
             match received {
                 Ok(m) => self.apply_record(m.offset(), m.key(), m.payload()),
-                Err(KafkaError::PartitionEOF(_)) => self.reached_end(),
                 Err(e) => {
                     tracing::warn!(error = %e, topic = %self.topic, "cannot read the schema log; retrying");
                     tokio::select! {
@@ -183,18 +185,38 @@ impl Store {
                     .write()
                     .unwrap_or_else(PoisonError::into_inner)
                     .apply(&record.command);
-                match &outcome {
-                    Ok(applied) => {
-                        tracing::info!(offset, command = record.command.op(), ?applied, "applied")
-                    }
-                    Err(rejection) => tracing::debug!(offset, %rejection, "rejected"),
-                }
-                if let Some(waiter) = self
+                let command = &record.command;
+                let waiter = self
                     .waiters
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .remove(key)
-                {
+                    .remove(key);
+                // Info for the writes this instance accepted; replay and
+                // other instances' writes only at debug.
+                match (&outcome, waiter.is_some()) {
+                    (Ok(applied), true) => {
+                        tracing::info!(
+                            offset,
+                            op = command.op(),
+                            subject = command.subject(),
+                            ?applied,
+                            "applied"
+                        )
+                    }
+                    (Ok(applied), false) => {
+                        tracing::debug!(
+                            offset,
+                            op = command.op(),
+                            subject = command.subject(),
+                            ?applied,
+                            "applied"
+                        )
+                    }
+                    (Err(rejection), _) => {
+                        tracing::debug!(offset, op = command.op(), %rejection, "rejected")
+                    }
+                }
+                if let Some(waiter) = waiter {
                     let _ = waiter.send(outcome);
                 }
             }
@@ -211,27 +233,6 @@ impl Store {
             None => tracing::debug!(offset, "skipping an empty schema log record"),
         }
         self.next_offset.send_replace(offset + 1);
-    }
-
-    /// At the end of the partition everything up to the fetch position is
-    /// applied, even if the last offsets were gaps.
-    fn reached_end(&self) {
-        let position = self.consumer.position().ok().and_then(|tpl| {
-            tpl.find_partition(&self.topic, PARTITION)
-                .and_then(|p| match p.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-        });
-        if let Some(end) = position {
-            self.next_offset.send_if_modified(|next| {
-                let ahead = end > *next;
-                if ahead {
-                    *next = end;
-                }
-                ahead
-            });
-        }
     }
 
     /// Wait until everything in the log right now is applied.
