@@ -309,7 +309,8 @@ async fn source_killed_mid_poll_many_times_loses_and_duplicates_nothing() {
     let mut rng = Rng::from_time();
     let mut next_id = 20_001;
     for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(200 + rng.below(1200))).await;
+        // Kill at a random point of its work: start-up, a poll, a publish, a cursor write.
+        tokio::time::sleep(Duration::from_millis(800 + rng.below(2500))).await;
         source_run.kill9();
         // Writes while the source is down, and updates of rows already published.
         src.batch_execute(&insert_rows(next_id, 700)).await.unwrap();

@@ -35,6 +35,9 @@ pub struct Encoder {
     /// (subject, schema JSON) -> registration; a new schema for the same
     /// subject is a new entry (that is how a schema change reaches the registry).
     registered: Mutex<HashMap<(String, String), Registered>>,
+    /// (topic, table shape) -> (key, value) registrations: the hot path of
+    /// `encode` compares shapes instead of rebuilding schema JSON per record.
+    prepared: Mutex<Vec<(String, TableSchema, Registered, Registered)>>,
 }
 
 impl Encoder {
@@ -42,6 +45,7 @@ impl Encoder {
         Ok(Self {
             settings: registry.settings()?,
             registered: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(Vec::new()),
         })
     }
 
@@ -90,32 +94,26 @@ impl Encoder {
     /// Call it before producing anything with a new table shape, so that an
     /// incompatible change stops the pipeline before any record is written.
     pub async fn prepare(&self, topic: &str, table: &TableSchema) -> Result<()> {
-        self.register(format!("{topic}-key"), table.key_schema_json()?.to_string())
-            .await?;
-        self.register(
-            format!("{topic}-value"),
-            table.value_schema_json().to_string(),
-        )
-        .await?;
-        Ok(())
+        self.registrations(topic, table).await.map(|_| ())
+    }
+
+    async fn registrations(&self, topic: &str, table: &TableSchema) -> Result<(Registered, Registered)> {
+        {
+            let prepared = self.prepared.lock().expect("codec cache poisoned");
+            if let Some((_, _, k, v)) = prepared.iter().find(|(t, s, _, _)| t == topic && s == table) {
+                return Ok((k.clone(), v.clone()));
+            }
+        }
+        let key = self.register(format!("{topic}-key"), table.key_schema_json()?.to_string()).await?;
+        let value = self.register(format!("{topic}-value"), table.value_schema_json().to_string()).await?;
+        let mut prepared = self.prepared.lock().expect("codec cache poisoned");
+        prepared.push((topic.to_string(), table.clone(), key.clone(), value.clone()));
+        Ok((key, value))
     }
 
     /// Encode `event` as (key bytes, value bytes) in Confluent wire format.
-    pub async fn encode(
-        &self,
-        topic: &str,
-        table: &TableSchema,
-        event: &ChangeEvent,
-    ) -> Result<(Vec<u8>, Vec<u8>)> {
-        let key_schema = self
-            .register(format!("{topic}-key"), table.key_schema_json()?.to_string())
-            .await?;
-        let value_schema = self
-            .register(
-                format!("{topic}-value"),
-                table.value_schema_json().to_string(),
-            )
-            .await?;
+    pub async fn encode(&self, topic: &str, table: &TableSchema, event: &ChangeEvent) -> Result<(Vec<u8>, Vec<u8>)> {
+        let (key_schema, value_schema) = self.registrations(topic, table).await?;
 
         let key_cols: Vec<&Column> = table
             .primary_key

@@ -80,7 +80,10 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_committed");
+            .set("isolation.level", "read_committed")
+            // A sink may start before its source created the topic: notice
+            // the topic within seconds, not librdkafka's default 5 minutes.
+            .set("topic.metadata.refresh.interval.ms", "3000");
         c
     }
 
