@@ -251,6 +251,7 @@ kafka:
     heartbeat.interval.ms: \"500\"
 registry:
   url: {registry}
+external_topics: [{topic}]
 sinks:
   warehouse:
     type: postgres
@@ -266,6 +267,35 @@ sinks:
     );
     std::fs::write(&path, yaml).unwrap();
     path
+}
+
+/// Wait until the committed count satisfies `cond`, failing fast (with the
+/// log) if `syncline run` exits.
+async fn wait_progress(
+    run: &mut SynclineRun,
+    c: &tokio_postgres::Client,
+    g: &str,
+    what: &str,
+    cond: impl Fn(i64) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let n = consumed(c, g).await;
+        if cond(n) {
+            return;
+        }
+        assert!(
+            run.exit_code().is_none(),
+            "syncline run exited while waiting for {what}:\n{}",
+            run.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} ({n} committed):\n{}",
+            run.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A small deterministic random source (xorshift), seeded from the clock
@@ -809,20 +839,14 @@ async fn kill_9_while_writing_large_batches_loses_and_duplicates_nothing() {
         if before >= total {
             break;
         }
-        wait_until(WAIT, "the sink makes progress", || async {
-            consumed(&c, &g).await > before
-        })
-        .await;
+        wait_progress(&mut run, &c, &g, "progress", |n| n > before).await;
         tokio::time::sleep(Duration::from_millis(rng.below(700))).await;
         run.kill9();
         kills += 1;
         println!("killed at {} of {total} committed", consumed(&c, &g).await);
         run.restart();
     }
-    wait_until(WAIT, "every record committed", || async {
-        consumed(&c, &g).await >= total
-    })
-    .await;
+    wait_progress(&mut run, &c, &g, "every record committed", |n| n >= total).await;
     assert_eq!(consumed(&c, &g).await, total, "{}", run.log());
     assert!(
         kills >= 2,
@@ -848,38 +872,50 @@ async fn two_instances_share_partitions_and_take_over_exactly() {
     p.topic("group.items", 4).await;
     let pipeline = pipeline_file(&dir, &stack, &db, "group", "group.items", 1000);
     let mut a = SynclineRun::start(&pipeline);
-    let b = SynclineRun::start(&pipeline);
+    let mut b = SynclineRun::start(&pipeline);
     let last_assignment = |log: &str| {
         log.lines()
             .filter(|l| l.contains("assigned; resuming"))
             .last()
             .map(|l| l.matches("group.items[").count())
     };
-    wait_until(WAIT, "both instances hold partitions", || async {
-        matches!((last_assignment(&a.log()), last_assignment(&b.log())), (Some(x), Some(y)) if x > 0 && y > 0 && x + y == 4)
-    })
-    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let held = (last_assignment(&a.log()), last_assignment(&b.log()));
+        if matches!(held, (Some(x), Some(y)) if x > 0 && y > 0 && x + y == 4) {
+            break;
+        }
+        let logs = format!("A:\n{}\nB:\n{}", a.log(), b.log());
+        assert!(
+            a.exit_code().is_none() && b.exit_code().is_none(),
+            "an instance exited:\n{logs}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for both instances to hold partitions:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let events = workload(30_000, 10_000);
     p.send("group.items", &items_table(), &events).await;
     let total = events.len() as i64;
     let c = db.client().await;
     let g = group("group");
-    wait_until(WAIT, "a third committed", || async {
-        consumed(&c, &g).await > total / 3
-    })
-    .await;
+    wait_progress(&mut b, &c, &g, "a tenth committed", |n| n > total / 10).await;
     a.kill9();
-    wait_until(WAIT, "every record committed", || async {
-        consumed(&c, &g).await >= total
-    })
-    .await;
+    let deadline = Instant::now() + WAIT;
+    while last_assignment(&b.log()) != Some(4) {
+        assert!(b.exit_code().is_none(), "B exited:\n{}", b.log());
+        assert!(
+            Instant::now() < deadline,
+            "B did not take every partition over:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_progress(&mut b, &c, &g, "every record committed", |n| n >= total).await;
     assert_eq!(consumed(&c, &g).await, total, "{}", b.log());
-    assert_eq!(
-        last_assignment(&b.log()),
-        Some(4),
-        "the survivor took every partition"
-    );
     let have = rows(&c, "items").await;
     assert!(
         have == expected(&events),
