@@ -875,8 +875,7 @@ async fn two_instances_share_partitions_and_take_over_exactly() {
     let mut b = SynclineRun::start(&pipeline);
     let last_assignment = |log: &str| {
         log.lines()
-            .filter(|l| l.contains("assigned; resuming"))
-            .last()
+            .rfind(|l| l.contains("assigned; resuming"))
             .map(|l| l.matches("group.items[").count())
     };
     let deadline = Instant::now() + WAIT;
