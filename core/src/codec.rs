@@ -17,6 +17,7 @@ use apache_avro::schema::Schema;
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSettings};
+use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     get_bytes_result, get_payload, BytesResult, SchemaType, SuppliedSchema,
 };
@@ -66,16 +67,11 @@ impl Encoder {
         let registered = post_schema(&self.settings, cache_key.0.clone(), supplied)
             .await
             .map_err(|e| {
-                let kind = if e.retriable {
-                    ErrorKind::Transient
-                } else {
-                    ErrorKind::Data
-                };
-                Error::new(
-                    kind,
+                registry_error(
+                    e,
                     format!(
-                        "schema registry refused the schema of subject `{}`: {}",
-                        cache_key.0, e.error
+                        "schema registry refused the schema of subject `{}`",
+                        cache_key.0
                     ),
                 )
             })?;
@@ -97,22 +93,41 @@ impl Encoder {
         self.registrations(topic, table).await.map(|_| ())
     }
 
-    async fn registrations(&self, topic: &str, table: &TableSchema) -> Result<(Registered, Registered)> {
+    async fn registrations(
+        &self,
+        topic: &str,
+        table: &TableSchema,
+    ) -> Result<(Registered, Registered)> {
         {
             let prepared = self.prepared.lock().expect("codec cache poisoned");
-            if let Some((_, _, k, v)) = prepared.iter().find(|(t, s, _, _)| t == topic && s == table) {
+            if let Some((_, _, k, v)) = prepared
+                .iter()
+                .find(|(t, s, _, _)| t == topic && s == table)
+            {
                 return Ok((k.clone(), v.clone()));
             }
         }
-        let key = self.register(format!("{topic}-key"), table.key_schema_json()?.to_string()).await?;
-        let value = self.register(format!("{topic}-value"), table.value_schema_json().to_string()).await?;
+        let key = self
+            .register(format!("{topic}-key"), table.key_schema_json()?.to_string())
+            .await?;
+        let value = self
+            .register(
+                format!("{topic}-value"),
+                table.value_schema_json().to_string(),
+            )
+            .await?;
         let mut prepared = self.prepared.lock().expect("codec cache poisoned");
         prepared.push((topic.to_string(), table.clone(), key.clone(), value.clone()));
         Ok((key, value))
     }
 
     /// Encode `event` as (key bytes, value bytes) in Confluent wire format.
-    pub async fn encode(&self, topic: &str, table: &TableSchema, event: &ChangeEvent) -> Result<(Vec<u8>, Vec<u8>)> {
+    pub async fn encode(
+        &self,
+        topic: &str,
+        table: &TableSchema,
+        event: &ChangeEvent,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         let (key_schema, value_schema) = self.registrations(topic, table).await?;
 
         let key_cols: Vec<&Column> = table
@@ -144,6 +159,16 @@ impl Encoder {
         ]);
         Ok((frame(&key_schema, key)?, frame(&value_schema, envelope)?))
     }
+}
+
+/// A registry client error as a syncline error: retriable ones are transient.
+fn registry_error(e: SRCError, what: String) -> Error {
+    let kind = if e.retriable {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Data
+    };
+    Error::new(kind, format!("{what}: {}", e.error))
 }
 
 fn frame(reg: &Registered, value: Value) -> Result<Vec<u8>> {
@@ -243,28 +268,18 @@ impl Decoder {
             .decode(Some(bytes))
             .await
             .map(|r| r.value)
-            .map_err(|e| {
-                let kind = if e.retriable {
-                    ErrorKind::Transient
-                } else {
-                    ErrorKind::Data
-                };
-                Error::new(kind, format!("cannot decode Avro record: {}", e.error))
-            })
+            .map_err(|e| registry_error(e, "cannot decode Avro record".into()))
     }
 
     async fn row_shape(&self, id: u32) -> Result<(Arc<Vec<Column>>, HashMap<String, String>)> {
         if let Some(s) = self.shapes.lock().expect("decoder cache poisoned").get(&id) {
             return Ok(s.clone());
         }
-        let schema = self.inner.get_schema(id).await.map_err(|e| {
-            let kind = if e.retriable {
-                ErrorKind::Transient
-            } else {
-                ErrorKind::Data
-            };
-            Error::new(kind, format!("cannot fetch schema {id}: {}", e.error))
-        })?;
+        let schema = self
+            .inner
+            .get_schema(id)
+            .await
+            .map_err(|e| registry_error(e, format!("cannot fetch schema {id}")))?;
         let row = envelope_row_schema(&schema.parsed)?;
         let columns = TableSchema::columns_from_record(row)?;
         let field_to_col = columns
@@ -288,14 +303,11 @@ impl Decoder {
         {
             return Ok(s.clone());
         }
-        let schema = self.inner.get_schema(id).await.map_err(|e| {
-            let kind = if e.retriable {
-                ErrorKind::Transient
-            } else {
-                ErrorKind::Data
-            };
-            Error::new(kind, format!("cannot fetch schema {id}: {}", e.error))
-        })?;
+        let schema = self
+            .inner
+            .get_schema(id)
+            .await
+            .map_err(|e| registry_error(e, format!("cannot fetch schema {id}")))?;
         let cols = TableSchema::columns_from_record(&schema.parsed)?;
         let names = Arc::new(cols.into_iter().map(|c| c.name).collect::<Vec<_>>());
         self.key_shapes
