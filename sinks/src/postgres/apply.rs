@@ -295,7 +295,8 @@ impl Writer {
         Ok(stage)
     }
 
-    /// Three statements, each conditional on positions (see the module docs).
+    /// The statements for `g`'s upserts and deletes (only those it has),
+    /// each conditional on positions (see the module docs).
     fn apply_sql(&self, g: &Group<'_>, stage: &str) -> String {
         let target = qualified(&self.schema, &g.table);
         let tomb = qualified(&self.schema, TOMBSTONES_TABLE);
@@ -323,7 +324,7 @@ impl Writer {
             .chain([&src, &pos])
             .map(|c| format!("{c} = EXCLUDED.{c}"))
             .collect();
-        format!(
+        let upserts = format!(
             "DELETE FROM {tomb} x USING {stage} s
                WHERE NOT s._syncline_delete AND x.target_table = {tname}
                  AND x.key = s._syncline_key AND x.position < s.{pos};
@@ -333,8 +334,11 @@ impl Writer {
                  SELECT 1 FROM {tomb} x
                  WHERE x.target_table = {tname} AND x.key = s._syncline_key AND x.position >= s.{pos})
                ON CONFLICT ({key_list}) DO UPDATE SET {updates}
-               WHERE t.{pos} IS NULL OR t.{pos} < EXCLUDED.{pos};
-             WITH gone AS (
+               WHERE t.{pos} IS NULL OR t.{pos} < EXCLUDED.{pos};",
+            updates = updates.join(", "),
+        );
+        let deletes = format!(
+            "WITH gone AS (
                DELETE FROM {target} t USING {stage} s
                WHERE s._syncline_delete AND {key_ts} AND (t.{pos} IS NULL OR t.{pos} < s.{pos}))
              INSERT INTO {tomb} AS x (target_table, key, source, position)
@@ -344,9 +348,15 @@ impl Writer {
                ON CONFLICT (target_table, key) DO UPDATE
                SET source = EXCLUDED.source, position = EXCLUDED.position, deleted_at = now()
                WHERE x.position < EXCLUDED.position;",
-            updates = updates.join(", "),
             key_ts = key_eq("t", "s"),
-        )
+        );
+        let has_deletes = g.changes.iter().any(|c| c.delete);
+        let has_upserts = g.changes.iter().any(|c| !c.delete);
+        match (has_upserts, has_deletes) {
+            (true, true) => format!("{upserts}\n{deletes}"),
+            (true, false) => upserts,
+            (false, _) => deletes,
+        }
     }
 }
 
