@@ -406,7 +406,7 @@ async fn late_commit_without_xid_is_not_skipped() {
         // or until something beyond what is expected appears (the flaw, failing fast)
         || async {
             log_count("latets", "fence holds rows back") >= before + 5
-                || read_all(&stack, "pg.latets").await.len() > 0
+                || !read_all(&stack, "pg.latets").await.is_empty()
         },
     )
     .await;

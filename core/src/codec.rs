@@ -239,9 +239,12 @@ pub struct Decoded {
     pub key_columns: Arc<Vec<String>>,
 }
 
+/// The row columns of one value schema, and Avro field name -> column name.
+type RowShape = (Arc<Vec<Column>>, HashMap<String, String>);
+
 pub struct Decoder {
     inner: AvroDecoder,
-    shapes: Mutex<HashMap<u32, (Arc<Vec<Column>>, HashMap<String, String>)>>,
+    shapes: Mutex<HashMap<u32, RowShape>>,
     key_shapes: Mutex<HashMap<u32, Arc<Vec<String>>>>,
 }
 
@@ -271,7 +274,7 @@ impl Decoder {
             .map_err(|e| registry_error(e, "cannot decode Avro record".into()))
     }
 
-    async fn row_shape(&self, id: u32) -> Result<(Arc<Vec<Column>>, HashMap<String, String>)> {
+    async fn row_shape(&self, id: u32) -> Result<RowShape> {
         if let Some(s) = self.shapes.lock().expect("decoder cache poisoned").get(&id) {
             return Ok(s.clone());
         }
