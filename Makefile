@@ -37,6 +37,10 @@ demo-stop:
 reference: build
 	$(SYNCLINE) reference > docs/reference.md
 
+## bench: throughput of source, sink and end to end beside the raw producer (release build; prints figures)
+bench: tools
+	cargo bench --bench pipeline
+
 ## lint: formatting and clippy
 lint:
 	cargo fmt --all -- --check
