@@ -773,6 +773,46 @@ async fn a_column_added_at_the_source_is_added_to_the_table() {
     );
 }
 
+/// The registry is down when the sink needs a schema: the sink waits and
+/// retries, and finishes once the registry is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_is_waited_out() {
+    let mut stack = Stack::start();
+    let db = PgDb::create("sink_registry").await;
+    let p = Producer::new(&stack);
+    p.topic("outage.items", 1).await;
+    p.send(
+        "outage.items",
+        &items_table(),
+        &[upsert(1, 1, "a"), upsert(2, 2, "b")],
+    )
+    .await;
+    stack.registry.kill9();
+    let cfg = sink_config(&format!(
+        "connection: {}\ntopics: [outage.items]\n",
+        db.url()
+    ));
+    let sink = start_sink(&stack, &cfg).await;
+    let c = db.client().await;
+    tokio::time::sleep(Duration::from_secs(8)).await; // past the group join (3 s) and several retries
+    assert_eq!(
+        consumed(&c, &group("test")).await,
+        0,
+        "nothing can be decoded without the registry"
+    );
+    assert!(
+        !sink.task.is_finished(),
+        "the sink gave up while the registry was away"
+    );
+    stack.registry.restart();
+    wait_consumed(&c, &group("test"), 2, "after the registry came back").await;
+    assert_eq!(
+        rows(&c, "outage_items").await,
+        BTreeMap::from([(1, "a".into()), (2, "b".into())])
+    );
+    sink.stop().await;
+}
+
 /// A record that is not a change record stops the sink with an error that
 /// names it; nothing after it is applied and its offset is not stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
