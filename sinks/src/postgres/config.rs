@@ -1,7 +1,6 @@
 //! The `postgres` sink's section of a pipeline file: the user's words, checked
 //! here and turned into typed values for the running sink.
 
-use super::ddl::quote_ident;
 use super::PostgresSink;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -243,7 +242,7 @@ impl PostgresSinkConfig {
         let settings = self.settings(&ctx)?;
         tracing::debug!(
             sink = %ctx.component,
-            schema = %quote_ident(&settings.schema),
+            schema = %settings.schema,
             group = %settings.group_id,
             "building postgres sink"
         );

@@ -35,8 +35,7 @@ mod ddl;
 mod offsets;
 mod values;
 
-pub use config::{default_table_name, PostgresSinkConfig};
-pub use ddl::{OFFSETS_TABLE, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE};
+pub use config::PostgresSinkConfig;
 
 use apply::{Change, Origin, Writer};
 use config::Settings;
@@ -317,11 +316,8 @@ impl Loop<'_> {
                     }
                 }
             };
-            let table = self
-                .tables
-                .get(&*r.topic)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(default_table_name(&r.topic)));
+            // Every subscribed topic has a table (Settings::tables).
+            let table = self.tables[&*r.topic].clone();
             let change = Change::new(table, decoded, origin.clone()).map_err(|reason| {
                 Error::data(format!("cannot apply the record at {origin}: {reason}"))
             })?;
