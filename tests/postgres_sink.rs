@@ -852,6 +852,74 @@ async fn a_poison_record_stops_the_sink_and_is_named() {
     );
 }
 
+/// A record the target refuses (a decimal too wide for its column) stops the
+/// sink with an error naming that record, inside a batch of several.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_does_not_fit_its_column_is_named() {
+    let stack = Stack::start();
+    let db = PgDb::create("sink_fit").await;
+    let p = Producer::new(&stack);
+    p.topic("fit.prices", 1).await;
+    let table = TableSchema {
+        namespace: "syncline.test".into(),
+        name: "prices".into(),
+        columns: vec![
+            col("id", ColumnType::Long, false, "int8"),
+            col(
+                "price",
+                ColumnType::Decimal {
+                    precision: 5,
+                    scale: 2,
+                },
+                false,
+                "numeric(5,2)",
+            ),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let price = |pos, id: i64, amount: &str| {
+        let after = vec![
+            ("id".to_string(), Value::Long(id)),
+            ("price".into(), decimal_from_text(amount, 2).unwrap()),
+        ];
+        change(Op::Insert, pos, id, Some(after))
+    };
+    // Avro does not enforce the precision; Postgres does.
+    p.send(
+        "fit.prices",
+        &table,
+        &[
+            price(1, 1, "999.99"),
+            price(2, 2, "12345.67"),
+            price(3, 3, "1.00"),
+        ],
+    )
+    .await;
+    let cfg = sink_config(&format!(
+        "connection: {}\ntopics: [fit.prices]\nbatch_timeout_ms: 2000\n",
+        db.url()
+    ));
+    let sink = start_sink(&stack, &cfg).await;
+    let err = tokio::time::timeout(WAIT, sink.task)
+        .await
+        .expect("the sink stops")
+        .unwrap()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("topic `fit.prices` partition 0 offset 1"),
+        "{msg}"
+    );
+    assert!(msg.contains("numeric field overflow"), "{msg}");
+    assert_eq!(err.kind(), syncline_core::ErrorKind::Data);
+    let c = db.client().await;
+    assert_eq!(
+        consumed(&c, &group("test")).await,
+        0,
+        "nothing of the refused batch is committed"
+    );
+}
+
 /// `syncline run` with only this sink, killed with SIGKILL at random moments
 /// while it writes large batches; after the last restart the target holds
 /// exactly what was produced.
