@@ -81,6 +81,9 @@ impl PostgresSink {
     /// Consume until `shutdown`, or until an error that retrying cannot fix.
     /// Records polled but not yet committed at shutdown are dropped: they
     /// are read again from the stored offsets on the next start.
+    ///
+    /// Needs a multi-thread runtime: the sink's own thread blocks on it
+    /// (`Handle::block_on`) for database and registry calls.
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
         let handle = Handle::current();
         let (tx, rx) = tokio::sync::oneshot::channel();
