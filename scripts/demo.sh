@@ -32,7 +32,7 @@ SQL
 
 "$SYNCLINE" validate examples/demo.yaml
 if ! { [ -f "$STACK_DIR/demo.pid" ] && kill -0 "$(cat "$STACK_DIR/demo.pid")" 2>/dev/null; }; then
-  nohup "$SYNCLINE" run examples/demo.yaml >>"$STACK_DIR/demo.log" 2>&1 &
+  nohup "$SYNCLINE" run examples/demo.yaml </dev/null >>"$STACK_DIR/demo.log" 2>&1 &
   echo $! >"$STACK_DIR/demo.pid"
 fi
 
@@ -49,7 +49,7 @@ follow() {
   echo "demo: the target did not catch up in 120s; see $STACK_DIR/demo.log" >&2; return 1
 }
 echo "demo: initial sync"; follow
-echo "demo: 1000 inserts, 500 updates, 200 deletes in the source"
+echo "demo: 1000 inserts, an update of every 10th row, a delete of every 25th, in the source"
 src "insert into orders (customer, amount) select 'late-' || g, g from generate_series(1, 1000) g"
 src "update orders set status = 'shipped' where id % 10 = 0"
 src "delete from orders where id % 25 = 1"

@@ -33,12 +33,12 @@ up() {
     (cd "$STACK_DIR" && RUST_LOG=warn nohup "$NISSHI" broker \
       --kafka-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --kafka-advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://broker.db" --group-initial-rebalance-delay 500ms >>broker.log 2>&1 & echo $! >broker.pid)
+      --storage-engine "sqlite://broker.db" --group-initial-rebalance-delay 500ms </dev/null >>broker.log 2>&1 & echo $! >broker.pid)
     wait_port "$KAFKA_PORT" broker
   fi
   if ! running registry; then
     nohup "$SYNCLINE" registry --listen "127.0.0.1:$REGISTRY_PORT" \
-      --kafka-bootstrap "127.0.0.1:$KAFKA_PORT" >>"$STACK_DIR/registry.log" 2>&1 &
+      --kafka-bootstrap "127.0.0.1:$KAFKA_PORT" </dev/null >>"$STACK_DIR/registry.log" 2>&1 &
     echo $! >"$STACK_DIR/registry.pid"
     wait_port "$REGISTRY_PORT" registry
   fi
