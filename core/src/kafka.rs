@@ -145,9 +145,9 @@ pub fn read_topic_to_end(
 ) -> Result<()> {
     use rdkafka::message::Message;
     use rdkafka::TopicPartitionList;
-    let consumer: BaseConsumer = config
+    let consumer: BaseConsumer<EndOfTopicContext> = config
         .reader_config()
-        .create()
+        .create_with_context(EndOfTopicContext)
         .context(ErrorKind::Config, || "cannot create Kafka consumer".into())?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
@@ -205,3 +205,20 @@ pub fn read_topic_to_end(
     }
     Ok(())
 }
+
+/// The reader's context: reaching the end of a partition is what
+/// [`read_topic_to_end`] waits for, not an error worth logging (librdkafka
+/// also reports it as a global error, which the default context logs at ERROR).
+pub struct EndOfTopicContext;
+
+impl rdkafka::ClientContext for EndOfTopicContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_))
+            && !reason.contains("PartitionEOF")
+        {
+            tracing::warn!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EndOfTopicContext {}
