@@ -429,6 +429,18 @@ fn check_names(
     issues: &mut Vec<Issue>,
 ) {
     walk(e, &mut |e| match &e.expr {
+        // Maps iterate in hash order, which changes from one process to the
+        // next: a `row.map(c, ...)` would break replay determinism.
+        Expr::Comprehension(c) => {
+            if let Expr::Ident(name) = &c.iter_range.expr {
+                if ["row", "before", "after", "key", "source"].contains(&name.as_str()) {
+                    issues.push(Issue::new(
+                        path,
+                        format!("iterating `{name}` has no fixed order, so replays could differ; name the columns instead"),
+                    ));
+                }
+            }
+        }
         Expr::Ident(name)
             if !VARIABLES.contains(&name.as_str())
                 && !NAMESPACES.contains(&name.as_str())
@@ -784,6 +796,57 @@ steps:
     #[test]
     fn comprehension_variables_are_not_unknown_names() {
         compile(r#"steps: [ { filter: "[1, 2].exists(x, x == row.qty)" } ]"#).unwrap();
+    }
+
+    #[test]
+    fn iterating_a_row_is_refused_for_determinism() {
+        let found = issues(r#"steps: [ { filter: "row.exists(c, c == 'x')" } ]"#);
+        assert!(found[0].1.contains("no fixed order"), "{found:?}");
+    }
+
+    #[test]
+    fn unwrap_columns_must_not_clash() {
+        let found = issues(r#"steps: [ { set: { __op: "'x'" } }, { unwrap: {} } ]"#);
+        assert_eq!(found[0].0, "steps[1].unwrap.prefix");
+        compile(r#"steps: [ { set: { __op: "'x'" } }, { unwrap: { prefix: meta_ } } ]"#).unwrap();
+    }
+
+    #[test]
+    fn types_are_inferred_from_plain_expressions() {
+        let rules = compile(
+            r#"
+steps:
+  - set:
+      a: "int(math.round(row.amount * 100.0))"
+      b: "math.round(row.amount)"
+      c: "row.customer + '/' + row.country"
+      d: "row.qty > 1 ? row.qty : null"
+      e: "row.amount"
+      f: "source.ts_us"
+"#,
+        )
+        .unwrap();
+        let ty = |n: &str| {
+            let c = rules
+                .output_schema()
+                .columns
+                .iter()
+                .find(|c| c.name == n)
+                .unwrap();
+            c.ty.clone()
+        };
+        assert_eq!(ty("a"), ColumnType::Long);
+        assert_eq!(ty("b"), ColumnType::Double);
+        assert_eq!(ty("c"), ColumnType::Text);
+        assert_eq!(ty("d"), ColumnType::Long, "CEL computes in int (64 bits)");
+        assert_eq!(
+            ty("e"),
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 2
+            }
+        );
+        assert_eq!(ty("f"), ColumnType::Long);
     }
 
     #[test]

@@ -331,6 +331,18 @@ steps:
     }
 
     #[test]
+    fn the_json_schema_carries_the_field_docs() {
+        let schema = serde_json::to_string(&schemars::schema_for!(RulesConfig)).unwrap();
+        for doc in [
+            "Keep only the changes",
+            "Hide personal data",
+            "Keep the last N",
+        ] {
+            assert!(schema.contains(doc), "{doc} missing from {schema}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_and_repeated_columns_are_refused() {
         let err = serde_yaml::from_str::<RulesConfig>("steps: [ { explode: [a] } ]")
             .unwrap_err()
