@@ -184,6 +184,11 @@ impl CompiledRules {
                                 path,
                                 format!("`{new}` is already a column; drop or rename it first"),
                             ));
+                        } else if pairs.iter().filter(|(_, n)| *n == new).count() > 1 {
+                            issues.push(Issue::new(
+                                path,
+                                format!("two columns are renamed to `{new}`"),
+                            ));
                         } else {
                             out.push((old.clone(), new.clone()));
                         }
@@ -882,5 +887,11 @@ steps:
             ]
         );
         compile(r#"steps: [ { mask: { id: { hash: sha256 } } } ]"#).unwrap();
+        compile(r#"steps: [ { rename: { qty: email, email: qty } } ]"#).expect("a swap is fine");
+        let found = issues(r#"steps: [ { rename: { qty: x, email: x } } ]"#);
+        assert!(
+            found[0].1.contains("two columns are renamed to `x`"),
+            "{found:?}"
+        );
     }
 }
