@@ -30,7 +30,8 @@ wait_port() {
 
 up() {
   if ! running broker; then
-    (cd "$STACK_DIR" && RUST_LOG=warn nohup "$NISSHI" broker \
+    # cd first, on its own, so that $! is the broker's pid (not a subshell's).
+    (cd "$STACK_DIR" || exit 1; RUST_LOG=warn nohup "$NISSHI" broker \
       --kafka-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --kafka-advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --storage-engine "sqlite://broker.db" --group-initial-rebalance-delay 500ms </dev/null >>broker.log 2>&1 & echo $! >broker.pid)
