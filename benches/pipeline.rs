@@ -19,7 +19,8 @@ use syncline_core::kafka::KafkaConfig;
 
 const ROWS: i64 = 100_000;
 
-const TABLE: &str = "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, amount numeric(12,2), \
+const TABLE: &str =
+    "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, amount numeric(12,2), \
      qty integer, at timestamptz NOT NULL DEFAULT clock_timestamp());";
 
 fn fill(n: i64) -> String {
@@ -42,45 +43,76 @@ fn pipeline(stack: &Stack, name: &str, source: &PgDb, target: &PgDb) -> String {
 }
 
 fn topic_records(bootstrap: &str, topic: &str) -> i64 {
-    let c: BaseConsumer = KafkaConfig::new(bootstrap).reader_config().create().unwrap();
-    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return 0 };
+    let c: BaseConsumer = KafkaConfig::new(bootstrap)
+        .reader_config()
+        .create()
+        .unwrap();
+    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return 0;
+    };
     md.topics()
         .iter()
         .flat_map(|t| t.partitions())
-        .map(|p| c.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).map(|(lo, hi)| hi - lo).unwrap_or(0))
+        .map(|p| {
+            c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .map(|(lo, hi)| hi - lo)
+                .unwrap_or(0)
+        })
         .sum()
 }
 
 async fn count(db: &PgDb) -> i64 {
-    db.client().await.query_one("SELECT count(*) FROM items", &[]).await.map(|r| r.get(0)).unwrap_or(0)
+    db.client()
+        .await
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0)
 }
 
 async fn timed<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) -> Duration {
     let start = Instant::now();
     while !done().await {
-        assert!(start.elapsed() < Duration::from_secs(600), "bench stage took over 10 minutes");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "bench stage took over 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     start.elapsed()
 }
 
 fn rate(n: i64, d: Duration) -> String {
-    format!("{:>9.0} rows/s  ({n} rows in {:.2}s)", n as f64 / d.as_secs_f64(), d.as_secs_f64())
+    format!(
+        "{:>9.0} rows/s  ({n} rows in {:.2}s)",
+        n as f64 / d.as_secs_f64(),
+        d.as_secs_f64()
+    )
 }
 
 #[tokio::main]
 async fn main() {
     let stack = Stack::start();
-    println!("syncline bench: {ROWS} rows, broker nisshi 0.8.1 on loopback, Postgres 127.0.0.1:5432");
+    println!(
+        "syncline bench: {ROWS} rows, broker nisshi 0.8.1 on loopback, Postgres 127.0.0.1:5432"
+    );
 
     // The limit: a plain librdkafka producer, records of the size syncline writes (~90 bytes).
     let producer: FutureProducer = KafkaConfig::new(stack.bootstrap()).producer().unwrap();
-    KafkaConfig::new(stack.bootstrap()).ensure_topic("bench.raw", 3, false).await.unwrap();
+    KafkaConfig::new(stack.bootstrap())
+        .ensure_topic("bench.raw", 3, false)
+        .await
+        .unwrap();
     let payload = vec![7u8; 90];
     let start = Instant::now();
     for chunk in (0..ROWS).collect::<Vec<_>>().chunks(10_000) {
         let keys: Vec<[u8; 8]> = chunk.iter().map(|i| i.to_be_bytes()).collect();
-        let sends = keys.iter().map(|k| producer.send(FutureRecord::to("bench.raw").key(&k[..]).payload(&payload), Duration::from_secs(60)));
+        let sends = keys.iter().map(|k| {
+            producer.send(
+                FutureRecord::to("bench.raw").key(&k[..]).payload(&payload),
+                Duration::from_secs(60),
+            )
+        });
         for r in futures::future::join_all(sends).await {
             r.map_err(|(e, _)| e).unwrap();
         }
@@ -88,29 +120,62 @@ async fn main() {
     println!("raw librdkafka producer  {}", rate(ROWS, start.elapsed()));
 
     // Source alone, then sink alone (on the records the source wrote), then both.
-    let (source, target) = (PgDb::create("bench_src").await, PgDb::create("bench_dst").await);
-    source.client().await.batch_execute(&format!("{TABLE}{}", fill(ROWS))).await.unwrap();
+    let (source, target) = (
+        PgDb::create("bench_src").await,
+        PgDb::create("bench_dst").await,
+    );
+    source
+        .client()
+        .await
+        .batch_execute(&format!("{TABLE}{}", fill(ROWS)))
+        .await
+        .unwrap();
     let dir = TempDir::new("bench");
     let file = dir.path().join("pipeline.yaml");
     std::fs::write(&file, pipeline(&stack, "bench", &source, &target)).unwrap();
 
     let bootstrap = stack.bootstrap();
     let mut src = SynclineRun::start_with_args(&file, &["--component", "src"]);
-    let d = timed(|| { let b = bootstrap.clone(); async move { topic_records(&b, "bench.items") >= ROWS } }).await;
-    println!("source sql_poll -> Kafka {}  (includes start-up)", rate(ROWS, d));
+    let d = timed(|| {
+        let b = bootstrap.clone();
+        async move { topic_records(&b, "bench.items") >= ROWS }
+    })
+    .await;
+    println!(
+        "source sql_poll -> Kafka {}  (includes start-up)",
+        rate(ROWS, d)
+    );
     src.kill9();
 
     let mut sink = SynclineRun::start_with_args(&file, &["--component", "dst"]);
     let d = timed(|| async { count(&target).await >= ROWS }).await;
-    println!("sink Kafka -> postgres    {}  (includes start-up)", rate(ROWS, d));
+    println!(
+        "sink Kafka -> postgres    {}  (includes start-up)",
+        rate(ROWS, d)
+    );
     sink.kill9();
 
-    let (source2, target2) = (PgDb::create("bench_src2").await, PgDb::create("bench_dst2").await);
-    source2.client().await.batch_execute(&format!("{TABLE}{}", fill(ROWS))).await.unwrap();
+    let (source2, target2) = (
+        PgDb::create("bench_src2").await,
+        PgDb::create("bench_dst2").await,
+    );
+    source2
+        .client()
+        .await
+        .batch_execute(&format!("{TABLE}{}", fill(ROWS)))
+        .await
+        .unwrap();
     let file2 = dir.path().join("pipeline2.yaml");
-    std::fs::write(&file2, pipeline(&stack, "bench-e2e", &source2, &target2).replace("bench.items", "bench.e2e")).unwrap();
+    std::fs::write(
+        &file2,
+        pipeline(&stack, "bench-e2e", &source2, &target2).replace("bench.items", "bench.e2e"),
+    )
+    .unwrap();
     let mut both = SynclineRun::start(&file2);
     let d = timed(|| async { count(&target2).await >= ROWS }).await;
-    println!("end to end table -> table {}  (includes start-up)", rate(ROWS, d));
+    println!(
+        "end to end table -> table {}  (includes start-up)",
+        rate(ROWS, d)
+    );
     both.kill9();
 }

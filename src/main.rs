@@ -105,7 +105,8 @@ fn main() -> ExitCode {
                 kafka,
                 topic: args.topic,
             };
-            let serve = async { syncline_registry::serve(config, pipeline::shutdown_on_signal()).await };
+            let serve =
+                async { syncline_registry::serve(config, pipeline::shutdown_on_signal()).await };
             match runtime.block_on(serve) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

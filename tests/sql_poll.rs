@@ -677,7 +677,10 @@ sources:
     })
     .await;
     run.kill9();
-    eprintln!("kill9 test: {} records for 3000 rows after {kills} kills", recs.len());
+    eprintln!(
+        "kill9 test: {} records for 3000 rows after {kills} kills",
+        recs.len()
+    );
     let identities: HashSet<Vec<u8>> = recs
         .iter()
         .map(|d| d.event.source.position.as_bytes().to_vec())
