@@ -852,6 +852,72 @@ async fn a_poison_record_stops_the_sink_and_is_named() {
     );
 }
 
+/// With `dead_letter_topic`, a poison record goes there unchanged with the
+/// reason and its origin in headers, and the sink goes on: the records
+/// around it are applied and every offset is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_is_dead_lettered_with_its_reason() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let stack = Stack::start();
+    let db = PgDb::create("sink_dlq").await;
+    let p = Producer::new(&stack);
+    p.topic("dlq.items", 1).await;
+    p.send("dlq.items", &items_table(), &[upsert(1, 1, "a")])
+        .await;
+    p.send_raw("dlq.items", b"not avro", b"not avro either")
+        .await;
+    p.send("dlq.items", &items_table(), &[upsert(2, 2, "b")])
+        .await;
+    let cfg = sink_config(&format!(
+        "connection: {}\ntopics: [dlq.items]\nbatch_size: 2\ndead_letter_topic: dlq.items.dead\n",
+        db.url()
+    ));
+    let sink = start_sink(&stack, &cfg).await;
+    let c = db.client().await;
+    wait_consumed(&c, &group("test"), 3, "records around the poison one").await;
+    assert_eq!(
+        rows(&c, "dlq_items").await,
+        BTreeMap::from([(1, "a".into()), (2, "b".into())])
+    );
+    sink.stop().await;
+
+    let reader: BaseConsumer = KafkaConfig::new(stack.bootstrap())
+        .reader_config()
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("dlq.items.dead", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let m = loop {
+        assert!(
+            Instant::now() < deadline,
+            "nothing in the dead-letter topic"
+        );
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            break m.detach();
+        }
+    };
+    assert_eq!(m.key(), Some(&b"not avro"[..]));
+    assert_eq!(m.payload(), Some(&b"not avro either"[..]));
+    let headers = m.headers().expect("headers");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("syncline.topic").as_deref(), Some("dlq.items"));
+    assert_eq!(header("syncline.partition").as_deref(), Some("0"));
+    assert_eq!(header("syncline.offset").as_deref(), Some("1"));
+    assert!(header("syncline.reason")
+        .unwrap()
+        .contains("Confluent wire format"));
+}
+
 /// A record the target refuses (a decimal too wide for its column) stops the
 /// sink with an error naming that record, inside a batch of several.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,17 @@ pub struct PostgresSinkConfig {
     /// stops the sink with an error naming it.
     #[serde(default = "default_true")]
     pub create_tables: bool,
+    /// Topic for poison records: records this sink cannot decode, or that are
+    /// not syncline change records. Each goes there unchanged (key and value
+    /// bytes) with headers `syncline.reason`, `syncline.topic`,
+    /// `syncline.partition` and `syncline.offset`, and the sink goes on; its
+    /// offset is stored with the next batch, so after a crash a poison record
+    /// may be dead-lettered twice, with equal headers. Without this key a
+    /// poison record stops the sink with that error and nothing after it is
+    /// applied. A record the database refuses (e.g. a value too wide for its
+    /// column) always stops the sink, naming the record.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 fn default_schema() -> String {
@@ -80,6 +91,7 @@ pub(crate) struct Settings {
     pub batch_timeout: Duration,
     pub group_id: String,
     pub create_tables: bool,
+    pub dead_letter_topic: Option<String>,
 }
 
 /// `shop.orders` -> `shop_orders`.
@@ -232,6 +244,7 @@ impl PostgresSinkConfig {
                 .clone()
                 .unwrap_or_else(|| ctx.qualified_name()),
             create_tables: self.create_tables,
+            dead_letter_topic: self.dead_letter_topic.clone(),
         })
     }
 

@@ -21,9 +21,11 @@
 //! `values.rs` turns Avro values into Postgres text input.
 //!
 //! # Errors
-//! A record that cannot be decoded or does not fit its table (a poison
-//! record) stops the sink with an error naming its topic, partition and
-//! offset: nothing is skipped silently (a dead-letter topic is planned).
+//! A record that cannot be decoded or is not a change record (a poison
+//! record) goes to `dead_letter_topic` with the reason, when that is set;
+//! otherwise it stops the sink with an error naming its topic, partition and
+//! offset. A record the database refuses stops the sink. Nothing is skipped
+//! silently.
 //! Transient errors (database or registry briefly away) are retried with
 //! backoff; the batch is rebuilt from the stored offsets if the group moved
 //! on meanwhile.
@@ -41,7 +43,8 @@ use apply::{Change, Origin, Writer};
 use config::Settings;
 use consumer::SinkContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -125,6 +128,17 @@ impl PostgresSink {
             format!("cannot subscribe to {topics:?}")
         })?;
         let decoder = Decoder::new(&self.ctx.registry)?;
+        let dead_letter = match &s.dead_letter_topic {
+            None => None,
+            Some(topic) => {
+                handle.block_on(self.ctx.kafka.ensure_topic(
+                    topic,
+                    self.ctx.kafka.partitions,
+                    false,
+                ))?;
+                Some((self.ctx.kafka.producer()?, topic.clone()))
+            }
+        };
         let tables: HashMap<String, Arc<str>> = s
             .tables
             .iter()
@@ -137,6 +151,7 @@ impl PostgresSink {
             decoder,
             tables,
             writer: None,
+            dead_letter,
             handle,
             shutdown: &shutdown,
         };
@@ -168,6 +183,8 @@ struct Loop<'a> {
     decoder: Decoder,
     tables: HashMap<String, Arc<str>>,
     writer: Option<Writer>,
+    /// Producer and topic for poison records, when `dead_letter_topic` is set.
+    dead_letter: Option<(FutureProducer, String)>,
     handle: Handle,
     shutdown: &'a Shutdown,
 }
@@ -290,6 +307,47 @@ impl Loop<'_> {
         Ok(())
     }
 
+    /// Send a poison record, unchanged, to the dead-letter topic with the
+    /// reason and where it came from; wait until the broker has it, so that
+    /// its offset is stored (with the batch) only once it is safe there.
+    fn dead_letter(&self, r: &Raw, reason: &Error) -> Result<()> {
+        let (producer, topic) = self.dead_letter.as_ref().expect("checked by the caller");
+        let (partition, offset) = (r.partition.to_string(), r.offset.to_string());
+        let reason_text = reason.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "syncline.reason",
+                value: Some(reason_text.as_str()),
+            })
+            .insert(Header {
+                key: "syncline.topic",
+                value: Some(&*r.topic),
+            })
+            .insert(Header {
+                key: "syncline.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "syncline.offset",
+                value: Some(offset.as_str()),
+            });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(k) = r.key.as_deref() {
+            record = record.key(k);
+        }
+        if let Some(v) = r.value.as_deref() {
+            record = record.payload(v);
+        }
+        self.handle
+            .block_on(producer.send(record, Duration::from_secs(60)))
+            .map_err(|(e, _)| {
+                Error::transient(format!("cannot dead-letter the record to `{topic}`"))
+                    .with_source(e)
+            })?;
+        tracing::warn!(sink = %self.component, dead_letter_topic = %topic, reason = %reason, "poison record dead-lettered");
+        Ok(())
+    }
+
     fn decode(&self, batch: &[Raw]) -> Result<Vec<Change>> {
         let mut changes = Vec::with_capacity(batch.len());
         for r in batch {
@@ -304,14 +362,14 @@ impl Loop<'_> {
                     .handle
                     .block_on(self.decoder.decode(r.key.as_deref(), r.value.as_deref()))
                 {
-                    Ok(d) => break d,
+                    Ok(d) => break Ok(d),
                     Err(e) if e.is_transient() && !self.shutdown.is_cancelled() => {
                         tracing::warn!(sink = %self.component, error = %e, "schema registry unavailable; retrying");
                         std::thread::sleep(delay);
                         delay = (delay * 2).min(MAX_BACKOFF);
                     }
                     Err(e) => {
-                        return Err(Error::new(
+                        break Err(Error::new(
                             e.kind(),
                             format!("cannot decode the record at {origin}"),
                         )
@@ -321,10 +379,18 @@ impl Loop<'_> {
             };
             // Every subscribed topic has a table (Settings::tables).
             let table = self.tables[&*r.topic].clone();
-            let change = Change::new(table, decoded, origin.clone()).map_err(|reason| {
-                Error::data(format!("cannot apply the record at {origin}: {reason}"))
-            })?;
-            changes.push(change);
+            let change = decoded.and_then(|d| {
+                Change::new(table, d, origin.clone()).map_err(|reason| {
+                    Error::data(format!("cannot apply the record at {origin}: {reason}"))
+                })
+            });
+            match change {
+                Ok(c) => changes.push(c),
+                Err(e) if e.kind() == ErrorKind::Data && self.dead_letter.is_some() => {
+                    self.dead_letter(r, &e)?
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(changes)
     }
