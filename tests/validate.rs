@@ -293,3 +293,69 @@ fn a_missing_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// GOOD with a rules processor between the source's topic and the sink.
+fn with_processor(from: &str) -> String {
+    GOOD.replace(
+        "sinks:\n",
+        &format!(
+            "processors:\n  clean:\n    type: rules\n    from: [{from}]\n    to: shop.orders.clean\n    steps:\n      - filter: \"row.amount > 10\"\n      - route: [ {{ when: \"row.country == 'DE'\", topic: shop.orders.de }} ]\nsinks:\n"
+        ),
+    )
+    .replace(
+        "topics: [shop.orders]",
+        "topics: [shop.orders.clean, shop.orders.de]",
+    )
+}
+
+#[test]
+fn a_processor_is_summarized_and_its_outputs_feed_sinks() {
+    let dir = TempDir::new("validate");
+    let (code, out, err, _) = check(&dir, &with_processor("shop.orders"));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(
+        out.contains("processor clean (rules) shop.orders -> shop.orders.clean, shop.orders.de"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sink warehouse (postgres) <- shop.orders.clean, shop.orders.de"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_processor_reading_a_topic_nobody_writes_is_an_error() {
+    let dir = TempDir::new("validate");
+    let text = with_processor("shop.ordres");
+    let (code, _, err, file) = check(&dir, &text);
+    assert_eq!(code, 2);
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "from: [shop.ordres]"),
+        &[
+            "processors.clean.from[0]",
+            "processor `clean` reads topic `shop.ordres`",
+            "did you mean `shop.orders`?",
+        ],
+    );
+    // Declared as written elsewhere, the same file is valid.
+    let text = format!("{text}external_topics: [shop.ordres]\n");
+    let (code, _, err, _) = check(&dir, &text);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_processor_with_an_unknown_key_names_its_line() {
+    let dir = TempDir::new("validate");
+    let text = with_processor("shop.orders")
+        .replace("    to: shop.orders.clean", "    too: shop.orders.clean");
+    let (code, _, err, file) = check(&dir, &text);
+    assert_eq!(code, 2);
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "too: shop.orders.clean"),
+        &["processors.clean.too", "did you mean `to`?"],
+    );
+}

@@ -2,9 +2,10 @@
 //! deduplicate the changes, and publish them again.
 //!
 //! - [`rules`]: declarative transformation steps (filter, set, rename, drop,
-//!   cast, mask, route, unwrap) with CEL expressions. A pure library: the
-//!   runtime that consumes and produces around it comes later (issue 4).
+//!   cast, mask, route, unwrap) with CEL expressions, and the `rules`
+//!   processor that consumes, applies them and produces (at least once, with
+//!   stable identity; see [`rules::runtime`]).
 
 pub mod rules;
 
-pub use rules::{CompiledRules, Outcome, RulesConfig, StepConfig};
+pub use rules::{CompiledRules, Outcome, RulesConfig, RulesProcessorConfig, StepConfig};

@@ -1,5 +1,6 @@
 //! The pipeline file's types: the user's words, and nothing else. Each
-//! component's own config lives with the component (sources/, sinks/); this
+//! component's own config lives with the component (sources/, processors/,
+//! sinks/); this
 //! file only says which components exist and how they are named.
 
 use schemars::JsonSchema;
@@ -7,11 +8,12 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use syncline_core::kafka::KafkaConfig;
 use syncline_core::registry::RegistryConfig;
+use syncline_processors::RulesProcessorConfig;
 use syncline_sinks::postgres::PostgresSinkConfig;
 use syncline_sources::sql_poll::SqlPollConfig;
 
-/// A pipeline: sources write change records to Kafka topics, sinks apply
-/// them to targets. One file, one pipeline; run several files for several.
+/// A pipeline: sources write change records to Kafka topics, processors
+/// transform them into other topics, sinks apply them to targets. One file, one pipeline; run several files for several.
 /// (Built by `load.rs` part by part, so that every mistake is reported.)
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,17 +29,17 @@ pub struct PipelineConfig {
     /// Sources by name. Each entry has a `type` and that type's settings.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
-    /// Processors by name. Stateful processors are not part of this release;
-    /// the section must be empty or absent.
+    /// Processors by name. Each entry has a `type` and that type's settings.
     #[serde(default)]
-    pub processors: BTreeMap<String, serde_json::Value>,
+    pub processors: BTreeMap<String, ProcessorConfig>,
     /// Sinks by name. Each entry has a `type` and that type's settings.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
     /// Topics that producers outside this file write (another pipeline, an
     /// application using a Confluent Avro serializer with syncline's envelope).
-    /// Sinks may read them; any other topic a sink names must be written by a
-    /// source of this file, so that a typo is an error, not an idle sink.
+    /// Sinks and processors may read them; any other topic they read must be
+    /// written by a source or a processor of this file, so that a typo is an
+    /// error, not an idle sink.
     #[serde(default)]
     pub external_topics: Vec<String>,
 }
@@ -50,6 +52,15 @@ pub enum SourceConfig {
     SqlPoll(SqlPollConfig),
 }
 
+/// A processor: `type` picks the kind.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProcessorConfig {
+    /// Transforms each change with declarative steps (filter, set, rename,
+    /// drop, cast, mask, route, unwrap), at least once with stable identity.
+    Rules(RulesProcessorConfig),
+}
+
 /// A sink: `type` picks the kind.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -59,6 +70,7 @@ pub enum SinkConfig {
 }
 
 pub const SOURCE_TYPES: &[&str] = &["sql_poll"];
+pub const PROCESSOR_TYPES: &[&str] = &["rules"];
 pub const SINK_TYPES: &[&str] = &["postgres"];
 
 impl SourceConfig {
@@ -75,6 +87,29 @@ impl SourceConfig {
     pub fn check(&self) -> Vec<syncline_core::config::Issue> {
         match self {
             SourceConfig::SqlPoll(c) => c.check(),
+        }
+    }
+}
+
+impl ProcessorConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ProcessorConfig::Rules(_) => "rules",
+        }
+    }
+    pub fn topics_in(&self) -> Vec<String> {
+        match self {
+            ProcessorConfig::Rules(c) => c.topics_in(),
+        }
+    }
+    pub fn topics_out(&self) -> Vec<String> {
+        match self {
+            ProcessorConfig::Rules(c) => c.topics_out(),
+        }
+    }
+    pub fn check(&self) -> Vec<syncline_core::config::Issue> {
+        match self {
+            ProcessorConfig::Rules(c) => c.check(),
         }
     }
 }

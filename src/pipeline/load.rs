@@ -2,7 +2,10 @@
 //! own (so that one mistake does not hide the next), check references, and
 //! report every problem with the file, line, column, key and what is valid.
 
-use super::config::{PipelineConfig, SinkConfig, SourceConfig, SINK_TYPES, SOURCE_TYPES};
+use super::config::{
+    PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig, PROCESSOR_TYPES, SINK_TYPES,
+    SOURCE_TYPES,
+};
 use super::interpolate::interpolate;
 use super::position::{Path, Pos, PositionIndex};
 use serde::de::DeserializeOwned;
@@ -247,7 +250,7 @@ pub fn load_str(
             );
         }
     }
-    let declared = ["sources", "sinks"]
+    let declared = ["sources", "processors", "sinks"]
         .iter()
         .filter(|k| matches!(top.get(**k), Some(Value::Mapping(m)) if !m.is_empty()))
         .count();
@@ -294,12 +297,13 @@ pub fn load_str(
         SINK_TYPES,
         sink_from,
     );
-    if let Some(Value::Mapping(p)) = take("processors") {
-        if let Some(first) = p.keys().next() {
-            let k = first.as_str().unwrap_or("?");
-            l.at_key(&root_path.key("processors").key(k), "processors are not available in this release; remove this entry (sources write topics that sinks read directly)");
-        }
-    }
+    let processors = components(
+        &mut l,
+        &root_path.key("processors"),
+        take("processors"),
+        PROCESSOR_TYPES,
+        processor_from,
+    );
 
     let external_topics: Vec<String> = match take("external_topics") {
         None => Vec::new(),
@@ -307,9 +311,9 @@ pub fn load_str(
             .de(&root_path.key("external_topics"), v)
             .unwrap_or_default(),
     };
-    check_references(&mut l, &sources, &sinks, &external_topics);
+    check_references(&mut l, &sources, &processors, &sinks, &external_topics);
     if declared == 0 {
-        l.at_key(&Path::default(), "the pipeline has no sources and no sinks: add at least one under `sources:` or `sinks:`");
+        l.at_key(&Path::default(), "the pipeline has no sources, processors or sinks: add at least one under `sources:`, `processors:` or `sinks:`");
     }
 
     if !l.diags.is_empty() {
@@ -321,7 +325,7 @@ pub fn load_str(
         kafka: kafka.expect("checked"),
         registry: registry.expect("checked"),
         sources,
-        processors: BTreeMap::new(),
+        processors,
         sinks,
         external_topics,
     })
@@ -359,6 +363,13 @@ fn source_from(l: &mut Loader, path: &Path, ty: &str, body: Value) -> Option<Sou
     }
 }
 
+fn processor_from(l: &mut Loader, path: &Path, ty: &str, body: Value) -> Option<ProcessorConfig> {
+    match ty {
+        "rules" => l.de(path, body).map(ProcessorConfig::Rules),
+        _ => None,
+    }
+}
+
 fn sink_from(l: &mut Loader, path: &Path, ty: &str, body: Value) -> Option<SinkConfig> {
     match ty {
         "postgres" => l.de(path, body).map(SinkConfig::Postgres),
@@ -374,13 +385,18 @@ impl Component for SourceConfig {
         self.check()
     }
 }
+impl Component for ProcessorConfig {
+    fn issues(&self) -> Vec<syncline_core::config::Issue> {
+        self.check()
+    }
+}
 impl Component for SinkConfig {
     fn issues(&self) -> Vec<syncline_core::config::Issue> {
         self.check()
     }
 }
 
-/// `sources:` or `sinks:`: a mapping of name -> `{type: ..., settings}`.
+/// `sources:`, `processors:` or `sinks:`: a mapping of name -> `{type: ..., settings}`.
 fn components<T: Component>(
     l: &mut Loader,
     path: &Path,
@@ -451,42 +467,62 @@ fn components<T: Component>(
     out
 }
 
+/// Every topic a sink or processor reads must be written by a source or a
+/// processor of this file, or be listed in `external_topics`; every topic has
+/// at most one writer in this file.
 fn check_references(
     l: &mut Loader,
     sources: &BTreeMap<String, SourceConfig>,
+    processors: &BTreeMap<String, ProcessorConfig>,
     sinks: &BTreeMap<String, SinkConfig>,
     external: &[String],
 ) {
     let mut writers: BTreeMap<String, String> = BTreeMap::new();
-    for (name, s) in sources {
-        for t in s.topics() {
-            if let Some(other) = writers.insert(t.clone(), name.clone()) {
+    let written = sources
+        .iter()
+        .map(|(n, s)| ("sources", "source", n, s.topics()))
+        .chain(
+            processors
+                .iter()
+                .map(|(n, p)| ("processors", "processor", n, p.topics_out())),
+        );
+    for (section, kind, name, topics) in written {
+        for t in topics {
+            if let Some(other) = writers.insert(t.clone(), format!("{kind} `{name}`")) {
                 l.at_key(
-                    &Path::default().key("sources").key(name),
-                    format!("topic `{t}` is already written by source `{other}`; give each source its own topics"),
+                    &Path::default().key(section).key(name),
+                    format!("topic `{t}` is already written by {other}; give each source and processor its own topics"),
                 );
             }
         }
     }
     let known: BTreeSet<&str> = writers.keys().chain(external).map(String::as_str).collect();
-    for (name, s) in sinks {
-        for (i, t) in s.topics().iter().enumerate() {
+    let listed = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let read = processors
+        .iter()
+        .map(|(n, p)| ("processors", "processor", "from", n, p.topics_in()))
+        .chain(
+            sinks
+                .iter()
+                .map(|(n, s)| ("sinks", "sink", "topics", n, s.topics())),
+        );
+    for (section, kind, key, name, topics) in read {
+        for (i, t) in topics.iter().enumerate() {
             if !known.contains(t.as_str()) {
                 let hint = did_you_mean(t, known.iter().copied())
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
-                let listed = if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
                 l.at_value(
-                    &Path::default().key("sinks").key(name).key("topics").index(i),
-                    format!("sink `{name}` reads topic `{t}`, which no source in this file writes and `external_topics` does not list; known topics: {listed}{hint}"),
+                    &Path::default().key(section).key(name).key(key).index(i),
+                    format!("{kind} `{name}` reads topic `{t}`, which no source or processor in this file writes and `external_topics` does not list; known topics: {listed}{hint}"),
                 );
             }
         }

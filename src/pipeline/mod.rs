@@ -30,7 +30,7 @@ pub fn validate_command(file: &Path) -> ExitCode {
     }
 }
 
-/// `sources -> topics -> sinks`, one line per component.
+/// `sources -> topics -> processors -> topics -> sinks`, one line per component.
 pub fn summary(file: &Path, p: &PipelineConfig) -> String {
     let mut out = format!("pipeline `{}` ({}) is valid", p.name, file.display());
     for (name, s) in &p.sources {
@@ -38,6 +38,14 @@ pub fn summary(file: &Path, p: &PipelineConfig) -> String {
             "\n  source {name} ({}) -> {}",
             s.type_name(),
             s.topics().join(", ")
+        ));
+    }
+    for (name, c) in &p.processors {
+        out.push_str(&format!(
+            "\n  processor {name} ({}) {} -> {}",
+            c.type_name(),
+            c.topics_in().join(", "),
+            c.topics_out().join(", ")
         ));
     }
     for (name, s) in &p.sinks {
@@ -59,15 +67,19 @@ pub async fn run_command(file: &Path, only: &[String]) -> ExitCode {
         }
     };
     for name in only {
-        if !pipeline.sources.contains_key(name) && !pipeline.sinks.contains_key(name) {
+        if !pipeline.sources.contains_key(name)
+            && !pipeline.processors.contains_key(name)
+            && !pipeline.sinks.contains_key(name)
+        {
             let names: Vec<&str> = pipeline
                 .sources
                 .keys()
+                .chain(pipeline.processors.keys())
                 .chain(pipeline.sinks.keys())
                 .map(String::as_str)
                 .collect();
             eprintln!(
-                "error: --component `{name}` is not a source or sink of {}; components: {}",
+                "error: --component `{name}` is not a source, processor or sink of {}; components: {}",
                 file.display(),
                 names.join(", ")
             );

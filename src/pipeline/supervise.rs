@@ -3,7 +3,7 @@
 //! backoff (it resumes from its stored position, so nothing is lost or
 //! duplicated); any other error stops the whole pipeline with its message.
 
-use super::config::{PipelineConfig, SinkConfig, SourceConfig};
+use super::config::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
 use std::time::Duration;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
@@ -14,6 +14,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 enum Component {
     Source(SourceConfig),
+    Processor(ProcessorConfig),
     Sink(SinkConfig),
 }
 
@@ -21,6 +22,9 @@ impl Component {
     async fn run_once(&self, ctx: ComponentContext, shutdown: Shutdown) -> Result<()> {
         match self {
             Component::Source(SourceConfig::SqlPoll(c)) => c.build(ctx).await?.run(shutdown).await,
+            Component::Processor(ProcessorConfig::Rules(c)) => {
+                c.build(ctx).await?.run(shutdown).await
+            }
             Component::Sink(SinkConfig::Postgres(c)) => c.build(ctx).await?.run(shutdown).await,
         }
     }
@@ -50,6 +54,12 @@ pub async fn run(pipeline: PipelineConfig, only: &[String], shutdown: Shutdown) 
             .sources
             .iter()
             .map(|(n, c)| (n.clone(), Component::Source(c.clone()))),
+    );
+    components.extend(
+        pipeline
+            .processors
+            .iter()
+            .map(|(n, c)| (n.clone(), Component::Processor(c.clone()))),
     );
     components.extend(
         pipeline

@@ -6,6 +6,8 @@
 //! - [`compile`]: expressions parsed, columns checked, output schema derived.
 //! - [`eval`]: one change in, one [`Outcome`] out.
 //! - [`cel_value`]: Avro values to CEL values and back.
+//! - [`processor`]: the processor's section of a pipeline file (topics, steps).
+//! - [`runtime`]: the running processor: consume, apply, produce, commit.
 //!
 //! # Guarantee
 //! Applying rules is a pure function of the change: no clock, no randomness,
@@ -17,7 +19,11 @@ pub mod cel_value;
 pub mod compile;
 pub mod config;
 pub mod eval;
+pub mod processor;
+pub mod runtime;
 
 pub use compile::CompiledRules;
 pub use config::{RulesConfig, StepConfig};
 pub use eval::Outcome;
+pub use processor::RulesProcessorConfig;
+pub use runtime::RulesProcessor;

@@ -1,0 +1,163 @@
+//! The `rules` processor's section of a pipeline file: which topics it reads
+//! and writes, and its steps. Checked here, turned into typed settings for
+//! the running processor ([`super::runtime`]).
+
+use super::runtime::RulesProcessor;
+use super::StepConfig;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use syncline_core::config::Issue;
+use syncline_core::runtime::ComponentContext;
+use syncline_core::Result;
+
+/// Reads change topics, applies declarative steps to every change (filter,
+/// set, rename, drop, cast, mask, route, unwrap) and publishes the results.
+/// At least once, with each output keeping its input's identity, so syncline
+/// sinks downstream apply every change exactly once.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RulesProcessorConfig {
+    /// The topics to read: syncline change records (Avro, Confluent wire format).
+    pub from: Vec<String>,
+    /// The topic the outputs go to, unless a `route` step picks another.
+    pub to: String,
+    /// The steps, applied in order to every change; a `filter` that is false
+    /// ends the list for that change (nothing is published for it).
+    pub steps: Vec<StepConfig>,
+    /// Topic for changes the steps fail on (a division by zero, a type
+    /// error) and records that cannot be decoded. Each goes there unchanged
+    /// with headers `syncline.reason`, `syncline.topic`, `syncline.partition`
+    /// and `syncline.offset`, and processing goes on. Default:
+    /// `<pipeline>.<processor>.dead`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Kafka consumer group. Instances with the same group share the input
+    /// partitions. Default: `syncline.<pipeline>.<processor name>`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Most records consumed before their outputs are flushed and the input
+    /// offsets committed.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Longest time a record waits for its batch to fill before the batch is
+    /// flushed anyway, in milliseconds.
+    #[serde(default = "default_batch_timeout_ms")]
+    pub batch_timeout_ms: u64,
+}
+
+fn default_batch_size() -> usize {
+    500
+}
+fn default_batch_timeout_ms() -> u64 {
+    200
+}
+
+impl RulesProcessorConfig {
+    /// The topics this processor reads.
+    pub fn topics_in(&self) -> Vec<String> {
+        self.from.clone()
+    }
+
+    /// The topics this processor may write: `to` and every `route` topic
+    /// (not the dead-letter topic, which holds no change records).
+    pub fn topics_out(&self) -> Vec<String> {
+        let mut out = vec![self.to.clone()];
+        for step in &self.steps {
+            if let StepConfig::Route(rules) = step {
+                for r in rules {
+                    if !out.contains(&r.topic) {
+                        out.push(r.topic.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Problems serde cannot see; paths are relative to the processor's entry.
+    pub fn check(&self) -> Vec<Issue> {
+        let mut issues = Vec::new();
+        if self.from.is_empty() {
+            issues.push(Issue::new("from", "list at least one topic to read"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, t) in self.from.iter().enumerate() {
+            if t.is_empty() {
+                issues.push(Issue::new(
+                    format!("from[{i}]"),
+                    "a topic name cannot be empty",
+                ));
+            } else if !seen.insert(t) {
+                issues.push(Issue::new(
+                    format!("from[{i}]"),
+                    format!("topic `{t}` is listed twice"),
+                ));
+            }
+        }
+        if self.to.is_empty() {
+            issues.push(Issue::new("to", "name the topic the outputs go to"));
+        }
+        for t in self.topics_out() {
+            if self.from.contains(&t) {
+                issues.push(Issue::new(
+                    "to",
+                    format!("topic `{t}` is both read and written by this processor; write to another topic"),
+                ));
+            }
+        }
+        if self.batch_size == 0 {
+            issues.push(Issue::new("batch_size", "must be at least 1"));
+        }
+        if self.batch_timeout_ms == 0 {
+            issues.push(Issue::new("batch_timeout_ms", "must be at least 1"));
+        }
+        issues
+    }
+
+    /// The running processor. Steps are compiled against each input's row
+    /// shape when it is first seen (the shape lives in the registry).
+    pub async fn build(&self, ctx: ComponentContext) -> Result<RulesProcessor> {
+        let settings = super::runtime::Settings {
+            group_id: self
+                .group_id
+                .clone()
+                .unwrap_or_else(|| ctx.qualified_name()),
+            dead_letter_topic: self
+                .dead_letter_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}.{}.dead", ctx.pipeline, ctx.component)),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            steps: self.steps.clone(),
+            batch_size: self.batch_size,
+            batch_timeout: std::time::Duration::from_millis(self.batch_timeout_ms),
+        };
+        RulesProcessor::new(settings, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> RulesProcessorConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn topics_out_lists_to_and_every_route_topic_once() {
+        let c = parse(
+            "from: [a]\nto: b\nsteps:\n  - route: [{when: 'true', topic: c}, {when: 'false', topic: b}]\n",
+        );
+        assert_eq!(c.topics_in(), ["a"]);
+        assert_eq!(c.topics_out(), ["b", "c"]);
+        assert!(c.check().is_empty());
+    }
+
+    #[test]
+    fn reading_what_it_writes_is_an_issue() {
+        let c = parse("from: [a]\nto: a\nsteps: []\n");
+        assert_eq!(c.check()[0].path, "to");
+    }
+}
