@@ -283,3 +283,51 @@ async fn killed_three_times_mid_stream_the_target_is_still_exact() {
     assert_eq!(distinct.len(), expected_dead(1..=next_id - 1));
     run.kill9();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incompatible_output_schema_stops_the_pipeline_before_producing() {
+    let stack = Stack::start();
+    let (source, target) = (
+        PgDb::create("proc_compat_src").await,
+        PgDb::create("proc_compat_dst").await,
+    );
+    let src = source.client().await;
+    src.batch_execute(SOURCE_DDL).await.unwrap();
+    src.batch_execute(&insert_rows(1, 300)).await.unwrap();
+
+    let dir = TempDir::new("processors-compat");
+    let file = dir.path().join("pipeline.yaml");
+    let yaml = pipeline_yaml(&stack, "proc-compat", &source, &target);
+    std::fs::write(&file, &yaml).unwrap();
+    let mut run = SynclineRun::start(&file);
+    wait_exact(&source, &target, "300 rows", &run).await;
+    run.kill9();
+    let before = (
+        rows(&target, &TARGET_SQL.replace("{t}", "orders_clean")).await,
+        rows(&target, &TARGET_SQL.replace("{t}", "orders_de")).await,
+    );
+
+    // `unit_cents` turns from long into text: the registry (BACKWARD) refuses it.
+    let changed = yaml.replace(
+        "      - rename:",
+        "      - cast: { unit_cents: text }\n      - rename:",
+    );
+    std::fs::write(&file, changed).unwrap();
+    src.batch_execute(&insert_rows(301, 100)).await.unwrap();
+    let mut run = SynclineRun::start(&file);
+    let code = run.wait_exit(Duration::from_secs(120));
+    let log = run.log();
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "the pipeline must stop with an error, got {code:?}\n{log}"
+    );
+    assert!(
+        log.contains("refused the schema of subject `shop.orders."),
+        "{log}"
+    );
+    let after = (
+        rows(&target, &TARGET_SQL.replace("{t}", "orders_clean")).await,
+        rows(&target, &TARGET_SQL.replace("{t}", "orders_de")).await,
+    );
+    assert_eq!(before, after, "nothing produced with the refused schema");
+}
