@@ -296,6 +296,11 @@ impl<V: Serialize> Serialize for FieldMap<V> {
 }
 
 impl<V: JsonSchema> JsonSchema for FieldMap<V> {
+    // Inline, like a plain map: the reference then reads "map of name to X"
+    // instead of linking to an empty `Map_of_X` section.
+    fn inline_schema() -> bool {
+        true
+    }
     fn schema_name() -> std::borrow::Cow<'static, str> {
         BTreeMap::<String, V>::schema_name()
     }
