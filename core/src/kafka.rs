@@ -222,3 +222,52 @@ impl rdkafka::ClientContext for EndOfTopicContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for EndOfTopicContext {}
+
+/// A record that a stage gives up on (a poison record), and why.
+pub struct DeadLetter<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub reason: &'a str,
+}
+
+impl<'a> DeadLetter<'a> {
+    /// The record for `dead_letter_topic`: key and value unchanged, with
+    /// headers `syncline.reason`, `syncline.topic`, `syncline.partition` and
+    /// `syncline.offset`. One scheme for every stage, so that one tool can
+    /// inspect or replay any stage's dead letters.
+    pub fn record(
+        &self,
+        dead_letter_topic: &'a str,
+    ) -> rdkafka::producer::FutureRecord<'a, [u8], [u8]> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let (partition, offset) = (self.partition.to_string(), self.offset.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "syncline.reason",
+                value: Some(self.reason),
+            })
+            .insert(Header {
+                key: "syncline.topic",
+                value: Some(self.topic),
+            })
+            .insert(Header {
+                key: "syncline.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "syncline.offset",
+                value: Some(offset.as_str()),
+            });
+        let mut record = rdkafka::producer::FutureRecord::to(dead_letter_topic).headers(headers);
+        if let Some(k) = self.key {
+            record = record.key(k);
+        }
+        if let Some(v) = self.value {
+            record = record.payload(v);
+        }
+        record
+    }
+}

@@ -18,7 +18,7 @@
 
 use super::{CompiledRules, Outcome, StepConfig};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use syncline_core::codec::{Decoded, Decoder, Encoder};
 use syncline_core::error::{Context, ErrorKind};
+use syncline_core::kafka::DeadLetter;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
 use syncline_core::{Error, Result, TableSchema};
@@ -319,32 +320,15 @@ impl Loop<'_> {
     /// Send a record to the dead-letter topic, unchanged, with the reason
     /// and where it came from. Acknowledged with the rest of the batch.
     fn dead_letter(&self, r: &Raw, reason: &str) -> Result<DeliveryFuture> {
-        let (partition, offset) = (r.partition.to_string(), r.offset.to_string());
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "syncline.reason",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "syncline.topic",
-                value: Some(r.topic.as_str()),
-            })
-            .insert(Header {
-                key: "syncline.partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "syncline.offset",
-                value: Some(offset.as_str()),
-            });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.settings.dead_letter_topic).headers(headers);
-        if let Some(k) = r.key.as_deref() {
-            record = record.key(k);
+        let record = DeadLetter {
+            topic: &r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            reason,
         }
-        if let Some(v) = r.value.as_deref() {
-            record = record.payload(v);
-        }
+        .record(&self.settings.dead_letter_topic);
         tracing::warn!(processor = %self.component, dead_letter_topic = %self.settings.dead_letter_topic, reason, "record dead-lettered");
         self.send(record)
     }

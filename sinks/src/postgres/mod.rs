@@ -43,14 +43,15 @@ use apply::{Change, Origin, Writer};
 use config::Settings;
 use consumer::SinkContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use syncline_core::codec::Decoder;
 use syncline_core::error::{Context, ErrorKind};
+use syncline_core::kafka::DeadLetter;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
 use tokio::runtime::Handle;
@@ -312,32 +313,16 @@ impl Loop<'_> {
     /// its offset is stored (with the batch) only once it is safe there.
     fn dead_letter(&self, r: &Raw, reason: &Error) -> Result<()> {
         let (producer, topic) = self.dead_letter.as_ref().expect("checked by the caller");
-        let (partition, offset) = (r.partition.to_string(), r.offset.to_string());
         let reason_text = reason.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "syncline.reason",
-                value: Some(reason_text.as_str()),
-            })
-            .insert(Header {
-                key: "syncline.topic",
-                value: Some(&*r.topic),
-            })
-            .insert(Header {
-                key: "syncline.partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "syncline.offset",
-                value: Some(offset.as_str()),
-            });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(k) = r.key.as_deref() {
-            record = record.key(k);
+        let record = DeadLetter {
+            topic: &r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            reason: &reason_text,
         }
-        if let Some(v) = r.value.as_deref() {
-            record = record.payload(v);
-        }
+        .record(topic);
         self.handle
             .block_on(producer.send(record, Duration::from_secs(60)))
             .map_err(|(e, _)| {
