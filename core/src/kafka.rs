@@ -87,6 +87,26 @@ impl KafkaConfig {
         c
     }
 
+    /// A member of consumer `group` (configured as [`Self::consumer_config`])
+    /// subscribed to `topics`, with `context` receiving its callbacks.
+    pub fn subscribed<C, X>(&self, group: &str, topics: &[String], context: X) -> Result<C>
+    where
+        X: rdkafka::consumer::ConsumerContext,
+        C: rdkafka::config::FromClientConfigAndContext<X> + Consumer<X>,
+    {
+        let consumer: C = self
+            .consumer_config(group)
+            .create_with_context(context)
+            .context(ErrorKind::Config, || {
+                "cannot create the Kafka consumer".into()
+            })?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).context(ErrorKind::Config, || {
+            format!("cannot subscribe to {names:?}")
+        })?;
+        Ok(consumer)
+    }
+
     /// A consumer outside any group, for reading a whole topic (state topics).
     pub fn reader_config(&self) -> ClientConfig {
         let mut c = self.client_config();

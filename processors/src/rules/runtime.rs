@@ -27,7 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use syncline_core::codec::{Decoded, Decoder, Encoder};
-use syncline_core::error::{Context, ErrorKind};
+use syncline_core::error::ErrorKind;
 use syncline_core::kafka::DeadLetter;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
@@ -98,16 +98,11 @@ impl RulesProcessor {
         for t in &outputs {
             kafka.ensure_topic(t, kafka.partitions, false).await?;
         }
-        let consumer: StreamConsumer = kafka
-            .consumer_config(&s.group_id)
-            .create()
-            .context(ErrorKind::Config, || {
-                "cannot create the Kafka consumer".into()
-            })?;
-        let topics: Vec<&str> = s.from.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).context(ErrorKind::Config, || {
-            format!("cannot subscribe to {topics:?}")
-        })?;
+        let consumer: StreamConsumer = kafka.subscribed(
+            &s.group_id,
+            &s.from,
+            rdkafka::consumer::DefaultConsumerContext,
+        )?;
         let mut lp = Loop {
             settings: s,
             component: &self.ctx.component,

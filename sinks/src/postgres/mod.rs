@@ -116,18 +116,8 @@ impl PostgresSink {
             client: Mutex::new(None),
             news: Mutex::new(Default::default()),
         };
-        let consumer: BaseConsumer<SinkContext> = self
-            .ctx
-            .kafka
-            .consumer_config(&s.group_id)
-            .create_with_context(context)
-            .context(ErrorKind::Config, || {
-                "cannot create the Kafka consumer".into()
-            })?;
-        let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).context(ErrorKind::Config, || {
-            format!("cannot subscribe to {topics:?}")
-        })?;
+        let consumer: BaseConsumer<SinkContext> =
+            self.ctx.kafka.subscribed(&s.group_id, &s.topics, context)?;
         let decoder = Decoder::new(&self.ctx.registry)?;
         let dead_letter = match &s.dead_letter_topic {
             None => None,
