@@ -190,6 +190,15 @@ async fn start_sink(stack: &Stack, cfg: &PostgresSinkConfig) -> RunningSink {
 }
 
 impl RunningSink {
+    /// Wait for the sink to stop on its own, with an error.
+    async fn stopped_with_error(self) -> syncline_core::Error {
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the sink stops")
+            .unwrap()
+            .unwrap_err()
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
@@ -832,11 +841,7 @@ async fn a_poison_record_stops_the_sink_and_is_named() {
         db.url()
     ));
     let sink = start_sink(&stack, &cfg).await;
-    let err = tokio::time::timeout(WAIT, sink.task)
-        .await
-        .expect("the sink stops")
-        .unwrap()
-        .unwrap_err();
+    let err = sink.stopped_with_error().await;
     let msg = err.to_string();
     assert!(
         msg.contains("topic `poison.items` partition 0 offset 1"),
@@ -966,11 +971,7 @@ async fn a_record_that_does_not_fit_its_column_is_named() {
         db.url()
     ));
     let sink = start_sink(&stack, &cfg).await;
-    let err = tokio::time::timeout(WAIT, sink.task)
-        .await
-        .expect("the sink stops")
-        .unwrap()
-        .unwrap_err();
+    let err = sink.stopped_with_error().await;
     let msg = err.to_string();
     assert!(
         msg.contains("topic `fit.prices` partition 0 offset 1"),
