@@ -38,6 +38,20 @@ enum Command {
         /// more instances in the same consumer group, apart from the sources.
         #[arg(long = "component", value_name = "NAME")]
         components: Vec<String>,
+        /// Where stateful processors keep their local state (RocksDB), one
+        /// directory per pipeline and processor below it. Give each instance
+        /// on one machine its own. Lost state is restored from the changelog.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "syncline-state",
+            env = "SYNCLINE_STATE_DIR"
+        )]
+        state_dir: PathBuf,
+        /// Serve Prometheus metrics on this address (e.g. `127.0.0.1:9464`);
+        /// names in docs/metrics.md. Off when not given.
+        #[arg(long, value_name = "ADDR", env = "SYNCLINE_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Check a pipeline file: print every error (exit 2) or a summary (exit 0).
     Validate {
@@ -96,7 +110,16 @@ fn main() -> ExitCode {
         Command::Run {
             pipeline,
             components,
-        } => runtime.block_on(pipeline::run_command(&pipeline, &components)),
+            state_dir,
+            metrics_addr,
+        } => {
+            let options = pipeline::RunOptions {
+                only: components,
+                state_dir,
+                metrics_addr,
+            };
+            runtime.block_on(pipeline::run_command(&pipeline, &options))
+        }
         Command::Registry(args) => {
             let mut kafka = syncline_core::kafka::KafkaConfig::new(args.kafka_bootstrap);
             kafka.properties.extend(args.kafka_properties);

@@ -15,3 +15,14 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
+
+/// Serve every metric recorded through the `metrics` facade in Prometheus
+/// text format on `addr` (`GET /metrics`). Names: docs/metrics.md.
+pub fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "serving Prometheus metrics");
+    Ok(())
+}

@@ -164,6 +164,7 @@ fn ctx(stack: &Stack, component: &str) -> ComponentContext {
         component: component.into(),
         kafka: KafkaConfig::new(stack.bootstrap()),
         registry: RegistryConfig::new(stack.registry_url()),
+        state_dir: std::env::temp_dir(),
     }
 }
 

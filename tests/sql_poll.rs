@@ -26,6 +26,7 @@ fn ctx(stack: &Stack, component: &str) -> ComponentContext {
         component: component.into(),
         kafka,
         registry: RegistryConfig::new(stack.registry_url()),
+        state_dir: std::env::temp_dir(),
     }
 }
 

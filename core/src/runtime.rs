@@ -14,6 +14,9 @@ pub struct ComponentContext {
     pub component: String,
     pub kafka: KafkaConfig,
     pub registry: RegistryConfig,
+    /// Where stateful components keep local state (`--state-dir`); each
+    /// uses `<state_dir>/<pipeline>/<component>`.
+    pub state_dir: std::path::PathBuf,
 }
 
 impl ComponentContext {

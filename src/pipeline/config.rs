@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use syncline_core::kafka::KafkaConfig;
 use syncline_core::registry::RegistryConfig;
-use syncline_processors::RulesProcessorConfig;
+use syncline_processors::{DedupProcessorConfig, RulesProcessorConfig};
 use syncline_sinks::postgres::PostgresSinkConfig;
 use syncline_sources::sql_poll::SqlPollConfig;
 
@@ -59,6 +59,9 @@ pub enum ProcessorConfig {
     /// Transforms each change with declarative steps (filter, set, rename,
     /// drop, cast, mask, route, unwrap), at least once with stable identity.
     Rules(RulesProcessorConfig),
+    /// Drops changes already seen (by identity, content or fields, forever
+    /// or within a TTL), with RocksDB state backed by a changelog topic.
+    Dedup(DedupProcessorConfig),
 }
 
 /// A sink: `type` picks the kind.
@@ -70,7 +73,7 @@ pub enum SinkConfig {
 }
 
 pub const SOURCE_TYPES: &[&str] = &["sql_poll"];
-pub const PROCESSOR_TYPES: &[&str] = &["rules"];
+pub const PROCESSOR_TYPES: &[&str] = &["rules", "dedup"];
 pub const SINK_TYPES: &[&str] = &["postgres"];
 
 impl SourceConfig {
@@ -95,21 +98,25 @@ impl ProcessorConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             ProcessorConfig::Rules(_) => "rules",
+            ProcessorConfig::Dedup(_) => "dedup",
         }
     }
     pub fn topics_in(&self) -> Vec<String> {
         match self {
             ProcessorConfig::Rules(c) => c.topics_in(),
+            ProcessorConfig::Dedup(c) => c.topics_in(),
         }
     }
     pub fn topics_out(&self) -> Vec<String> {
         match self {
             ProcessorConfig::Rules(c) => c.topics_out(),
+            ProcessorConfig::Dedup(c) => c.topics_out(),
         }
     }
     pub fn check(&self) -> Vec<syncline_core::config::Issue> {
         match self {
             ProcessorConfig::Rules(c) => c.check(),
+            ProcessorConfig::Dedup(c) => c.check(),
         }
     }
 }

@@ -366,6 +366,7 @@ fn source_from(l: &mut Loader, path: &Path, ty: &str, body: Value) -> Option<Sou
 fn processor_from(l: &mut Loader, path: &Path, ty: &str, body: Value) -> Option<ProcessorConfig> {
     match ty {
         "rules" => l.de(path, body).map(ProcessorConfig::Rules),
+        "dedup" => l.de(path, body).map(ProcessorConfig::Dedup),
         _ => None,
     }
 }

@@ -58,7 +58,19 @@ pub fn summary(file: &Path, p: &PipelineConfig) -> String {
     out
 }
 
-pub async fn run_command(file: &Path, only: &[String]) -> ExitCode {
+/// How `syncline run` runs a pipeline (its command-line options).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Run only these components (all when empty).
+    pub only: Vec<String>,
+    /// Base directory of stateful components' local state.
+    pub state_dir: std::path::PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+pub async fn run_command(file: &Path, options: &RunOptions) -> ExitCode {
+    let only = &options.only;
     let pipeline = match load::load(file) {
         Ok(p) => p,
         Err(e) => {
@@ -86,8 +98,14 @@ pub async fn run_command(file: &Path, only: &[String]) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     }
+    if let Some(addr) = options.metrics_addr {
+        if let Err(e) = crate::telemetry::serve_metrics(addr) {
+            eprintln!("error: --metrics-addr {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     tracing::info!(pipeline = %pipeline.name, file = %file.display(), "starting pipeline");
-    match supervise::run(pipeline, only, shutdown_on_signal()).await {
+    match supervise::run(pipeline, options, shutdown_on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "pipeline stopped");

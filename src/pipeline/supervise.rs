@@ -4,6 +4,7 @@
 //! duplicated); any other error stops the whole pipeline with its message.
 
 use super::config::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
+use super::RunOptions;
 use std::time::Duration;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
@@ -23,6 +24,9 @@ impl Component {
         match self {
             Component::Source(SourceConfig::SqlPoll(c)) => c.build(ctx).await?.run(shutdown).await,
             Component::Processor(ProcessorConfig::Rules(c)) => {
+                c.build(ctx).await?.run(shutdown).await
+            }
+            Component::Processor(ProcessorConfig::Dedup(c)) => {
                 c.build(ctx).await?.run(shutdown).await
             }
             Component::Sink(SinkConfig::Postgres(c)) => c.build(ctx).await?.run(shutdown).await,
@@ -47,7 +51,8 @@ fn decide(result: &Result<()>, shutting_down: bool, backoff: Duration) -> Next {
     }
 }
 
-pub async fn run(pipeline: PipelineConfig, only: &[String], shutdown: Shutdown) -> Result<()> {
+pub async fn run(pipeline: PipelineConfig, options: &RunOptions, shutdown: Shutdown) -> Result<()> {
+    let only = &options.only;
     let mut components: Vec<(String, Component)> = Vec::new();
     components.extend(
         pipeline
@@ -76,6 +81,7 @@ pub async fn run(pipeline: PipelineConfig, only: &[String], shutdown: Shutdown) 
             component: name.clone(),
             kafka: pipeline.kafka.clone(),
             registry: pipeline.registry.clone(),
+            state_dir: options.state_dir.clone(),
         };
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -17,23 +17,19 @@
 //! offset is never committed before its outputs are safe on the broker.
 
 use super::{CompiledRules, Outcome, StepConfig};
+use crate::io::{self, retry, Raw};
+use crate::metrics::ProcessorMetrics;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use syncline_core::codec::{Decoded, Decoder, Encoder};
 use syncline_core::error::ErrorKind;
 use syncline_core::kafka::DeadLetter;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
 use syncline_core::{Error, Result, TableSchema};
-
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The typed settings the running processor gets (no raw user words).
 #[derive(Debug, Clone)]
@@ -51,30 +47,6 @@ pub struct Settings {
 pub struct RulesProcessor {
     settings: Settings,
     ctx: ComponentContext,
-}
-
-/// A record as consumed, owned so that it outlives the poll.
-struct Raw {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-}
-
-/// The offsets to commit once a batch's outputs are acknowledged: per
-/// partition, one past the last record consumed.
-fn next_offsets<'a>(
-    records: impl Iterator<Item = (&'a str, i32, i64)>,
-) -> BTreeMap<(String, i32), i64> {
-    let mut next = BTreeMap::new();
-    for (topic, partition, offset) in records {
-        let e = next
-            .entry((topic.to_string(), partition))
-            .or_insert(offset + 1);
-        *e = (*e).max(offset + 1);
-    }
-    next
 }
 
 impl RulesProcessor {
@@ -112,6 +84,7 @@ impl RulesProcessor {
             producer: kafka.producer()?,
             compiled: HashMap::new(),
             shutdown: &shutdown,
+            metrics: ProcessorMetrics::new(&self.ctx),
         };
         tracing::info!(processor = %self.ctx.component, group = %s.group_id, from = ?s.from, to = %s.to, "rules processor started");
         let result = lp.run(&consumer).await;
@@ -136,62 +109,46 @@ struct Loop<'a> {
     /// changed) compiles the steps again.
     compiled: HashMap<u32, Arc<CompiledRules>>,
     shutdown: &'a Shutdown,
+    metrics: ProcessorMetrics,
 }
 
 impl Loop<'_> {
     async fn run(&mut self, consumer: &StreamConsumer) -> Result<()> {
-        let mut batch: Vec<Raw> = Vec::with_capacity(self.settings.batch_size);
+        let s = self.settings;
         while !self.shutdown.is_cancelled() {
-            batch.clear();
-            let deadline = tokio::time::Instant::now() + self.settings.batch_timeout;
-            while batch.len() < self.settings.batch_size {
-                let wait = if batch.is_empty() {
-                    Duration::from_millis(100)
-                } else {
-                    deadline.saturating_duration_since(tokio::time::Instant::now())
-                };
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(wait) => {
-                        if !batch.is_empty() { break; }
-                    }
-                    m = consumer.recv() => match m {
-                        Ok(m) => batch.push(Raw {
-                            topic: m.topic().to_string(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            key: m.key().map(<[u8]>::to_vec),
-                            value: m.payload().map(<[u8]>::to_vec),
-                        }),
-                        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) => {
-                            return Err(Error::transient("the Kafka consumer failed").with_source(e));
-                        }
-                        Err(e) => tracing::warn!(processor = %self.component, error = %e, "Kafka consumer error"),
-                    }
-                }
-            }
+            let Some(batch) = io::collect_batch(
+                consumer,
+                self.shutdown,
+                self.component,
+                s.batch_size,
+                s.batch_timeout,
+            )
+            .await?
+            else {
+                return Ok(());
+            };
             if batch.is_empty() {
                 continue;
             }
+            self.metrics.records_in.increment(batch.len() as u64);
             let Some(()) = self.process(&batch).await? else {
                 return Ok(());
             };
-            let next = next_offsets(
+            let started = Instant::now();
+            let next = io::next_offsets(
                 batch
                     .iter()
                     .map(|r| (r.topic.as_str(), r.partition, r.offset)),
             );
-            let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), offset) in &next {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                    .map_err(|e| Error::internal("bad partition list").with_source(e))?;
-            }
             // A failed commit (e.g. the partition moved to another member)
             // only means those records are read again: their outputs are
             // replays with equal identity.
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            if let Err(e) = consumer.commit(&io::offset_list(&next)?, CommitMode::Sync) {
                 tracing::warn!(processor = %self.component, error = %e, "cannot commit input offsets; they will be read again");
             }
+            self.metrics
+                .commit_seconds
+                .record(started.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -202,7 +159,7 @@ impl Loop<'_> {
         let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(batch.len());
         let (mut emitted, mut filtered, mut dead) = (0usize, 0usize, 0usize);
         for r in batch {
-            let at = format!("{}[{}]@{}", r.topic, r.partition, r.offset);
+            let at = r.at();
             let decoded = retry(
                 self.shutdown,
                 self.component,
@@ -256,21 +213,12 @@ impl Loop<'_> {
                 }
             }
         }
-        for delivery in pending {
-            let acked = tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(None),
-                d = delivery => d,
-            };
-            match acked {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    return Err(
-                        Error::transient("the broker did not acknowledge an output").with_source(e)
-                    )
-                }
-                Err(_) => return Err(Error::transient("the producer dropped an output")),
-            }
+        if io::acknowledged(self.shutdown, pending).await?.is_none() {
+            return Ok(None);
         }
+        self.metrics.records_out.increment(emitted as u64);
+        self.metrics.filtered.increment(filtered as u64);
+        self.metrics.dead_lettered.increment(dead as u64);
         tracing::debug!(processor = %self.component, records = batch.len(), emitted, filtered, dead_lettered = dead, "batch published");
         Ok(Some(()))
     }
@@ -328,79 +276,10 @@ impl Loop<'_> {
         self.send(record)
     }
 
-    /// Enqueue a record; when the producer's queue is full, wait for it to drain.
     fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
         &self,
-        mut record: FutureRecord<'_, K, P>,
+        record: FutureRecord<'_, K, P>,
     ) -> Result<DeliveryFuture> {
-        loop {
-            match self.producer.send_result(record) {
-                Ok(f) => return Ok(f),
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    self.producer.poll(Duration::from_millis(50));
-                    record = r;
-                }
-                Err((e, _)) => {
-                    return Err(Error::transient("cannot enqueue an output").with_source(e))
-                }
-            }
-        }
-    }
-}
-
-/// Run `f` until it succeeds or fails for good; transient errors are retried
-/// with backoff. `None`: shutdown came first.
-async fn retry<T, F, Fut>(
-    shutdown: &Shutdown,
-    component: &str,
-    what: &str,
-    mut f: F,
-) -> Result<Option<T>>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match f().await {
-            Ok(v) => return Ok(Some(v)),
-            Err(e) if e.is_transient() => {
-                tracing::warn!(processor = %component, error = %e, retry_in_ms = delay.as_millis() as u64, "{what}; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(MAX_BACKOFF);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commits_one_past_the_last_record_of_each_partition() {
-        let next = next_offsets(
-            [
-                ("a", 0, 5),
-                ("a", 1, 2),
-                ("a", 0, 7),
-                ("b", 0, 0),
-                ("a", 0, 6),
-            ]
-            .into_iter(),
-        );
-        let got: Vec<_> = next.into_iter().collect();
-        assert_eq!(
-            got,
-            [
-                (("a".to_string(), 0), 8),
-                (("a".to_string(), 1), 3),
-                (("b".to_string(), 0), 1)
-            ]
-        );
+        io::send(&self.producer, record)
     }
 }
