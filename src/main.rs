@@ -57,6 +57,11 @@ enum Command {
     Validate {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
+        /// Also ask the pipeline's schema registry: compile each `rules`
+        /// processor's steps against its inputs' latest schemas and test the
+        /// derived output schemas against the registry's compatibility rules.
+        #[arg(long)]
+        registry: bool,
     },
     /// Serve the Confluent Schema Registry REST API, with its state in a Kafka topic.
     Registry(RegistryArgs),
@@ -102,7 +107,9 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     match cli.command {
-        Command::Validate { pipeline } => pipeline::validate_command(&pipeline),
+        Command::Validate { pipeline, registry } => {
+            runtime.block_on(pipeline::validate_command(&pipeline, registry))
+        }
         Command::Reference => {
             print!("{}", pipeline::reference::generate());
             ExitCode::SUCCESS

@@ -4,6 +4,7 @@
 
 pub mod config;
 mod interpolate;
+mod online;
 pub mod load;
 mod position;
 pub mod reference;
@@ -17,11 +18,29 @@ use syncline_core::runtime::Shutdown;
 /// Exit code for an invalid pipeline file (as `syncline validate` documents).
 const EXIT_INVALID: u8 = 2;
 
-pub fn validate_command(file: &Path) -> ExitCode {
+/// `syncline validate FILE [--registry]`.
+pub async fn validate_command(file: &Path, registry: bool) -> ExitCode {
     match load::load(file) {
         Ok(p) => {
             println!("{}", summary(file, &p));
-            ExitCode::SUCCESS
+            if !registry {
+                return ExitCode::SUCCESS;
+            }
+            let findings = online::check(&p).await;
+            let mut failed = false;
+            for f in &findings {
+                if f.ok {
+                    println!("  ok: {}", f.text);
+                } else {
+                    failed = true;
+                    eprintln!("error: {}: {}", file.display(), f.text);
+                }
+            }
+            if failed {
+                ExitCode::from(EXIT_INVALID)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("{e}");
