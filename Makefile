@@ -37,9 +37,10 @@ demo-stop:
 reference: build
 	$(SYNCLINE) reference > docs/reference.md
 
-## bench: throughput of source, sink and end to end beside the raw producer (release build; prints figures)
+## bench: throughput of source, sink and end to end beside the raw producer, and of dedup beside raw librdkafka and Quix Streams (release build; prints figures)
 bench: tools
 	cargo bench --bench pipeline
+	cargo bench --bench dedup
 
 ## lint: formatting and clippy
 lint:
