@@ -282,6 +282,29 @@ fn disk_usage(path: &Path) -> u64 {
     total
 }
 
+/// Bytes of the files under `path` (their lengths: what `du --apparent-size` says).
+fn apparent_size(path: &Path) -> u64 {
+    let Ok(md) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !md.is_dir() {
+        return md.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| apparent_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// "allocated (apparent)": RocksDB preallocates its write-ahead log, so the
+/// two differ much while the state is small.
+fn state_on_disk(path: &Path) -> String {
+    format!(
+        "{} ({} apparent)",
+        mib(disk_usage(path)),
+        mib(apparent_size(path))
+    )
+}
+
 /// Peak resident set of a running process, in bytes (`VmHWM`).
 fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -330,7 +353,7 @@ struct Figures {
     what: String,
     elapsed: Duration,
     output: i64,
-    state_bytes: Option<u64>,
+    state: Option<String>,
     peak_rss: Option<u64>,
     note: String,
 }
@@ -397,7 +420,7 @@ async fn syncline_dedup(
         &pipeline,
         format!(
             "name: {name}\nkafka: {{ bootstrap_servers: '{}', partitions: {PARTITIONS} }}\n\
-             registry: {{ url: '{}' }}\nprocessors:\n  dd:\n    type: dedup\n    from: [{INPUT}]\n\
+             registry: {{ url: '{}' }}\nexternal_topics: [{INPUT}]\nprocessors:\n  dd:\n    type: dedup\n    from: [{INPUT}]\n\
              \x20   to: {output}\n    by: {by}\n    batch_size: 1000\n",
             stack.bootstrap(),
             stack.registry_url()
@@ -426,10 +449,14 @@ async fn syncline_dedup(
     };
     let dropped = metric(&metrics, "syncline_processor_records_deduplicated_total");
     let state_gauge = metric(&metrics, "syncline_processor_state_bytes");
+    let changelog = format!("{name}.dd.changelog");
+    let changelog_records = topic_records(watch, &changelog);
     let rss = peak_rss(proc.child.id());
-    let state_bytes = disk_usage(&state);
+    let state_size = state_on_disk(&state);
     drop(proc);
-    let mut note = format!("output {got} = expected");
+    let mut note = format!(
+        "output {got} = expected, changelog `{changelog}` holds {changelog_records} records"
+    );
     if let Some(d) = dropped {
         note += &format!(", deduplicated_total {d:.0} (want {})", n as i64 - expected);
     }
@@ -440,7 +467,7 @@ async fn syncline_dedup(
         what,
         elapsed,
         output: got,
-        state_bytes: Some(state_bytes),
+        state: Some(state_size),
         peak_rss: rss,
         note,
     }
@@ -512,28 +539,28 @@ async fn quix_dedup(stack: &Stack, dir: &Path, watch: &BaseConsumer, expected: i
     let start = Instant::now();
     let mut proc = Measured::spawn(cmd, dir.join("quix.log"));
     let (elapsed, got) = await_output(watch, &output, expected, start, &mut proc, &what).await;
+    // Quix writes its state (RocksDB and changelog) at each checkpoint
+    // (every 5 s), not per record: measure the state once the changelog
+    // holds every identity, so that it is the state of the whole input.
+    let changelog = format!("changelog__bench-quix-dedup--{INPUT}--default");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut changelog_records = topic_records(watch, &changelog);
+    while changelog_records < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        changelog_records = topic_records(watch, &changelog);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = peak_rss(proc.child.id());
-    let state_bytes = disk_usage(&state);
-    let changelogs: Vec<String> = watch
-        .fetch_metadata(None, Duration::from_secs(5))
-        .map(|md| {
-            md.topics()
-                .iter()
-                .map(|t| t.name().to_string())
-                .filter(|t| t.starts_with("changelog__"))
-                .collect()
-        })
-        .unwrap_or_default();
-    let changelog_records: i64 = changelogs.iter().map(|t| topic_records(watch, t)).sum();
+    let state_size = state_on_disk(&state);
     drop(proc);
     Figures {
         what,
         elapsed,
         output: got,
-        state_bytes: Some(state_bytes),
+        state: Some(state_size),
         peak_rss: rss,
         note: format!(
-            "output {got} = expected, changelog {changelogs:?} holds {changelog_records} records"
+            "output {got} = expected, changelog `{changelog}` holds {changelog_records} records"
         ),
     }
 }
@@ -571,7 +598,7 @@ async fn main() {
         what: "raw librdkafka consume+produce".into(),
         elapsed: raw,
         output: n as i64,
-        state_bytes: None,
+        state: None,
         peak_rss: None,
         note: "every record copied, all acknowledged".into(),
     });
@@ -617,7 +644,7 @@ async fn main() {
             r.what,
             n as f64 / r.elapsed.as_secs_f64(),
             r.elapsed.as_secs_f64(),
-            r.state_bytes.map_or("-".into(), mib),
+            r.state.as_deref().unwrap_or("-"),
             r.peak_rss.map_or("-".into(), mib),
         );
     }
