@@ -451,6 +451,11 @@ async fn syncline_dedup(
     let state_gauge = metric(&metrics, "syncline_processor_state_bytes");
     let changelog = format!("{name}.dd.changelog");
     let changelog_records = topic_records(watch, &changelog);
+    let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
     let rss = peak_rss(proc.child.id());
     let state_size = state_on_disk(&state);
     drop(proc);
@@ -462,6 +467,10 @@ async fn syncline_dedup(
     }
     if let Some(s) = state_gauge {
         note += &format!(", state_bytes gauge {}", mib(s as u64));
+    }
+    note += &format!(", {} warnings/errors logged", warnings.len());
+    for w in warnings.iter().take(3) {
+        note += &format!("\n    {w}");
     }
     Figures {
         what,
