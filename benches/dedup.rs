@@ -38,6 +38,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -255,7 +256,20 @@ async fn raw_copy(bootstrap: &str, to: &str, n: usize) -> Duration {
                 if let Some(v) = m.payload() {
                     r = r.payload(v);
                 }
-                pending.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
+                // Back-pressure as syncline's stages do: a full local queue
+                // waits for it to drain.
+                loop {
+                    match producer.send_result(r) {
+                        Ok(f) => break pending.push(f),
+                        Err((e, back))
+                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                        {
+                            producer.poll(Duration::from_millis(10));
+                            r = back;
+                        }
+                        Err((e, _)) => panic!("raw producer: {e}"),
+                    }
+                }
             }
         }
     }
