@@ -4,8 +4,8 @@
 
 pub mod config;
 mod interpolate;
-mod online;
 pub mod load;
+mod online;
 mod position;
 pub mod reference;
 mod supervise;

@@ -10,7 +10,7 @@ use super::config::{PipelineConfig, ProcessorConfig};
 use schema_registry_converter::async_impl::schema_registry::get_schema_by_subject;
 use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
 use syncline_core::schema::{avro_name, envelope_row_schema};
-use syncline_core::{TableSchema};
+use syncline_core::TableSchema;
 use syncline_processors::CompiledRules;
 
 /// One finding: `ok` false fails the validation.
@@ -37,7 +37,8 @@ pub async fn check(p: &PipelineConfig) -> Vec<Finding> {
         };
         for topic in &c.from {
             let latest = |suffix: &str| {
-                let strategy = SubjectNameStrategy::TopicNameStrategy(topic.clone(), suffix == "key");
+                let strategy =
+                    SubjectNameStrategy::TopicNameStrategy(topic.clone(), suffix == "key");
                 let settings = &settings;
                 async move { get_schema_by_subject(settings, &strategy).await }
             };
@@ -51,9 +52,13 @@ pub async fn check(p: &PipelineConfig) -> Vec<Finding> {
                     continue;
                 }
             };
-            let columns = envelope_row_schema(&value.schema)
-                .and_then(|row| TableSchema::columns_from_record(row));
-            let key_columns = TableSchema::columns_from_record(&key.schema);
+            let parse = |text: &str| {
+                apache_avro::Schema::parse_str(text)
+                    .map_err(|e| syncline_core::Error::data(format!("not an Avro schema: {e}")))
+            };
+            let columns = parse(&value.schema)
+                .and_then(|s| envelope_row_schema(&s).and_then(TableSchema::columns_from_record));
+            let key_columns = parse(&key.schema).and_then(|s| TableSchema::columns_from_record(&s));
             let (columns, key_columns) = match (columns, key_columns) {
                 (Ok(c), Ok(k)) => (c, k.into_iter().map(|c| c.name).collect()),
                 (Err(e), _) | (_, Err(e)) => {
