@@ -141,6 +141,19 @@ fn expected_by_content(delivered: &[Change]) -> BTreeMap<i64, Change> {
     newest
 }
 
+/// Without deduplication the sink would hold each row's newest change: the
+/// expected target must differ from that in many rows, or the test could
+/// not tell a working processor from none.
+fn assert_sensitive(distinct: &[Change], want: &[String]) {
+    let mut newest: BTreeMap<i64, Change> = BTreeMap::new();
+    for c in distinct {
+        newest.insert(c.id, c.clone());
+    }
+    let without: HashSet<String> = expected_rows(&newest).into_iter().collect();
+    let differ = want.iter().filter(|r| !without.contains(*r)).count();
+    assert!(differ > 50, "only {differ} rows tell dedup from none");
+}
+
 /// The target as `id|customer|amount|position`, for the rows that exist.
 fn expected_rows(newest: &BTreeMap<i64, Change>) -> Vec<String> {
     newest
@@ -377,7 +390,7 @@ async fn dedup_by_content_is_exact_through_repeated_kill_9() {
     let want = expected_rows(&expected_by_content(&delivered));
     // The test must be able to fail: duplicates are frequent and matter.
     assert!(delivered.len() > distinct.len() + 1500);
-    assert!(expected_by_content(&delivered).len() > 300);
+    assert_sensitive(&distinct, &want);
 
     let sink = setup.sink();
     let mut processor = setup.processor("a");
@@ -413,6 +426,7 @@ async fn lost_local_state_is_restored_from_the_changelog() {
     let distinct = changes(&mut rng, 1, 4000, 300);
     let delivered = with_redeliveries(&mut rng, &distinct);
     let (first, second) = delivered.split_at(delivered.len() / 2);
+    assert_sensitive(&distinct, &expected_rows(&expected_by_content(&delivered)));
 
     let sink = setup.sink();
     let mut processor = setup.processor("a");
