@@ -23,6 +23,9 @@ use syncline_core::{Error, Result};
 
 const OFFSETS_KEY: &[u8] = b"o";
 
+/// A changelog record as Kafka key and value (none: a tombstone).
+pub type Encoded = (Vec<u8>, Option<Vec<u8>>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Seen { key: Key, ts: i64 },
@@ -31,7 +34,7 @@ pub enum Record {
 }
 
 impl Record {
-    pub fn encode(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+    pub fn encode(&self) -> Encoded {
         match self {
             Record::Seen { key, ts } => {
                 ([b"k", &key[..]].concat(), Some(ts.to_be_bytes().to_vec()))
@@ -81,7 +84,7 @@ impl Record {
     pub fn to_kafka<'a>(
         topic: &'a str,
         partition: i32,
-        encoded: &'a (Vec<u8>, Option<Vec<u8>>),
+        encoded: &'a Encoded,
     ) -> FutureRecord<'a, [u8], [u8]> {
         let r = FutureRecord::to(topic)
             .partition(partition)

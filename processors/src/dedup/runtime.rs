@@ -525,23 +525,22 @@ impl Loop<'_> {
         let store = &self.stage.store;
         let component = self.stage.ctx.component.as_str();
         let ttl_us = s.ttl.map(|t| t.as_micros() as i64);
-        self.stage.metrics.records_in.increment(batch.len() as u64);
+        if s.repartition_topic.is_none() {
+            // (with a repartition stage, that stage counts the records in)
+            self.stage.metrics.records_in.increment(batch.len() as u64);
+        }
         let mut parts: BTreeMap<i32, PartitionBatch> = BTreeMap::new();
         let mut deliveries = Vec::with_capacity(batch.len());
         let (mut passed, mut dropped, mut dead) = (0u64, 0u64, 0u64);
         for r in batch {
-            if !parts.contains_key(&r.partition) {
-                let meta = store.meta(r.partition)?;
-                parts.insert(
-                    r.partition,
-                    PartitionBatch {
-                        stream_time: meta.stream_time,
-                        overlay: HashMap::new(),
-                        commit: PartitionCommit::default(),
-                    },
-                );
-            }
-            let pb = parts.get_mut(&r.partition).expect("inserted above");
+            let pb = match parts.entry(r.partition) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(PartitionBatch {
+                    stream_time: store.meta(r.partition)?.stream_time,
+                    overlay: HashMap::new(),
+                    commit: PartitionCommit::default(),
+                }),
+            };
             pb.commit.next_input = r.offset + 1;
             // Through the repartition topic, the change's own key rides in a header.
             let change_key = if s.repartition_topic.is_some() {
@@ -626,7 +625,7 @@ impl Loop<'_> {
         };
         let started = Instant::now();
         // 3: the state changes and the offsets they cover, to the changelog.
-        let mut records: Vec<(i32, (Vec<u8>, Option<Vec<u8>>))> = Vec::new();
+        let mut records: Vec<(i32, changelog::Encoded)> = Vec::new();
         for (&partition, pb) in parts.iter_mut() {
             if let Some(ttl) = ttl_us {
                 let cutoff = pb.stream_time.saturating_sub(ttl).saturating_add(1);

@@ -93,12 +93,20 @@ impl Store {
                 path.display()
             ))
         })?;
-        let mut opts = Options::default();
+        // Small memtables: the state is keys of 36 bytes, and RocksDB
+        // preallocates the write-ahead log at the memtable size (64 MiB by
+        // default, most of the disk a small state would take).
+        let cf_options = || {
+            let mut o = Options::default();
+            o.set_write_buffer_size(8 << 20);
+            o
+        };
+        let mut opts = cf_options();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let cfs = [CF_DEDUP, CF_EXPIRY, CF_META]
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
             Error::config(format!(
                 "cannot open the state in {}: {e} (is another instance using this directory? give each instance its own --state-dir)",
