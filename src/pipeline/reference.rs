@@ -7,7 +7,7 @@ use super::config::PipelineConfig;
 use schemars::{schema_for, Schema};
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
-use syncline_processors::RulesProcessorConfig;
+use syncline_processors::{DedupProcessorConfig, RulesProcessorConfig};
 use syncline_sinks::postgres::PostgresSinkConfig;
 use syncline_sources::sql_poll::SqlPollConfig;
 
@@ -18,7 +18,7 @@ pub fn generate() -> String {
          Every string value may use `${VAR}` or `${VAR:-default}` (environment variables; `$${` for a literal `${`).\n\
          Unknown keys are errors. `syncline validate FILE` checks a file and names the line of each mistake.\n",
     );
-    let roots: [(&str, &str, Schema); 4] = [
+    let roots: [(&str, &str, Schema); 5] = [
         ("pipeline", "The pipeline file", schema_for!(PipelineConfig)),
         (
             "source-sql_poll",
@@ -29,6 +29,11 @@ pub fn generate() -> String {
             "processor-rules",
             "Processor `type: rules`",
             schema_for!(RulesProcessorConfig),
+        ),
+        (
+            "processor-dedup",
+            "Processor `type: dedup`",
+            schema_for!(DedupProcessorConfig),
         ),
         (
             "sink-postgres",
