@@ -18,3 +18,52 @@ pub mod rules;
 
 pub use dedup::DedupProcessorConfig;
 pub use rules::{CompiledRules, Outcome, RulesConfig, RulesProcessorConfig, StepConfig};
+
+/// The checks every processor's `from`, `to` and batch settings share;
+/// `outputs` are all the topics it may write. Paths are relative to the
+/// processor's entry.
+pub(crate) fn check_common(
+    from: &[String],
+    to: &str,
+    outputs: &[String],
+    batch_size: usize,
+    batch_timeout_ms: u64,
+) -> Vec<syncline_core::config::Issue> {
+    use syncline_core::config::Issue;
+    let mut issues = Vec::new();
+    if from.is_empty() {
+        issues.push(Issue::new("from", "list at least one topic to read"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, t) in from.iter().enumerate() {
+        if t.is_empty() {
+            issues.push(Issue::new(
+                format!("from[{i}]"),
+                "a topic name cannot be empty",
+            ));
+        } else if !seen.insert(t) {
+            issues.push(Issue::new(
+                format!("from[{i}]"),
+                format!("topic `{t}` is listed twice"),
+            ));
+        }
+    }
+    if to.is_empty() {
+        issues.push(Issue::new("to", "name the topic the outputs go to"));
+    }
+    for t in outputs {
+        if from.contains(t) {
+            issues.push(Issue::new(
+                "to",
+                format!("topic `{t}` is both read and written by this processor; write to another topic"),
+            ));
+        }
+    }
+    if batch_size == 0 {
+        issues.push(Issue::new("batch_size", "must be at least 1"));
+    }
+    if batch_timeout_ms == 0 {
+        issues.push(Issue::new("batch_timeout_ms", "must be at least 1"));
+    }
+    issues
+}

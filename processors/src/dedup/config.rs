@@ -5,7 +5,6 @@ use super::key::DedupKey;
 use super::runtime::DedupProcessor;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 use syncline_core::config::Issue;
@@ -148,35 +147,13 @@ impl DedupProcessorConfig {
     }
 
     pub fn check(&self) -> Vec<Issue> {
-        let mut issues = Vec::new();
-        if self.from.is_empty() {
-            issues.push(Issue::new("from", "list at least one topic to read"));
-        }
-        let mut seen = BTreeSet::new();
-        for (i, t) in self.from.iter().enumerate() {
-            if t.is_empty() {
-                issues.push(Issue::new(
-                    format!("from[{i}]"),
-                    "a topic name cannot be empty",
-                ));
-            } else if !seen.insert(t) {
-                issues.push(Issue::new(
-                    format!("from[{i}]"),
-                    format!("topic `{t}` is listed twice"),
-                ));
-            }
-        }
-        if self.to.is_empty() {
-            issues.push(Issue::new("to", "name the topic the outputs go to"));
-        } else if self.from.contains(&self.to) {
-            issues.push(Issue::new(
-                "to",
-                format!(
-                    "topic `{}` is both read and written by this processor; write to another topic",
-                    self.to
-                ),
-            ));
-        }
+        let mut issues = crate::check_common(
+            &self.from,
+            &self.to,
+            &self.topics_out(),
+            self.batch_size,
+            self.batch_timeout_ms,
+        );
         match (self.by, self.fields.is_empty()) {
             (DedupBy::Fields, true) => issues.push(Issue::new(
                 "fields",
@@ -192,12 +169,6 @@ impl DedupProcessorConfig {
             if let Err(e) = parse_ttl(ttl) {
                 issues.push(Issue::new("ttl", e));
             }
-        }
-        if self.batch_size == 0 {
-            issues.push(Issue::new("batch_size", "must be at least 1"));
-        }
-        if self.batch_timeout_ms == 0 {
-            issues.push(Issue::new("batch_timeout_ms", "must be at least 1"));
         }
         issues
     }

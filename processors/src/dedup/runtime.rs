@@ -555,34 +555,26 @@ impl Loop<'_> {
                 || self.decoder.decode(change_key, r.value.as_deref()),
             ));
             let decoded = match decoded {
-                Ok(Some(d)) => d,
+                Ok(Some(d)) => Ok(d),
                 Ok(None) => return Ok(None),
-                Err(e) if e.kind() == ErrorKind::Data => {
-                    let reason = format!("cannot decode the record at {}: {e}", r.at());
-                    deliveries.push(dead_letter(
-                        &self.producer,
-                        &s.dead_letter_topic,
-                        component,
-                        r,
-                        &reason,
-                    )?);
-                    dead += 1;
-                    continue;
-                }
+                Err(e) if e.kind() == ErrorKind::Data => Err(format!("cannot decode: {e}")),
                 Err(e) => return Err(e),
             };
-            let key: std::result::Result<Key, String> = if s.repartition_topic.is_some() {
-                r.key
-                    .as_deref()
-                    .and_then(|k| k.try_into().ok())
-                    .ok_or_else(|| {
-                        "a repartition record's key is not a 32-byte dedup key".to_string()
-                    })
-            } else {
-                s.key.of(&decoded.event)
-            };
-            let key = match key {
-                Ok(k) => k,
+            let keyed = decoded.and_then(|d| {
+                let key = if s.repartition_topic.is_some() {
+                    r.key
+                        .as_deref()
+                        .and_then(|k| Key::try_from(k).ok())
+                        .ok_or_else(|| {
+                            "a repartition record's key is not a 32-byte dedup key".to_string()
+                        })
+                } else {
+                    s.key.of(&d.event)
+                };
+                key.map(|k| (d, k))
+            });
+            let (decoded, key) = match keyed {
+                Ok(dk) => dk,
                 Err(reason) => {
                     let reason = format!("the record at {}: {reason}", r.at());
                     deliveries.push(dead_letter(

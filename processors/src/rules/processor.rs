@@ -6,7 +6,6 @@ use super::runtime::RulesProcessor;
 use super::StepConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use syncline_core::config::Issue;
 use syncline_core::runtime::ComponentContext;
 use syncline_core::Result;
@@ -77,42 +76,13 @@ impl RulesProcessorConfig {
 
     /// Problems serde cannot see; paths are relative to the processor's entry.
     pub fn check(&self) -> Vec<Issue> {
-        let mut issues = Vec::new();
-        if self.from.is_empty() {
-            issues.push(Issue::new("from", "list at least one topic to read"));
-        }
-        let mut seen = BTreeSet::new();
-        for (i, t) in self.from.iter().enumerate() {
-            if t.is_empty() {
-                issues.push(Issue::new(
-                    format!("from[{i}]"),
-                    "a topic name cannot be empty",
-                ));
-            } else if !seen.insert(t) {
-                issues.push(Issue::new(
-                    format!("from[{i}]"),
-                    format!("topic `{t}` is listed twice"),
-                ));
-            }
-        }
-        if self.to.is_empty() {
-            issues.push(Issue::new("to", "name the topic the outputs go to"));
-        }
-        for t in self.topics_out() {
-            if self.from.contains(&t) {
-                issues.push(Issue::new(
-                    "to",
-                    format!("topic `{t}` is both read and written by this processor; write to another topic"),
-                ));
-            }
-        }
-        if self.batch_size == 0 {
-            issues.push(Issue::new("batch_size", "must be at least 1"));
-        }
-        if self.batch_timeout_ms == 0 {
-            issues.push(Issue::new("batch_timeout_ms", "must be at least 1"));
-        }
-        issues
+        crate::check_common(
+            &self.from,
+            &self.to,
+            &self.topics_out(),
+            self.batch_size,
+            self.batch_timeout_ms,
+        )
     }
 
     /// The running processor. Steps are compiled against each input's row
