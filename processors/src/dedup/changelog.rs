@@ -26,12 +26,7 @@ const OFFSETS_KEY: &[u8] = b"o";
 /// A changelog record as Kafka key and value (none: a tombstone).
 pub type Encoded = (Vec<u8>, Option<Vec<u8>>);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    Seen { key: Key, ts: i64 },
-    Expired { key: Key },
-    Offsets { next_input: i64, stream_time: i64 },
-}
+pub use super::store::Entry as Record;
 
 impl Record {
     pub fn encode(&self) -> Encoded {

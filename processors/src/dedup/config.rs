@@ -2,10 +2,9 @@
 //! into typed [`Settings`] for the running processor.
 
 use super::key::DedupKey;
-use super::runtime::DedupProcessor;
+use super::runtime::{DedupProcessor, Settings};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::time::Duration;
 use syncline_core::config::Issue;
 use syncline_core::runtime::ComponentContext;
@@ -113,23 +112,6 @@ pub fn parse_ttl(text: &str) -> std::result::Result<Option<Duration>, String> {
         );
     }
     Ok(Some(d))
-}
-
-/// The typed settings the running processor gets.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub group_id: String,
-    pub from: Vec<String>,
-    pub to: String,
-    pub key: DedupKey,
-    pub ttl: Option<Duration>,
-    pub changelog_topic: String,
-    /// Set when changes go through the repartition topic first.
-    pub repartition_topic: Option<String>,
-    pub dead_letter_topic: String,
-    pub state_dir: PathBuf,
-    pub batch_size: usize,
-    pub batch_timeout: Duration,
 }
 
 impl DedupProcessorConfig {

@@ -43,8 +43,7 @@
 //! transactions would fence that, and are not used (see docs/delivery.md).
 
 use super::changelog::{self, Record};
-use super::config::Settings;
-use super::key::Key;
+use super::key::{DedupKey, Key};
 use super::store::{PartitionCommit, Store};
 use crate::io::{self, retry, Raw, ORIGINAL_KEY_HEADER};
 use crate::metrics::ProcessorMetrics;
@@ -55,6 +54,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use syncline_core::codec::{Decoded, Decoder, Encoder};
@@ -69,6 +69,23 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 /// Most expired entries removed per partition and batch (the rest go in
 /// the next batches), so that one sweep never stalls the stream.
 const SWEEP_LIMIT: usize = 10_000;
+
+/// The typed settings the running processor gets.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub group_id: String,
+    pub from: Vec<String>,
+    pub to: String,
+    pub key: DedupKey,
+    pub ttl: Option<Duration>,
+    pub changelog_topic: String,
+    /// Set when changes go through the repartition topic first.
+    pub repartition_topic: Option<String>,
+    pub dead_letter_topic: String,
+    pub state_dir: PathBuf,
+    pub batch_size: usize,
+    pub batch_timeout: Duration,
+}
 
 pub struct DedupProcessor {
     settings: Settings,

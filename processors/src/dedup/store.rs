@@ -43,6 +43,15 @@ pub struct PartitionCommit {
     pub next_changelog: i64,
 }
 
+/// One change of a partition's state, as the changelog carries it
+/// (its wire format is in [`super::changelog`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Seen { key: Key, ts: i64 },
+    Expired { key: Key },
+    Offsets { next_input: i64, stream_time: i64 },
+}
+
 pub struct Store {
     db: DB,
 }
@@ -234,17 +243,16 @@ impl Store {
     pub fn apply_changelog(
         &self,
         partition: i32,
-        records: &[super::changelog::Record],
+        records: &[Entry],
         next_changelog: i64,
         ttl: bool,
     ) -> Result<()> {
-        use super::changelog::Record;
         let mut b = WriteBatch::default();
         // Entries changed earlier in this same slice are not in the db yet.
         let mut pending: std::collections::HashMap<Key, Option<i64>> = Default::default();
         for r in records {
             match r {
-                Record::Seen { key, ts } => {
+                Entry::Seen { key, ts } => {
                     let old = match pending.get(key) {
                         Some(v) => *v,
                         None => self.seen(partition, key)?,
@@ -252,7 +260,7 @@ impl Store {
                     self.put_entry(&mut b, partition, key, *ts, old, ttl);
                     pending.insert(*key, Some(*ts));
                 }
-                Record::Expired { key } => {
+                Entry::Expired { key } => {
                     let old = match pending.get(key) {
                         Some(v) => *v,
                         None => self.seen(partition, key)?,
@@ -262,7 +270,7 @@ impl Store {
                     }
                     pending.insert(*key, None);
                 }
-                Record::Offsets {
+                Entry::Offsets {
                     next_input,
                     stream_time,
                 } => self.put_input(&mut b, partition, *next_input, *stream_time),
