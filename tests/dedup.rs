@@ -534,11 +534,51 @@ async fn dedup_by_identity_within_a_ttl() {
         "the late copies pass again"
     );
 
-    let processor = setup.processor("a");
+    let metrics_port = support::free_port();
+    let state = setup.state_dir("a");
+    let processor = SynclineRun::start_with_args(
+        &setup.pipeline,
+        &[
+            "--component",
+            "dd",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ],
+    );
     produce(&setup.stack, "events", &delivered).await;
     let expected_total: usize = want.values().sum();
     let got = read_identities(&setup.stack, "events.unique", expected_total, &processor).await;
     assert_eq!(got, want, "each change as often as the TTL allows, no more");
+
+    // The metrics say the same.
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains("processor=\"dd\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
+    };
+    assert_eq!(
+        value("syncline_processor_records_in_total") as usize,
+        delivered.len()
+    );
+    assert_eq!(
+        value("syncline_processor_records_out_total") as usize,
+        expected_total
+    );
+    assert_eq!(
+        value("syncline_processor_records_deduplicated_total") as usize,
+        delivered.len() - expected_total
+    );
+    assert!(value("syncline_processor_state_keys") > 0.0, "{text}");
 }
 
 /// Count the output records per change (`source.position_text` is the
