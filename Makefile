@@ -37,9 +37,10 @@ demo-stop:
 reference: build
 	$(SYNCLINE) reference > docs/reference.md
 
-## bench: throughput of source, sink and end to end beside the raw producer (release build; prints figures)
+## bench: throughput of source, sink and end to end beside the raw producer; CDC capture, snapshot and latency beside raw decoding and COPY (release build; prints figures)
 bench: tools
 	cargo bench --bench pipeline
+	cargo bench --bench cdc
 
 ## lint: formatting and clippy
 lint:

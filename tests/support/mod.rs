@@ -4,6 +4,8 @@
 //! tests run in parallel and leave nothing behind.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod pg_server;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
