@@ -35,6 +35,7 @@
 //! before the upsert). The target row holds the previous state of the row,
 //! because records of a key arrive in order and only newer ones apply.
 
+use super::config::Evolution;
 use super::ddl::{
     self, qualified, quote_ident, quote_literal, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE,
 };
@@ -202,7 +203,7 @@ pub struct Writer {
     client: Client,
     schema: String,
     group: String,
-    create_tables: bool,
+    evolution: Evolution,
     /// (table, value schema id) pairs whose target table is known to fit.
     ready: HashSet<(Arc<str>, u32)>,
     /// (table, value schema id) -> temp staging table.
@@ -219,12 +220,12 @@ struct Group<'a> {
 }
 
 impl Writer {
-    pub fn new(client: Client, schema: String, group: String, create_tables: bool) -> Writer {
+    pub fn new(client: Client, schema: String, group: String, evolution: Evolution) -> Writer {
         Writer {
             client,
             schema,
             group,
-            create_tables,
+            evolution,
             ready: HashSet::new(),
             stages: HashMap::new(),
         }
@@ -307,7 +308,7 @@ impl Writer {
                 &g.table,
                 &g.columns,
                 &g.key,
-                self.create_tables,
+                self.evolution,
             )
             .await
             .map_err(|e| match e.kind() {

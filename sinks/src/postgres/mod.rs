@@ -37,7 +37,7 @@ mod ddl;
 mod offsets;
 mod values;
 
-pub use config::PostgresSinkConfig;
+pub use config::{OnDroppedColumn, OnTypeChange, PostgresSinkConfig};
 
 use apply::{Change, Origin, Writer};
 use config::Settings;
@@ -285,7 +285,7 @@ impl Loop<'_> {
                         client,
                         s.schema.clone(),
                         s.group_id.clone(),
-                        s.create_tables,
+                        s.evolution,
                     ));
                 }
                 self.writer
