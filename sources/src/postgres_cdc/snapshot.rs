@@ -134,9 +134,12 @@ impl PostgresCdcSource {
         table_labels.push(("table", name.clone()));
         metrics::gauge!("syncline_cdc_snapshot_rows_estimate", &table_labels).set(estimate as f64);
         let columns = &table.schema.columns;
+        // Output columns get positional aliases: an output column named like
+        // a key column would make `ORDER BY key` sort by its text form.
         let select = columns
             .iter()
-            .map(|c| format!("{}::text", quote_ident(&c.name)))
+            .enumerate()
+            .map(|(i, c)| format!("s.{}::text AS c{i}", quote_ident(&c.name)))
             .collect::<Vec<_>>()
             .join(", ");
         let key_idx: Vec<usize> = r
@@ -152,7 +155,7 @@ impl PostgresCdcSource {
         let key_list = r
             .key
             .iter()
-            .map(|k| quote_ident(k))
+            .map(|k| format!("s.{}", quote_ident(k)))
             .collect::<Vec<_>>()
             .join(", ");
         let casts = key_idx
@@ -163,11 +166,11 @@ impl PostgresCdcSource {
             .join(", ");
         let chunk = self.cfg.snapshot_chunk_size;
         let from_start = format!(
-            "SELECT {select} FROM {} ORDER BY {key_list} LIMIT {chunk}",
+            "SELECT {select} FROM {} AS s ORDER BY {key_list} LIMIT {chunk}",
             r.quoted()
         );
         let from_key = format!(
-            "SELECT {select} FROM {} WHERE ({key_list}) > ({casts}) ORDER BY {key_list} LIMIT {chunk}",
+            "SELECT {select} FROM {} AS s WHERE ({key_list}) > ({casts}) ORDER BY {key_list} LIMIT {chunk}",
             r.quoted()
         );
         let position = snapshot_position(lsn);
