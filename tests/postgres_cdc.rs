@@ -5,9 +5,58 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use support::pg_server::PgServer;
 use support::{pg_connect, wait_until, PgDb, Stack, SynclineRun, TempDir};
+
+/// A small deterministic generator: the seed is printed so a failure can be replayed.
+#[derive(Clone)]
+struct Rng(u64);
+impl Rng {
+    fn from_time() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        eprintln!("random seed: {seed}");
+        Rng(seed | 1)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// (table, compared columns, key order)
+const TABLES: &[(&str, &str, &str)] = &[
+    (
+        "accounts",
+        "id, balance, name, note, tags, price, updated_at",
+        "id",
+    ),
+    ("orders", "id, account_id, amount, status, at", "id"),
+    ("lines", "order_id, line, qty, sku", "order_id, line"),
+];
+
+const SOURCE_DDL: &str = r#"
+CREATE TABLE accounts (id bigserial PRIMARY KEY, balance int NOT NULL, name text, note text,
+  tags text[], price numeric(12,2), updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE orders (id bigint PRIMARY KEY, account_id bigint, amount numeric(12,2),
+  status varchar(20), at timestamp);
+CREATE TABLE lines (order_id bigint, line int, qty int, sku text, PRIMARY KEY (order_id, line));
+CREATE TABLE noise (id bigserial PRIMARY KEY, payload text);
+INSERT INTO accounts (balance, name, note, tags, price)
+  SELECT g % 1000, 'name ' || g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'note ''' || g || ' ünï' END,
+         ARRAY['a' || g, NULL], (g / 7.0)::numeric(12,2)
+  FROM generate_series(1, 30000) g;
+INSERT INTO orders SELECT g, g % 30000 + 1, (g / 3.0)::numeric(12,2), 'new', timestamp '2024-01-01' + g * interval '1 second'
+  FROM generate_series(1, 15000) g;
+INSERT INTO lines SELECT g / 3 + 1, g % 3, g % 17, 'sku-' || g FROM generate_series(0, 14999) g;
+"#;
 
 /// Count and md5 of every compared column of every row, in key order.
 async fn checksum(url: &str, table: &str, cols: &str, key: &str) -> String {
@@ -70,6 +119,86 @@ async fn wait_equal(
     }
 }
 
+fn pipeline_yaml(
+    stack: &Stack,
+    name: &str,
+    source: &str,
+    target: &str,
+    extra_tables: &str,
+) -> String {
+    format!(
+        r#"name: {name}
+kafka:
+  bootstrap_servers: {bootstrap}
+  partitions: 3
+registry:
+  url: {registry}
+sources:
+  cdc:
+    type: postgres_cdc
+    connection: {source}
+    snapshot_chunk_size: 1000
+    heartbeat_interval_ms: 500
+    tables:
+      - {{ table: public.accounts, topic: cdc.accounts }}
+      - {{ table: public.orders, topic: cdc.orders }}
+      - {{ table: lines, topic: cdc.lines }}
+{extra_tables}sinks:
+  warehouse:
+    type: postgres
+    connection: {target}
+    topics: [cdc.accounts, cdc.orders, cdc.lines]
+    tables: {{ cdc.accounts: accounts, cdc.orders: orders, cdc.lines: lines }}
+    batch_size: 500
+"#,
+        bootstrap = stack.bootstrap(),
+        registry = stack.registry_url(),
+    )
+}
+
+/// pgbench-style random transactions on the three tables (inserts, updates,
+/// deletes, key changes), until `stop`. Returns the number of transactions.
+fn workload(url: String, mut rng: Rng, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let client = pg_connect(&url).await;
+        let mut n = 0u64;
+        let mut next_order = 1_000_000i64;
+        while !stop.load(Ordering::SeqCst) {
+            let a = 1 + rng.below(32_000) as i64;
+            let o = 1 + rng.below(16_000) as i64;
+            let sql = match rng.below(9) {
+                0 => "INSERT INTO accounts (balance, name, tags) SELECT g, 'new ' || g, ARRAY['x'] FROM generate_series(1, 3) g".to_string(),
+                1 | 2 => format!("UPDATE accounts SET balance = balance + 1, note = 'upd ' || balance, price = price + 1 WHERE id = {a}"),
+                3 => format!("DELETE FROM accounts WHERE id = {a}"),
+                4 => {
+                    next_order += 1;
+                    format!(
+                        "BEGIN; INSERT INTO orders VALUES ({next_order}, {a}, 9.99, 'open', now()::timestamp); \
+                         INSERT INTO lines VALUES ({next_order}, 0, 1, 'sku'), ({next_order}, 1, 2, NULL); \
+                         UPDATE accounts SET balance = balance - 1 WHERE id = {a}; COMMIT"
+                    )
+                }
+                5 => format!("UPDATE orders SET status = 'paid', amount = amount * 2 WHERE id BETWEEN {o} AND {o} + 5"),
+                6 => format!("BEGIN; DELETE FROM lines WHERE order_id = {o}; DELETE FROM orders WHERE id = {o}; COMMIT"),
+                7 => {
+                    // a primary-key change
+                    next_order += 1;
+                    format!("UPDATE orders SET id = {next_order} WHERE id = {o}")
+                }
+                _ => format!("UPDATE lines SET qty = qty + 1, sku = NULL WHERE order_id = {o}"),
+            };
+            if client.batch_execute(&sql).await.is_err() {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            n += 1;
+            if n.is_multiple_of(20) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        n
+    })
+}
+
 fn run_component(file: &std::path::Path, component: &str) -> SynclineRun {
     SynclineRun::start_with_args(file, &["--component", component])
 }
@@ -93,6 +222,72 @@ async fn start_source_then_sink(file: &std::path::Path) -> (SynclineRun, Synclin
     .await;
     let sink = run_component(file, "warehouse");
     (source, sink)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_and_stream_under_concurrent_writes_survive_kill9_and_converge() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("shop").await;
+    let target = PgDb::create("cdc_dst").await;
+    pg_connect(&source)
+        .await
+        .batch_execute(SOURCE_DDL)
+        .await
+        .unwrap();
+
+    let dir = TempDir::new("cdc-e2e");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        pipeline_yaml(&stack, "cdc-e2e", &source, &target.url(), ""),
+    )
+    .unwrap();
+    let mut rng = Rng::from_time();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(source.clone(), rng.clone(), stop.clone());
+    let (mut source_run, sink_run) = start_source_then_sink(&file).await;
+
+    // kill -9 during the snapshot: right after a chunk, and at random points
+    let mut snapshot_kills = 0;
+    for _ in 0..3 {
+        wait_until(Duration::from_secs(120), "a snapshot chunk", || {
+            let log = source_run.log();
+            async move {
+                log.matches("snapshot chunk published").count() > 0
+                    || log.contains("snapshot finished")
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+        if !source_run.log().contains("snapshot finished") {
+            snapshot_kills += 1;
+        }
+        source_run.restart();
+    }
+    assert!(snapshot_kills >= 1, "no kill landed during the snapshot");
+    wait_until(Duration::from_secs(180), "the snapshot to finish", || {
+        let log = source_run.log();
+        async move { log.contains("snapshot finished") }
+    })
+    .await;
+    // kill -9 while streaming, at random points
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(2000))).await;
+        source_run.restart();
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let txs = load.await.unwrap();
+    eprintln!("workload: {txs} transactions; {snapshot_kills} kills during the snapshot, 3 while streaming");
+    wait_equal(
+        &source,
+        &target.url(),
+        TABLES,
+        "after kill -9 during snapshot and streaming",
+        &[&source_run, &sink_run],
+    )
+    .await;
 }
 
 /// A pipeline of one source and one sink over the given `tables:` entries and sink topic map.
