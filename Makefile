@@ -37,10 +37,11 @@ demo-stop:
 reference: build
 	$(SYNCLINE) reference > docs/reference.md
 
-## bench: throughput of source, sink and end to end beside the raw producer, and of dedup beside raw librdkafka and Quix Streams (release build; prints figures)
+## bench: throughput of source, sink and end to end beside the raw producer; dedup beside raw librdkafka and Quix Streams; CDC capture, snapshot and latency beside raw decoding and COPY (release build; prints figures)
 bench: tools
 	cargo bench --bench pipeline
 	cargo bench --bench dedup
+	cargo bench --bench cdc
 
 ## lint: formatting and clippy
 lint:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what syncline's build, tests and demo need on a fresh machine, pinned,
 # outside the checkout (so repeated runs reuse it):
-#   - Debian packages for the -sys crates (openssl for rdkafka's TLS, libclang for rocksdb's bindgen)
+#   - Debian packages for the -sys crates (openssl for rdkafka's TLS, libclang for rocksdb's bindgen, libpq for pg_walstream)
 #   - the Kafka-protocol broker nisshi 0.8.1 (see ../shared/BROKERS.md) in $SYNCLINE_CACHE
 #   - a Python venv with confluent-kafka + fastavro for the interoperability test
 set -euo pipefail
@@ -13,9 +13,11 @@ VENV="$CACHE/venv"
 mkdir -p "$CACHE"
 
 need_apt=()
-for pkg in pkg-config libssl-dev zlib1g-dev libclang-dev make gcc g++ perl python3-venv; do
+for pkg in pkg-config libssl-dev zlib1g-dev libclang-dev libpq-dev make gcc g++ perl python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# initdb/pg_ctl for the CDC tests' throwaway logical-replication server
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tools: installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -323,13 +323,24 @@ async fn an_incompatible_output_schema_stops_the_pipeline_before_producing() {
     };
     let ok = check(&file);
     let ok_out = String::from_utf8_lossy(&ok.stdout);
-    assert_eq!(ok.status.code(), Some(0), "{ok_out}{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(ok_out.contains("output schema is compatible with `shop.orders.clean-value`"), "{ok_out}");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{ok_out}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        ok_out.contains("output schema is compatible with `shop.orders.clean-value`"),
+        "{ok_out}"
+    );
     std::fs::write(&file, changed).unwrap();
     let bad = check(&file);
     let bad_err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{bad_err}");
-    assert!(bad_err.contains("incompatible with the latest version of `shop.orders.clean-value`"), "{bad_err}");
+    assert!(
+        bad_err.contains("incompatible with the latest version of `shop.orders.clean-value`"),
+        "{bad_err}"
+    );
     src.batch_execute(&insert_rows(301, 100)).await.unwrap();
     let mut run = SynclineRun::start(&file);
     let code = run.wait_exit(Duration::from_secs(120));

@@ -19,6 +19,13 @@
 use apache_avro::types::Value;
 use std::fmt;
 
+/// Kafka header of a change record listing (comma-separated) the columns
+/// whose value did not change and is not carried by the record: Postgres
+/// does not log an unchanged TOASTed value, so a CDC source cannot know it.
+/// The record holds null for them; a sink keeps the value the target row
+/// already has for those columns (never the null placeholder).
+pub const UNCHANGED_HEADER: &str = "syncline.unchanged";
+
 /// What happened to the row (the `syncline.Op` enum in schemas/syncline.Op.avsc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {

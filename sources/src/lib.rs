@@ -3,5 +3,8 @@
 //!
 //! - [`sql_poll`]: polls tables (or queries) of Postgres and SQLite by an
 //!   incrementing column or a timestamp + id cursor.
+//! - [`postgres_cdc`]: change-data-capture from Postgres through logical
+//!   replication, after a snapshot consistent with the replication slot.
 
+pub mod postgres_cdc;
 pub mod sql_poll;

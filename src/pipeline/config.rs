@@ -10,6 +10,7 @@ use syncline_core::kafka::KafkaConfig;
 use syncline_core::registry::RegistryConfig;
 use syncline_processors::{DedupProcessorConfig, RulesProcessorConfig};
 use syncline_sinks::postgres::PostgresSinkConfig;
+use syncline_sources::postgres_cdc::PostgresCdcConfig;
 use syncline_sources::sql_poll::SqlPollConfig;
 
 /// A pipeline: sources write change records to Kafka topics, processors
@@ -50,6 +51,9 @@ pub struct PipelineConfig {
 pub enum SourceConfig {
     /// Polls tables or queries (Postgres, SQLite) on a schedule.
     SqlPoll(SqlPollConfig),
+    /// Captures inserts, updates and deletes of Postgres tables through
+    /// logical replication, after a snapshot consistent with the slot.
+    PostgresCdc(PostgresCdcConfig),
 }
 
 /// A processor: `type` picks the kind.
@@ -72,7 +76,7 @@ pub enum SinkConfig {
     Postgres(PostgresSinkConfig),
 }
 
-pub const SOURCE_TYPES: &[&str] = &["sql_poll"];
+pub const SOURCE_TYPES: &[&str] = &["sql_poll", "postgres_cdc"];
 pub const PROCESSOR_TYPES: &[&str] = &["rules", "dedup"];
 pub const SINK_TYPES: &[&str] = &["postgres"];
 
@@ -80,16 +84,19 @@ impl SourceConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             SourceConfig::SqlPoll(_) => "sql_poll",
+            SourceConfig::PostgresCdc(_) => "postgres_cdc",
         }
     }
     pub fn topics(&self) -> Vec<String> {
         match self {
             SourceConfig::SqlPoll(c) => c.topics(),
+            SourceConfig::PostgresCdc(c) => c.topics(),
         }
     }
     pub fn check(&self) -> Vec<syncline_core::config::Issue> {
         match self {
             SourceConfig::SqlPoll(c) => c.check(),
+            SourceConfig::PostgresCdc(c) => c.check(),
         }
     }
 }

@@ -359,6 +359,7 @@ fn section<T: DeserializeOwned>(
 fn source_from(l: &mut Loader, path: &Path, ty: &str, body: Value) -> Option<SourceConfig> {
     match ty {
         "sql_poll" => l.de(path, body).map(SourceConfig::SqlPoll),
+        "postgres_cdc" => l.de(path, body).map(SourceConfig::PostgresCdc),
         _ => None,
     }
 }

@@ -4,11 +4,12 @@
 //! Regenerate with `make reference`.
 
 use super::config::PipelineConfig;
-use schemars::{schema_for, Schema};
+use schemars::schema_for;
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
 use syncline_processors::{DedupProcessorConfig, RulesProcessorConfig};
 use syncline_sinks::postgres::PostgresSinkConfig;
+use syncline_sources::postgres_cdc::PostgresCdcConfig;
 use syncline_sources::sql_poll::SqlPollConfig;
 
 pub fn generate() -> String {
@@ -18,12 +19,17 @@ pub fn generate() -> String {
          Every string value may use `${VAR}` or `${VAR:-default}` (environment variables; `$${` for a literal `${`).\n\
          Unknown keys are errors. `syncline validate FILE` checks a file and names the line of each mistake.\n",
     );
-    let roots: [(&str, &str, Schema); 5] = [
+    let roots = [
         ("pipeline", "The pipeline file", schema_for!(PipelineConfig)),
         (
             "source-sql_poll",
             "Source `type: sql_poll`",
             schema_for!(SqlPollConfig),
+        ),
+        (
+            "source-postgres_cdc",
+            "Source `type: postgres_cdc`",
+            schema_for!(PostgresCdcConfig),
         ),
         (
             "processor-rules",

@@ -23,6 +23,9 @@ impl Component {
     async fn run_once(&self, ctx: ComponentContext, shutdown: Shutdown) -> Result<()> {
         match self {
             Component::Source(SourceConfig::SqlPoll(c)) => c.build(ctx).await?.run(shutdown).await,
+            Component::Source(SourceConfig::PostgresCdc(c)) => {
+                c.build(ctx).await?.run(shutdown).await
+            }
             Component::Processor(ProcessorConfig::Rules(c)) => {
                 c.build(ctx).await?.run(shutdown).await
             }

@@ -4,14 +4,21 @@
 //! tests run in parallel and leave nothing behind.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod pg_server;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The syncline binary under test.
+/// The syncline binary under test: `$SYNCLINE_BIN` (a copy, when another
+/// checkout shares the target directory and may rebuild the binary
+/// meanwhile), else the one cargo built for these tests.
 pub fn syncline_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SYNCLINE_BIN") {
+        return PathBuf::from(p);
+    }
     PathBuf::from(env!("CARGO_BIN_EXE_syncline"))
 }
 

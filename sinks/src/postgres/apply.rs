@@ -24,7 +24,18 @@
 //! Within a batch only the newest change per key is kept (one row per key
 //! and statement is what `ON CONFLICT` requires, and older changes would be
 //! overwritten anyway).
+//!
+//! # Unchanged columns (TOAST)
+//! A record may name columns whose value it does not carry because it did
+//! not change (header `syncline.unchanged`, written by `postgres_cdc` for
+//! unchanged TOASTed values). The sink never writes the record's null
+//! placeholder for them: the value comes from the newest older change of the
+//! key in the same batch when there is one ([`newest_per_key`]), else from
+//! the target row itself (a statement fills the staged row from the target
+//! before the upsert). The target row holds the previous state of the row,
+//! because records of a key arrive in order and only newer ones apply.
 
+use super::config::Evolution;
 use super::ddl::{
     self, qualified, quote_ident, quote_literal, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE,
 };
@@ -34,6 +45,7 @@ use super::values::{literal, write_copy_bytea, write_copy_field, write_copy_text
 use apache_avro::types::Value;
 use bytes::Bytes;
 use futures::SinkExt;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -68,6 +80,9 @@ pub struct Change {
     pub delete: bool,
     pub decoded: Decoded,
     pub origin: Origin,
+    /// Columns whose value the record does not carry (unchanged): the
+    /// target keeps the value it has.
+    pub unchanged: Vec<String>,
 }
 
 impl Change {
@@ -88,6 +103,7 @@ impl Change {
             delete,
             decoded,
             origin,
+            unchanged: Vec::new(),
         })
     }
 
@@ -127,24 +143,58 @@ fn find_column<'a>(columns: &'a [Column], name: &str) -> Result<&'a Column, Stri
 
 /// Keep only the newest change per (table, key): the one with the greatest
 /// position; of equal positions (the same change delivered twice) the later.
-/// Survivors keep the order of their first appearance.
-pub fn newest_per_key(changes: &[Change]) -> Vec<&Change> {
+/// Survivors keep the order of their first appearance. A survivor's
+/// unchanged columns are filled from the change it replaces, when that one
+/// carries them.
+pub fn newest_per_key(changes: &[Change]) -> Vec<Cow<'_, Change>> {
     let mut slot: HashMap<(&str, &[u8]), usize> = HashMap::with_capacity(changes.len());
-    let mut out: Vec<&Change> = Vec::with_capacity(changes.len());
+    let mut out: Vec<Cow<'_, Change>> = Vec::with_capacity(changes.len());
     for c in changes {
         match slot.get(&(&*c.table, c.key.as_slice())) {
             Some(&i) => {
                 if c.position() >= out[i].position() {
-                    out[i] = c;
+                    let older = std::mem::replace(&mut out[i], Cow::Borrowed(c));
+                    if let Some(filled) = fill_unchanged(c, &older) {
+                        out[i] = Cow::Owned(filled);
+                    }
+                } else if let Some(filled) = fill_unchanged(&out[i], c) {
+                    out[i] = Cow::Owned(filled);
                 }
             }
             None => {
                 slot.insert((&c.table, &c.key), out.len());
-                out.push(c);
+                out.push(Cow::Borrowed(c));
             }
         }
     }
     out
+}
+
+/// `newer` with the unchanged columns that `older` carries filled in, or
+/// None when there is nothing to fill.
+fn fill_unchanged(newer: &Change, older: &Change) -> Option<Change> {
+    if newer.unchanged.is_empty() || newer.delete || older.delete {
+        return None;
+    }
+    let older_after = older.decoded.event.after.as_ref()?;
+    let mut filled = newer.clone();
+    let after = filled.decoded.event.after.as_mut()?;
+    let mut any = false;
+    filled.unchanged.retain(|name| {
+        if older.unchanged.contains(name) {
+            return true;
+        }
+        let Some((_, v)) = older_after.iter().find(|(n, _)| n == name) else {
+            return true;
+        };
+        if let Some(slot) = after.iter_mut().find(|(n, _)| n == name) {
+            slot.1 = v.clone();
+            any = true;
+            return false;
+        }
+        true
+    });
+    any.then_some(filled)
 }
 
 /// The batch-writing half of the sink: one connection, the tables it has
@@ -153,7 +203,7 @@ pub struct Writer {
     client: Client,
     schema: String,
     group: String,
-    create_tables: bool,
+    evolution: Evolution,
     /// (table, value schema id) pairs whose target table is known to fit.
     ready: HashSet<(Arc<str>, u32)>,
     /// (table, value schema id) -> temp staging table.
@@ -170,12 +220,12 @@ struct Group<'a> {
 }
 
 impl Writer {
-    pub fn new(client: Client, schema: String, group: String, create_tables: bool) -> Writer {
+    pub fn new(client: Client, schema: String, group: String, evolution: Evolution) -> Writer {
         Writer {
             client,
             schema,
             group,
-            create_tables,
+            evolution,
             ready: HashSet::new(),
             stages: HashMap::new(),
         }
@@ -187,9 +237,9 @@ impl Writer {
         changes: &[Change],
         next: &BTreeMap<TopicPartition, i64>,
     ) -> Result<()> {
-        let changes = newest_per_key(changes);
+        let newest = newest_per_key(changes);
         let mut groups: BTreeMap<(Arc<str>, u32), Group<'_>> = BTreeMap::new();
-        for c in changes {
+        for c in newest.iter().map(|c| &**c) {
             groups
                 .entry((c.table.clone(), c.decoded.value_schema_id))
                 .or_insert_with(|| Group {
@@ -258,7 +308,7 @@ impl Writer {
                 &g.table,
                 &g.columns,
                 &g.key,
-                self.create_tables,
+                self.evolution,
             )
             .await
             .map_err(|e| match e.kind() {
@@ -281,6 +331,7 @@ impl Writer {
             format!("{} bytea", quote_ident(POSITION_COLUMN)),
             "_syncline_key bytea".into(),
             "_syncline_delete boolean".into(),
+            "_syncline_unchanged text[]".into(),
         ]);
         // Kept for the connection's life; emptied by every commit.
         let sql = format!(
@@ -350,6 +401,39 @@ impl Writer {
                WHERE x.position < EXCLUDED.position;",
             key_ts = key_eq("t", "s"),
         );
+        // Unchanged columns take the target's value (see the module docs).
+        let mut unchanged: Vec<&str> = g
+            .changes
+            .iter()
+            .flat_map(|c| c.unchanged.iter().map(String::as_str))
+            .filter(|n| !g.key.iter().any(|k| k == n))
+            .filter(|n| g.columns.iter().any(|c| c.name == *n))
+            .collect();
+        unchanged.sort_unstable();
+        unchanged.dedup();
+        let upserts = if unchanged.is_empty() {
+            upserts
+        } else {
+            let sets: Vec<String> = unchanged
+                .iter()
+                .map(|n| {
+                    let col = g.columns.iter().find(|c| c.name == *n).expect("filtered");
+                    format!(
+                        "{c} = CASE WHEN {lit} = ANY(s._syncline_unchanged) THEN t.{c}::{ty} ELSE s.{c} END",
+                        c = quote_ident(n),
+                        lit = quote_literal(n),
+                        ty = ddl::sql_type(col)
+                    )
+                })
+                .collect();
+            format!(
+                "UPDATE {stage} s SET {sets} FROM {target} t
+                   WHERE {key_ts} AND NOT s._syncline_delete AND s._syncline_unchanged IS NOT NULL;
+                 {upserts}",
+                sets = sets.join(", "),
+                key_ts = key_eq("t", "s"),
+            )
+        };
         let has_deletes = g.changes.iter().any(|c| c.delete);
         let has_upserts = g.changes.iter().any(|c| !c.delete);
         match (has_upserts, has_deletes) {
@@ -391,6 +475,17 @@ fn stage_rows(g: &Group<'_>) -> Result<Vec<u8>> {
         write_copy_bytea(&mut out, &c.key);
         out.push(b'\t');
         out.push(if c.delete { b't' } else { b'f' });
+        out.push(b'\t');
+        if c.unchanged.is_empty() {
+            write_copy_text(&mut out, None);
+        } else {
+            let items: Vec<String> = c
+                .unchanged
+                .iter()
+                .map(|n| format!("\"{}\"", n.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            write_copy_text(&mut out, Some(&format!("{{{}}}", items.join(","))));
+        }
         out.push(b'\n');
     }
     Ok(out)

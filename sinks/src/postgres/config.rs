@@ -64,6 +64,54 @@ pub struct PostgresSinkConfig {
     /// column) always stops the sink, naming the record.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// When a column's type changes at the source (a new schema version with
+    /// another type): `widen` (default) alters the target column to the new
+    /// type when that loses nothing (smallint -> integer -> bigint -> numeric,
+    /// real -> double precision, numeric(p,s) -> a wider numeric, -> text);
+    /// `keep` leaves the target column as it is (Postgres converts on insert,
+    /// or refuses the batch naming the column). Narrowing is never applied.
+    /// Needs `create_tables`.
+    #[serde(default)]
+    pub on_type_change: OnTypeChange,
+    /// When a column disappears from the source (DROP COLUMN): `keep`
+    /// (default) leaves the target column and its values (rows written later
+    /// get null there); `drop` drops the target column. Needs `create_tables`.
+    #[serde(default)]
+    pub on_dropped_column: OnDroppedColumn,
+}
+
+/// What the sink does with a target column whose source type changed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTypeChange {
+    /// Alter the target column when the new type holds every old value.
+    #[default]
+    Widen,
+    /// Leave the target column's type alone.
+    Keep,
+}
+
+/// What the sink does with a target column the source dropped.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDroppedColumn {
+    /// Leave the column (and its values) in the target.
+    #[default]
+    Keep,
+    /// Drop the column from the target.
+    Drop,
+}
+
+/// How target tables follow schema changes (the running form of the policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Evolution {
+    pub create: bool,
+    pub on_type_change: OnTypeChange,
+    pub on_dropped_column: OnDroppedColumn,
 }
 
 fn default_schema() -> String {
@@ -91,6 +139,7 @@ pub(crate) struct Settings {
     pub batch_timeout: Duration,
     pub group_id: String,
     pub create_tables: bool,
+    pub evolution: Evolution,
     pub dead_letter_topic: Option<String>,
 }
 
@@ -244,6 +293,11 @@ impl PostgresSinkConfig {
                 .clone()
                 .unwrap_or_else(|| ctx.qualified_name()),
             create_tables: self.create_tables,
+            evolution: Evolution {
+                create: self.create_tables,
+                on_type_change: self.on_type_change,
+                on_dropped_column: self.on_dropped_column,
+            },
             dead_letter_topic: self.dead_letter_topic.clone(),
         })
     }

@@ -30,10 +30,14 @@
 //! When `create_tables` is on, a column the table lacks is added, always
 //! nullable (existing rows have no value for it), and a `NOT NULL` column the
 //! schema now allows to be null loses its constraint. A column the schema no
-//! longer has is left alone (new rows get its default). A column whose type
-//! differs from the mapping is logged and left alone: Postgres converts on
-//! insert, or refuses the batch with an error naming the column.
+//! longer has is left alone (new rows get its default), or dropped with
+//! `on_dropped_column: drop`. A column whose type differs from the mapping is
+//! altered to it with `on_type_change: widen` (the default) when the new type
+//! holds every old value ([`widens`]); otherwise it is logged and left alone:
+//! Postgres converts on insert, or refuses the batch with an error naming
+//! the column.
 
+use super::config::{Evolution, OnDroppedColumn, OnTypeChange};
 use super::pg_error;
 use std::collections::{BTreeMap, BTreeSet};
 use syncline_core::{Column, ColumnType, Error, Result};
@@ -59,6 +63,46 @@ pub fn quote_literal(s: &str) -> String {
 /// `"schema"."table"`.
 pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+/// Whether a column of type `have` can become `want` without losing any
+/// value (both spelled as `format_type()` does).
+pub fn widens(have: &str, want: &str) -> bool {
+    let rank = |t: &str| match t {
+        "smallint" => Some(1),
+        "integer" => Some(2),
+        "bigint" => Some(3),
+        _ => None,
+    };
+    let numeric = |t: &str| -> Option<Option<(u32, u32)>> {
+        if t == "numeric" {
+            return Some(None);
+        }
+        let inner = t.strip_prefix("numeric(")?.strip_suffix(')')?;
+        let (p, s) = inner.split_once(',')?;
+        Some(Some((p.trim().parse().ok()?, s.trim().parse().ok()?)))
+    };
+    match (have, want) {
+        (_, "text") => !have.ends_with("[]") && have != "bytea",
+        ("real", "double precision") => true,
+        _ => {
+            if let (Some(a), Some(b)) = (rank(have), rank(want)) {
+                return a < b;
+            }
+            match (rank(have), numeric(have), numeric(want)) {
+                (Some(_), _, Some(None)) => true,
+                (Some(r), _, Some(Some((p, s)))) => {
+                    let digits = [0, 5, 10, 19][r as usize];
+                    p - s >= digits
+                }
+                (None, Some(_), Some(None)) => true,
+                (None, Some(Some((p1, s1))), Some(Some((p2, s2)))) => {
+                    s2 >= s1 && p2 - s2 >= p1 - s1
+                }
+                _ => false,
+            }
+        }
+    }
 }
 
 /// The Postgres type of a column, spelled as `format_type()` spells it so an
@@ -207,8 +251,9 @@ pub async fn ensure_table(
     table: &str,
     columns: &[Column],
     key: &[String],
-    create: bool,
+    evolution: Evolution,
 ) -> Result<()> {
+    let create = evolution.create;
     let name = qualified(schema, table);
     if key.is_empty() {
         return Err(Error::data(format!(
@@ -247,7 +292,17 @@ pub async fn ensure_table(
                     }
                     None => ddl.push(format!("ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {} {ty}", quote_ident(&col))),
                     Some((have, not_null)) => {
-                        if have != &ty {
+                        if have != &ty
+                            && create
+                            && evolution.on_type_change == OnTypeChange::Widen
+                            && !key.contains(&col)
+                            && widens(have, &ty)
+                        {
+                            ddl.push(format!(
+                                "ALTER TABLE {name} ALTER COLUMN {} TYPE {ty}",
+                                quote_ident(&col)
+                            ));
+                        } else if have != &ty {
                             tracing::warn!(table = %name, column = %col, have = %have, mapped = %ty,
                                 "target column type differs from the mapped type; Postgres converts on insert");
                         }
@@ -261,6 +316,19 @@ pub async fn ensure_table(
                             }
                             ddl.push(format!("ALTER TABLE {name} ALTER COLUMN {} DROP NOT NULL", quote_ident(&col)));
                         }
+                    }
+                }
+            }
+            if create && evolution.on_dropped_column == OnDroppedColumn::Drop {
+                for col in existing.columns.keys() {
+                    let known = columns.iter().any(|c| &c.name == col)
+                        || col == SOURCE_COLUMN
+                        || col == POSITION_COLUMN;
+                    if !known {
+                        ddl.push(format!(
+                            "ALTER TABLE {name} DROP COLUMN IF EXISTS {}",
+                            quote_ident(col)
+                        ));
                     }
                 }
             }
@@ -357,5 +425,27 @@ mod tests {
         assert!(sql.contains("\"na\"\"me\" text,"));
         assert!(sql.contains("\"_syncline_position\" bytea NOT NULL"));
         assert!(sql.ends_with("PRIMARY KEY (\"id\")\n)"));
+    }
+}
+
+#[cfg(test)]
+mod widening_tests {
+    use super::widens;
+
+    #[test]
+    fn widening_keeps_every_value() {
+        assert!(widens("integer", "bigint"));
+        assert!(widens("smallint", "integer"));
+        assert!(!widens("bigint", "integer"));
+        assert!(widens("real", "double precision"));
+        assert!(!widens("double precision", "real"));
+        assert!(widens("numeric(10,2)", "numeric(12,2)"));
+        assert!(widens("numeric(10,2)", "numeric(12,3)"));
+        assert!(!widens("numeric(10,2)", "numeric(10,3)"));
+        assert!(widens("numeric(10,2)", "numeric"));
+        assert!(widens("integer", "numeric(12,2)"));
+        assert!(!widens("bigint", "numeric(12,2)"));
+        assert!(widens("integer", "text"));
+        assert!(!widens("bytea", "text"));
     }
 }

@@ -37,7 +37,7 @@ mod ddl;
 mod offsets;
 mod values;
 
-pub use config::PostgresSinkConfig;
+pub use config::{OnDroppedColumn, OnTypeChange, PostgresSinkConfig};
 
 use apply::{Change, Origin, Writer};
 use config::Settings;
@@ -165,6 +165,23 @@ struct Raw {
     offset: i64,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
+    /// Columns named by the `syncline.unchanged` header.
+    unchanged: Vec<String>,
+}
+
+/// The columns a record's [`syncline_core::change::UNCHANGED_HEADER`] names.
+fn unchanged_columns(m: &impl Message) -> Vec<String> {
+    use rdkafka::message::Headers;
+    let Some(headers) = m.headers() else {
+        return Vec::new();
+    };
+    headers
+        .iter()
+        .filter(|h| h.key == syncline_core::change::UNCHANGED_HEADER)
+        .filter_map(|h| h.value)
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string))
+        .collect()
 }
 
 struct Loop<'a> {
@@ -228,6 +245,7 @@ impl Loop<'_> {
                         offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().map(<[u8]>::to_vec),
+                        unchanged: unchanged_columns(&m),
                     });
                 }
                 Some(Err(e)) => {
@@ -267,7 +285,7 @@ impl Loop<'_> {
                         client,
                         s.schema.clone(),
                         s.group_id.clone(),
-                        s.create_tables,
+                        s.evolution,
                     ));
                 }
                 self.writer
@@ -355,9 +373,14 @@ impl Loop<'_> {
             // Every subscribed topic has a table (Settings::tables).
             let table = self.tables[&*r.topic].clone();
             let change = decoded.and_then(|d| {
-                Change::new(table, d, origin.clone()).map_err(|reason| {
-                    Error::data(format!("cannot apply the record at {origin}: {reason}"))
-                })
+                Change::new(table, d, origin.clone())
+                    .map(|mut c| {
+                        c.unchanged = r.unchanged.clone();
+                        c
+                    })
+                    .map_err(|reason| {
+                        Error::data(format!("cannot apply the record at {origin}: {reason}"))
+                    })
             });
             match change {
                 Ok(c) => changes.push(c),
@@ -426,6 +449,7 @@ mod tests {
             offset,
             key: None,
             value: None,
+            unchanged: Vec::new(),
         }
     }
 

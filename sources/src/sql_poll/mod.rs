@@ -18,12 +18,12 @@
 //! it is newer than the row they hold, so the effect is exactly once.
 
 pub mod config;
-mod connection;
+pub(crate) mod connection;
 mod cursor;
 mod delete_detection;
 mod fence;
-mod plan;
-mod postgres;
+pub(crate) mod plan;
+pub(crate) mod postgres;
 mod schedule;
 mod sqlite;
 

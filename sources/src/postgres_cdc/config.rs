@@ -1,0 +1,211 @@
+//! The user's words: the `postgres_cdc` entry of a pipeline file.
+
+use super::PostgresCdcSource;
+use crate::sql_poll::connection::redact;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use syncline_core::config::Issue;
+use syncline_core::runtime::ComponentContext;
+use syncline_core::Result;
+
+/// Captures every insert, update and delete of Postgres tables through
+/// logical replication (pgoutput), after an initial snapshot consistent with
+/// the replication slot. See sources/src/postgres_cdc/README.md for what it
+/// guarantees and what it needs from the database (`wal_level = logical`, a
+/// role with REPLICATION).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresCdcConfig {
+    /// The database: `postgres://user@host:5432/db` (a password may be given
+    /// in the URL; it is never logged). The role needs REPLICATION (or
+    /// superuser), SELECT on the tables, and CREATE on the database to create
+    /// the publication when it is missing.
+    pub connection: String,
+    /// The logical replication slot (created when missing, with the initial
+    /// snapshot exported from it). Default: `syncline_<pipeline>_<source>`
+    /// (lower case, other characters as `_`).
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// The publication (created `FOR TABLE` the captured tables when missing;
+    /// captured tables it lacks are added). Default: the slot name.
+    #[serde(default)]
+    pub publication: Option<String>,
+    /// The tables to capture, each to its topic.
+    pub tables: Vec<CdcTableConfig>,
+    /// `initial` (default): read the tables' current rows first (op `READ`),
+    /// then stream; `never`: stream only.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Rows per snapshot chunk: a chunk is read by primary key, published,
+    /// acknowledged, then recorded; a crash resumes after the last recorded chunk.
+    #[serde(default = "default_chunk_size")]
+    pub snapshot_chunk_size: usize,
+    /// Milliseconds between two heartbeats (`pg_logical_emit_message`), which
+    /// let the slot advance while the captured tables are idle but the
+    /// database is busy. 0 turns heartbeats off (needs EXECUTE on that function).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Whether the current rows are read before streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Read every captured table once (resumable by chunk), then stream.
+    #[default]
+    Initial,
+    /// Only stream changes committed after the slot was created.
+    Never,
+}
+
+/// One table, or a pattern of tables, to capture.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CdcTableConfig {
+    /// `schema.table`, or a pattern with `*` (any characters), e.g.
+    /// `public.*` or `sales.order_*`. Without a schema, `public`.
+    pub table: String,
+    /// The Kafka topic (created if missing). With a pattern, use `{schema}`
+    /// and `{table}`, e.g. `cdc.{schema}.{table}`.
+    pub topic: String,
+    /// Key columns for a table without a primary key (the Kafka key and the
+    /// sink's row identity). They must identify a row, and the table needs
+    /// `REPLICA IDENTITY FULL` (or `USING INDEX` on them) so that updates and
+    /// deletes carry them. Default: the primary key.
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
+}
+
+fn default_chunk_size() -> usize {
+    10_000
+}
+fn default_heartbeat_ms() -> u64 {
+    10_000
+}
+
+/// Kafka's rule for topic names (placeholders allowed).
+fn valid_topic(t: &str) -> bool {
+    let plain = t.replace("{schema}", "s").replace("{table}", "t");
+    !plain.is_empty()
+        && plain.len() <= 249
+        && plain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Postgres identifier rule for slot names: lower case letters, digits, `_`, at most 63.
+pub fn valid_slot_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// `syncline_<pipeline>_<source>` with every other character as `_`, at most 63 characters.
+pub fn default_slot_name(pipeline: &str, source: &str) -> String {
+    let mut s: String = format!("syncline_{pipeline}_{source}")
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.truncate(63);
+    s
+}
+
+impl PostgresCdcConfig {
+    /// The topics this source writes that are known without the database
+    /// (topic templates of patterns are resolved at start).
+    pub fn topics(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .filter(|t| !t.topic.contains('{'))
+            .map(|t| t.topic.clone())
+            .collect()
+    }
+
+    /// Problems serde cannot see, with paths relative to the source entry.
+    pub fn check(&self) -> Vec<Issue> {
+        let mut issues = Vec::new();
+        let c = self.connection.trim();
+        if !(c.starts_with("postgres://") || c.starts_with("postgresql://")) {
+            issues.push(Issue::new(
+                "connection",
+                format!(
+                    "`{}` is not a Postgres URL: use postgres://user@host:5432/db",
+                    redact(c)
+                ),
+            ));
+        }
+        for (field, v) in [("slot", &self.slot), ("publication", &self.publication)] {
+            if let Some(v) = v {
+                if !valid_slot_name(v) {
+                    issues.push(Issue::new(
+                        field,
+                        "use lower-case letters, digits and `_` (at most 63)",
+                    ));
+                }
+            }
+        }
+        if self.snapshot_chunk_size == 0 {
+            issues.push(Issue::new(
+                "snapshot_chunk_size",
+                "must be at least 1 (rows per chunk, e.g. 10000)",
+            ));
+        }
+        if self.tables.is_empty() {
+            issues.push(Issue::new(
+                "tables",
+                "list at least one table: `- { table: public.orders, topic: shop.orders }`",
+            ));
+        }
+        let mut topics = HashSet::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let at = |f: &str| format!("tables[{i}].{f}");
+            if t.table.trim().is_empty() {
+                issues.push(Issue::new(at("table"), "name a table, e.g. public.orders"));
+            }
+            if !valid_topic(&t.topic) {
+                issues.push(Issue::new(
+                    at("topic"),
+                    "not a valid Kafka topic name (letters, digits, `.`, `_`, `-`; `{schema}` and `{table}` with patterns)",
+                ));
+            }
+            if t.table.contains('*') && !t.topic.contains("{table}") {
+                issues.push(Issue::new(
+                    at("topic"),
+                    "a pattern captures several tables: put `{table}` (and `{schema}`) in the topic",
+                ));
+            }
+            if !t.topic.contains('{') && !topics.insert(t.topic.clone()) {
+                issues.push(Issue::new(
+                    at("topic"),
+                    format!("topic `{}` is used by another table", t.topic),
+                ));
+            }
+            if let Some(k) = &t.key {
+                if k.is_empty() {
+                    issues.push(Issue::new(at("key"), "list at least one column"));
+                }
+                if t.table.contains('*') {
+                    issues.push(Issue::new(
+                        at("key"),
+                        "`key` applies to one table: name it without a pattern",
+                    ));
+                }
+            }
+        }
+        issues
+    }
+
+    /// Connect, resolve the tables and prepare their schemas.
+    pub async fn build(&self, ctx: ComponentContext) -> Result<PostgresCdcSource> {
+        PostgresCdcSource::build(self, ctx).await
+    }
+}

@@ -1,0 +1,278 @@
+//! Values and shapes: Postgres text output (what pgoutput sends, and what
+//! the snapshot reads with `::text`) -> Avro values of the column types, and
+//! a table's columns -> its [`TableSchema`].
+//!
+//! One conversion for both phases: a row read by the snapshot and the same
+//! row streamed later give equal values, and both phases build the schema
+//! from (column name, type oid, type modifier) the same way, so they share
+//! one registered schema version. Both sessions run with `DateStyle = ISO`,
+//! `TimeZone = UTC`, `extra_float_digits = 3`, `bytea_output = hex`
+//! ([`SESSION_OPTIONS`]), so the text forms parsed here are the only ones.
+//!
+//! Nullability: every non-key column is nullable in the schema, whatever
+//! the table says. A `NOT NULL` column added or dropped later is then no
+//! incompatible schema change, and a snapshot and a stream agree.
+
+use apache_avro::types::Value;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use std::collections::HashMap;
+use syncline_core::schema::{avro_name, nullable_value};
+use syncline_core::value::decimal_from_text;
+use syncline_core::{Column, ColumnType, Error, Result, TableSchema};
+
+/// Session settings of every connection of this source (libpq `options`).
+pub const SESSION_OPTIONS: &str =
+    "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c bytea_output=hex -c IntervalStyle=postgres";
+
+/// A column as the database describes it (a relation message, or pg_attribute).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawColumn {
+    pub name: String,
+    pub type_oid: u32,
+    pub typmod: i32,
+}
+
+/// What a (type oid, type modifier) stands for, resolved once from pg_type.
+#[derive(Debug, Clone)]
+pub struct TypeInfo {
+    /// `format_type` of the type (of a domain's base type), e.g. `numeric(12,3)`.
+    pub sql_type: String,
+    /// Base type name (a domain resolved), e.g. `int4`, `_text`.
+    pub base: String,
+    /// Element type name of an array type.
+    pub elem: Option<String>,
+    /// The modifier that applies (a domain's own, else the column's).
+    pub typmod: i32,
+}
+
+/// Resolves a (type oid, modifier) pair; `$1` oid, `$2` modifier.
+pub const TYPE_SQL: &str = "SELECT CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) ELSE format_type(t.oid, $2) END, \
+       bt.typname::text, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE $2 END, et.typname::text \
+     FROM pg_type t \
+     JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
+     LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A' \
+     WHERE t.oid = $1";
+
+/// The column type of a resolved type (the mapping of docs/types.md).
+pub fn column_type(info: &TypeInfo) -> ColumnType {
+    crate::sql_poll::postgres::column_type(&info.base, info.typmod, info.elem.as_deref())
+}
+
+/// The schema of a captured table: its columns in table order, all but the
+/// key nullable (see the module docs).
+pub fn table_schema(
+    source: &str,
+    table: &str,
+    columns: &[RawColumn],
+    key: &[String],
+    types: &HashMap<(u32, i32), TypeInfo>,
+) -> Result<TableSchema> {
+    let mut out = Vec::with_capacity(columns.len());
+    for c in columns {
+        let info = types.get(&(c.type_oid, c.typmod)).ok_or_else(|| {
+            Error::internal(format!(
+                "type oid {} of `{table}`.`{}` was not resolved",
+                c.type_oid, c.name
+            ))
+        })?;
+        out.push(Column {
+            name: c.name.clone(),
+            ty: column_type(info),
+            nullable: !key.contains(&c.name),
+            sql_type: info.sql_type.clone(),
+        });
+    }
+    for k in key {
+        if !columns.iter().any(|c| &c.name == k) {
+            return Err(Error::config(format!(
+                "key column `{k}` is not a column of `{table}`"
+            )));
+        }
+    }
+    let short = table.rsplit('.').next().unwrap_or(table);
+    Ok(TableSchema {
+        namespace: format!("syncline.{}", avro_name(source)),
+        name: avro_name(short),
+        columns: out,
+        primary_key: key.to_vec(),
+    })
+}
+
+/// One value in Postgres text output form -> the Avro value of `ty`.
+pub fn text_value(ty: &ColumnType, text: &str) -> Result<Value> {
+    let bad = |what: &str| Error::data(format!("`{}` is not a valid {what}", clip(text)));
+    Ok(match ty {
+        ColumnType::Int => Value::Int(text.parse().map_err(|_| bad("integer"))?),
+        ColumnType::Long => Value::Long(text.parse().map_err(|_| bad("bigint"))?),
+        ColumnType::Float => Value::Float(parse_float(text).ok_or_else(|| bad("real"))? as f32),
+        ColumnType::Double => Value::Double(parse_float(text).ok_or_else(|| bad("double"))?),
+        ColumnType::Bool => match text {
+            "t" | "true" => Value::Boolean(true),
+            "f" | "false" => Value::Boolean(false),
+            _ => return Err(bad("boolean")),
+        },
+        ColumnType::Text | ColumnType::NumericText | ColumnType::Json => {
+            Value::String(text.to_string())
+        }
+        ColumnType::Decimal { scale, .. } => decimal_from_text(text, *scale)?,
+        ColumnType::Date => {
+            let d = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad("date"))?;
+            Value::Date((d - DateTime::UNIX_EPOCH.date_naive()).num_days() as i32)
+        }
+        ColumnType::Time => {
+            let t = NaiveTime::parse_from_str(text, "%H:%M:%S%.f").map_err(|_| bad("time"))?;
+            Value::TimeMicros(
+                i64::from(t.num_seconds_from_midnight()) * 1_000_000
+                    + i64::from(t.nanosecond() / 1_000),
+            )
+        }
+        ColumnType::Timestamp => {
+            let t = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                .map_err(|_| bad("timestamp"))?;
+            Value::LocalTimestampMicros(t.and_utc().timestamp_micros())
+        }
+        ColumnType::TimestampTz => {
+            // TimeZone=UTC: `2024-01-02 03:04:05.123456+00`
+            let t = DateTime::parse_from_str(&format!("{text}00"), "%Y-%m-%d %H:%M:%S%.f%z")
+                .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z"))
+                .map_err(|_| bad("timestamptz"))?;
+            Value::TimestampMicros(t.timestamp_micros())
+        }
+        ColumnType::Uuid => Value::Uuid(text.parse().map_err(|_| bad("uuid"))?),
+        ColumnType::Bytes => {
+            let hex = text.strip_prefix("\\x").ok_or_else(|| bad("bytea (hex)"))?;
+            Value::Bytes(hex::decode(hex).map_err(|_| bad("bytea (hex)"))?)
+        }
+        ColumnType::Array(item) => {
+            let items = parse_array(text).ok_or_else(|| bad("one-dimensional array"))?;
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|x| match x {
+                        None => Ok(nullable_value(None)),
+                        Some(s) => text_value(item, &s).map(|v| nullable_value(Some(v))),
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        }
+    })
+}
+
+fn clip(s: &str) -> String {
+    if s.len() <= 60 {
+        s.to_string()
+    } else {
+        let mut end = 60;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+/// `{a,"b c",NULL,"x\"y"}` -> items (None for NULL). One dimension only.
+pub fn parse_array(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.strip_prefix('{')?.strip_suffix('}')?;
+    let mut out = Vec::new();
+    if inner.is_empty() {
+        return Some(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        let item = if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut s = String::new();
+            loop {
+                match chars.next()? {
+                    '\\' => s.push(chars.next()?),
+                    '"' => break,
+                    c => s.push(c),
+                }
+            }
+            Some(s)
+        } else {
+            let mut s = String::new();
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                if c == '{' {
+                    return None; // nested arrays are not supported
+                }
+                s.push(c);
+                chars.next();
+            }
+            (s != "NULL").then_some(s)
+        };
+        out.push(item);
+        match chars.next() {
+            None => return Some(out),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_output_of_each_type() {
+        assert_eq!(text_value(&ColumnType::Int, "-5").unwrap(), Value::Int(-5));
+        assert_eq!(
+            text_value(&ColumnType::Bool, "t").unwrap(),
+            Value::Boolean(true)
+        );
+        assert_eq!(
+            text_value(&ColumnType::TimestampTz, "1970-01-01 00:00:01.5+00").unwrap(),
+            Value::TimestampMicros(1_500_000)
+        );
+        assert_eq!(
+            text_value(&ColumnType::TimestampTz, "1970-01-01 01:00:00+01:00").unwrap(),
+            Value::TimestampMicros(0)
+        );
+        assert_eq!(
+            text_value(&ColumnType::Timestamp, "1970-01-02 00:00:00").unwrap(),
+            Value::LocalTimestampMicros(86_400_000_000)
+        );
+        assert_eq!(
+            text_value(&ColumnType::Date, "1970-01-11").unwrap(),
+            Value::Date(10)
+        );
+        assert_eq!(
+            text_value(&ColumnType::Time, "00:00:01.000002").unwrap(),
+            Value::TimeMicros(1_000_002)
+        );
+        assert_eq!(
+            text_value(&ColumnType::Bytes, "\\x00ff").unwrap(),
+            Value::Bytes(vec![0, 255])
+        );
+        assert!(text_value(&ColumnType::Int, "x").is_err());
+    }
+
+    #[test]
+    fn parses_one_dimensional_arrays() {
+        assert_eq!(
+            parse_array(r#"{a,"b c",NULL,"x\"y","NULL"}"#).unwrap(),
+            vec![
+                Some("a".into()),
+                Some("b c".into()),
+                None,
+                Some("x\"y".into()),
+                Some("NULL".into())
+            ]
+        );
+        assert_eq!(parse_array("{}").unwrap(), Vec::<Option<String>>::new());
+        assert!(parse_array("{{1},{2}}").is_none());
+    }
+}

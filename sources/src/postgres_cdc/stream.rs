@@ -1,0 +1,502 @@
+//! Streaming: the slot's changes as change events, and the slot's
+//! acknowledgements.
+//!
+//! A reader task pulls decoded pgoutput messages (pg_walstream, protocol 1,
+//! whole transactions) into a bounded channel; this loop turns each change
+//! into records and hands them to the producer in WAL order.
+//!
+//! # When the slot advances (the guarantee, implemented here)
+//! At a transaction's commit, the delivery futures of all its records are
+//! queued, in commit order, behind those of earlier transactions. Only when
+//! all of them are acknowledged by the broker is the transaction's end LSN
+//! reported as flushed (`update_applied_lsn`), and Postgres moves the slot's
+//! `confirmed_flush_lsn` only to a reported position. So the slot never
+//! passes a record the broker does not have: after a crash the stream
+//! resumes at or before the first unacknowledged transaction, and the
+//! replayed records carry the same positions (commit LSN, index).
+//!
+//! # Idle tables, busy database
+//! pgoutput sends nothing for transactions that touch no published table,
+//! so the slot would hold WAL back for ever. Every `heartbeat_interval_ms`
+//! the source writes a transactional logical message
+//! (`pg_logical_emit_message(true, 'syncline_heartbeat', '')`): it streams
+//! as an empty transaction whose end LSN is acknowledged like any other once
+//! everything before it is, so the slot keeps up with the database.
+
+use super::decode::{text_value, RawColumn};
+use super::slot::{self, format_lsn};
+use super::{await_deliveries, key_of, PostgresCdcSource};
+use apache_avro::types::Value;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use pg_walstream::{
+    CancellationToken, ChangeEvent as WalEvent, ColumnValue, EventType, LogicalReplicationStream,
+    ReplicationStreamConfig, RowData, StreamingMode,
+};
+use rdkafka::producer::DeliveryFuture;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use syncline_core::runtime::Shutdown;
+use syncline_core::{ChangeEvent, Error, Op, Position, Result};
+
+/// The position of the `index`-th record (from 1) of the transaction committed at `commit_lsn`.
+pub fn stream_position(commit_lsn: u64, index: u64) -> Position {
+    Position::builder().u64(commit_lsn).u64(index).build()
+}
+
+/// The transaction being read.
+struct Tx {
+    xid: u32,
+    commit_lsn: u64,
+    ts_us: i64,
+    records: u64,
+    deliveries: Vec<DeliveryFuture>,
+}
+
+/// A row's values in schema order.
+type Row = Vec<(String, Value)>;
+
+/// Acknowledged: (end LSN, commit time µs, records).
+type Acked = Result<(u64, i64, u64)>;
+
+/// Stops the reader task when the stream loop ends, however it ends.
+struct ReaderGuard(CancellationToken, tokio::task::JoinHandle<()>);
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+        self.1.abort();
+    }
+}
+
+impl PostgresCdcSource {
+    pub(super) async fn stream(&mut self, shutdown: Shutdown) -> Result<()> {
+        let config = ReplicationStreamConfig::builder(self.slot.clone(), self.publication.clone())
+            .with_protocol_version(1)
+            .with_streaming_mode(StreamingMode::Off)
+            .with_messages(true)
+            .with_existing_slot_required(true)
+            .with_feedback_interval(Duration::from_secs(1));
+        let conninfo = slot::replication_conninfo(&self.url);
+        let mut stream = LogicalReplicationStream::new(&conninfo, config)
+            .await
+            .map_err(|e| {
+                Error::transient(format!(
+                    "cannot open a replication connection to {}",
+                    self.display
+                ))
+                .with_source(e)
+            })?;
+        if let Err(e) = stream.start(None).await {
+            return Err(self.stream_error(e).await);
+        }
+        let feedback = stream.shared_lsn_feedback.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<pg_walstream::Result<WalEvent>>(4096);
+        let cancel = CancellationToken::new();
+        let reader_cancel = cancel.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let ev = stream.next_event(&reader_cancel).await;
+                let end = ev.is_err();
+                if tx.send(ev).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        let _guard = ReaderGuard(cancel, reader);
+        tracing::info!(source = %self.name, slot = %self.slot, publication = %self.publication, "postgres_cdc: streaming");
+
+        let admin = slot::connect(&self.url, &self.name).await?;
+        let labels = self.metric_labels();
+        let mut relations: HashMap<u32, Option<usize>> = HashMap::new();
+        let mut current: Option<Tx> = None;
+        let mut inflight: FuturesOrdered<futures::future::BoxFuture<'static, Acked>> =
+            FuturesOrdered::new();
+        let heartbeat_every = Duration::from_millis(self.cfg.heartbeat_interval_ms.max(1));
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stats = tokio::time::interval(Duration::from_secs(5));
+        let mut last_commit_ts: Option<i64> = None;
+        let mut events_window = (Instant::now(), 0u64);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                Some(acked) = inflight.next(), if !inflight.is_empty() => {
+                    let (end_lsn, ts_us, records) = acked?;
+                    feedback.update_applied_lsn(end_lsn);
+                    if records > 0 {
+                        metrics::counter!("syncline_cdc_events_total", &labels).increment(records);
+                        events_window.1 += records;
+                        last_commit_ts = Some(ts_us);
+                    }
+                    if inflight.is_empty() {
+                        last_commit_ts = None;
+                    }
+                }
+                ev = rx.recv(), if inflight.len() < 10_000 => {
+                    let ev = match ev {
+                        Some(Ok(ev)) => ev,
+                        Some(Err(e)) => return Err(self.stream_error(e).await),
+                        None => return Err(Error::transient("the replication stream ended")),
+                    };
+                    self.handle(ev, &admin, &mut relations, &mut current, &mut inflight).await?;
+                }
+                _ = heartbeat.tick(), if self.cfg.heartbeat_interval_ms > 0 => {
+                    if let Err(e) = admin
+                        .batch_execute("SELECT pg_logical_emit_message(true, 'syncline_heartbeat', '')")
+                        .await
+                    {
+                        tracing::warn!(source = %self.name, error = %e, "postgres_cdc: cannot write a heartbeat");
+                    }
+                }
+                _ = stats.tick() => {
+                    let lag_s = last_commit_ts
+                        .map(|ts| (chrono::Utc::now().timestamp_micros() - ts) as f64 / 1e6)
+                        .unwrap_or(0.0);
+                    metrics::gauge!("syncline_cdc_lag_seconds", &labels).set(lag_s.max(0.0));
+                    let (since, n) = events_window;
+                    metrics::gauge!("syncline_cdc_events_per_second", &labels)
+                        .set(n as f64 / since.elapsed().as_secs_f64().max(0.001));
+                    events_window = (Instant::now(), 0);
+                    if let Ok(row) = admin
+                        .query_one(
+                            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8, \
+                                    (pg_current_wal_lsn() - restart_lsn)::float8, wal_status \
+                             FROM pg_replication_slots WHERE slot_name = $1",
+                            &[&self.slot],
+                        )
+                        .await
+                    {
+                        let lag: Option<f64> = row.get(0);
+                        let retained: Option<f64> = row.get(1);
+                        metrics::gauge!("syncline_cdc_lag_bytes", &labels).set(lag.unwrap_or(0.0));
+                        metrics::gauge!("syncline_cdc_slot_retained_wal_bytes", &labels)
+                            .set(retained.unwrap_or(0.0));
+                        tracing::debug!(source = %self.name, lag_bytes = ?lag, retained_wal_bytes = ?retained,
+                            acked = %format_lsn(feedback.get_feedback_lsn().1), "postgres_cdc: slot");
+                        if row.get::<_, Option<String>>(2).as_deref() == Some("lost") {
+                            return Err(slot::lost_slot_error(&self.slot));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A replication error: a lost slot stops the pipeline; the rest is transient.
+    async fn stream_error(&self, e: pg_walstream::ReplicationError) -> Error {
+        if let Ok(client) = slot::connect(&self.url, &self.name).await {
+            match slot::slot_status(&client, &self.slot, &self.db_name).await {
+                Err(lost) => return lost,
+                Ok(None) => {
+                    return Error::config(format!(
+                        "replication slot `{}` was dropped while streaming: changes since its last \
+                         acknowledged position cannot be read. Start the pipeline again to create it \
+                         and re-snapshot every table (rows deleted meanwhile stay in targets)",
+                        self.slot
+                    ))
+                    .with_source(e)
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+        Error::transient(format!(
+            "the replication stream from {} failed",
+            self.display
+        ))
+        .with_source(e)
+    }
+
+    async fn handle(
+        &mut self,
+        ev: WalEvent,
+        admin: &tokio_postgres::Client,
+        relations: &mut HashMap<u32, Option<usize>>,
+        current: &mut Option<Tx>,
+        inflight: &mut FuturesOrdered<futures::future::BoxFuture<'static, Acked>>,
+    ) -> Result<()> {
+        match ev.event_type {
+            EventType::Begin {
+                transaction_id,
+                final_lsn,
+                commit_timestamp,
+            } => {
+                *current = Some(Tx {
+                    xid: transaction_id,
+                    commit_lsn: final_lsn.value(),
+                    ts_us: commit_timestamp.timestamp_micros(),
+                    records: 0,
+                    deliveries: Vec::new(),
+                });
+            }
+            EventType::Commit { end_lsn, .. } => {
+                let Some(tx) = current.take() else {
+                    return Err(Error::internal(
+                        "a commit without a begin in the replication stream",
+                    ));
+                };
+                let end = end_lsn.value();
+                let (records, ts) = (tx.records, tx.ts_us);
+                inflight.push_back(
+                    async move {
+                        await_deliveries("a captured table", tx.deliveries).await?;
+                        Ok((end, ts, records))
+                    }
+                    .boxed(),
+                );
+            }
+            EventType::Relation {
+                relation_id,
+                namespace,
+                relation_name,
+                columns,
+                ..
+            } => {
+                let t = self.tables.iter().position(|t| {
+                    *t.resolved.schema == *namespace && *t.resolved.table == *relation_name
+                });
+                relations.insert(relation_id, t);
+                if let Some(t) = t {
+                    let raw: Vec<RawColumn> = columns
+                        .iter()
+                        .map(|c| RawColumn {
+                            name: c.name.to_string(),
+                            type_oid: c.type_id,
+                            typmod: c.type_modifier,
+                        })
+                        .collect();
+                    if raw != self.tables[t].resolved.columns {
+                        self.evolve(t, raw, admin).await?;
+                    }
+                }
+            }
+            EventType::Insert {
+                relation_oid, data, ..
+            } => {
+                if let Some(t) = self.table_of(relations, relation_oid) {
+                    let tx = in_tx(current)?;
+                    let (after, unchanged) = self.row(t, &data, None)?;
+                    self.emit(t, tx, Op::Insert, None, after, unchanged).await?;
+                }
+            }
+            EventType::Update {
+                relation_oid,
+                old_data,
+                new_data,
+                ..
+            } => {
+                if let Some(t) = self.table_of(relations, relation_oid) {
+                    let tx = in_tx(current)?;
+                    let old = match &old_data {
+                        Some(o) => Some(self.row(t, o, None)?.0),
+                        None => None,
+                    };
+                    let (after, unchanged) = self.row(t, &new_data, old_data.as_ref())?;
+                    let key = &self.tables[t].resolved.key;
+                    // A key change: the old key's row is deleted, the new one written.
+                    if let Some(old) = &old {
+                        let old_key = key_of(key, old);
+                        if old_key != key_of(key, &after) {
+                            self.emit_delete(t, tx, old_key, Some(old.clone())).await?;
+                        }
+                    }
+                    let full_before =
+                        old_data.is_some() && self.tables[t].resolved.replica_identity == 'f';
+                    let before = if full_before { old } else { None };
+                    self.emit(t, tx, Op::Update, before, after, unchanged)
+                        .await?;
+                }
+            }
+            EventType::Delete {
+                relation_oid,
+                old_data,
+                ..
+            } => {
+                if let Some(t) = self.table_of(relations, relation_oid) {
+                    let tx = in_tx(current)?;
+                    let (old, _) = self.row(t, &old_data, None)?;
+                    let key = key_of(&self.tables[t].resolved.key, &old);
+                    let before = (self.tables[t].resolved.replica_identity == 'f').then_some(old);
+                    self.emit_delete(t, tx, key, before).await?;
+                }
+            }
+            EventType::Truncate { tables, .. } => {
+                let captured: Vec<String> = tables
+                    .iter()
+                    .filter(|n| {
+                        self.tables
+                            .iter()
+                            .any(|t| t.resolved.name() == ***n || t.resolved.table == ***n)
+                    })
+                    .map(|n| n.to_string())
+                    .collect();
+                if !captured.is_empty() {
+                    let at = current
+                        .as_ref()
+                        .map(|t| format_lsn(t.commit_lsn))
+                        .unwrap_or_default();
+                    return Err(Error::data(format!(
+                        "TRUNCATE of {} (transaction committed at {at}): syncline cannot publish a truncate as \
+                         row changes, and does not skip it. Empty the targets of those tables, then re-snapshot: \
+                         drop the slot `{}` and start the pipeline again",
+                        captured.join(", "),
+                        self.slot
+                    )));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn table_of(&self, relations: &HashMap<u32, Option<usize>>, oid: u32) -> Option<usize> {
+        relations.get(&oid).copied().flatten()
+    }
+
+    /// A new relation shape: register the new schema version before any
+    /// record uses it (a refused schema stops the pipeline, nothing written).
+    async fn evolve(
+        &mut self,
+        t: usize,
+        raw: Vec<RawColumn>,
+        admin: &tokio_postgres::Client,
+    ) -> Result<()> {
+        slot::resolve_types(admin, &raw, &mut self.types).await?;
+        let name = self.tables[t].resolved.name();
+        let schema = super::decode::table_schema(
+            &self.name,
+            &name,
+            &raw,
+            &self.tables[t].resolved.key,
+            &self.types,
+        )?;
+        let topic = self.tables[t].resolved.topic.clone();
+        self.encoder.prepare(&topic, &schema).await.map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("`{name}` changed shape and its new schema cannot be used for topic `{topic}`; nothing of it was published"),
+            )
+            .with_source(e)
+        })?;
+        tracing::info!(source = %self.name, table = %name, columns = ?raw.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            "postgres_cdc: table changed shape; new schema version registered");
+        let table = &mut self.tables[t];
+        table.resolved.columns = raw;
+        table.schema = schema;
+        Ok(())
+    }
+
+    /// Row values in schema order, and the columns left out because their
+    /// TOASTed value did not change (filled from `old` when it has them).
+    fn row(&self, t: usize, data: &RowData, old: Option<&RowData>) -> Result<(Row, Vec<String>)> {
+        let table = &self.tables[t];
+        let mut values = Vec::with_capacity(table.schema.columns.len());
+        let mut unchanged = Vec::new();
+        for c in &table.schema.columns {
+            let v = match data
+                .get(&c.name)
+                .or_else(|| old.and_then(|o| o.get(&c.name)))
+            {
+                None => {
+                    unchanged.push(c.name.clone());
+                    Value::Null
+                }
+                Some(ColumnValue::Null) => Value::Null,
+                Some(ColumnValue::Text(b)) => {
+                    let s = std::str::from_utf8(b).map_err(|_| {
+                        Error::data(format!(
+                            "column `{}` of `{}` is not UTF-8 text",
+                            c.name,
+                            table.resolved.name()
+                        ))
+                    })?;
+                    text_value(&c.ty, s).map_err(|e| {
+                        Error::data(format!(
+                            "column `{}` of `{}`: {e}",
+                            c.name,
+                            table.resolved.name()
+                        ))
+                    })?
+                }
+                Some(ColumnValue::Binary(_)) => {
+                    return Err(Error::internal("binary pgoutput values were not requested"))
+                }
+            };
+            values.push((c.name.clone(), v));
+        }
+        Ok((values, unchanged))
+    }
+
+    async fn emit(
+        &self,
+        t: usize,
+        tx: &mut Tx,
+        op: Op,
+        before: Option<Vec<(String, Value)>>,
+        after: Vec<(String, Value)>,
+        unchanged: Vec<String>,
+    ) -> Result<()> {
+        let key = key_of(&self.tables[t].resolved.key, &after);
+        self.push(t, tx, op, key, before, Some(after), unchanged)
+            .await
+    }
+
+    async fn emit_delete(
+        &self,
+        t: usize,
+        tx: &mut Tx,
+        key: Vec<(String, Value)>,
+        before: Option<Vec<(String, Value)>>,
+    ) -> Result<()> {
+        self.push(t, tx, Op::Delete, key, before, None, Vec::new())
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn push(
+        &self,
+        t: usize,
+        tx: &mut Tx,
+        op: Op,
+        key: Vec<(String, Value)>,
+        before: Option<Vec<(String, Value)>>,
+        after: Option<Vec<(String, Value)>>,
+        unchanged: Vec<String>,
+    ) -> Result<()> {
+        tx.records += 1;
+        let position = stream_position(tx.commit_lsn, tx.records);
+        let text = format!(
+            "lsn {} #{} xid {}",
+            format_lsn(tx.commit_lsn),
+            tx.records,
+            tx.xid
+        );
+        let ev = ChangeEvent {
+            op,
+            key,
+            before,
+            after,
+            source: self.source_info(&self.tables[t].resolved.name(), position, text, tx.ts_us),
+        };
+        tx.deliveries.push(self.enqueue(t, &ev, &unchanged).await?);
+        Ok(())
+    }
+}
+
+fn in_tx(current: &mut Option<Tx>) -> Result<&mut Tx> {
+    current
+        .as_mut()
+        .ok_or_else(|| Error::internal("a change outside a transaction in the replication stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_order_by_commit_then_index() {
+        assert!(stream_position(100, 2) < stream_position(100, 3));
+        assert!(stream_position(100, 9) < stream_position(101, 1));
+        assert_eq!(stream_position(7, 1), stream_position(7, 1));
+    }
+}

@@ -1,0 +1,736 @@
+//! The `postgres_cdc` source end to end, on real parts: a throwaway Postgres
+//! server with `wal_level = logical` (tests/support/pg_server.rs), the real
+//! broker and `syncline registry`, and the `postgres` sink writing into a
+//! database of the machine's Postgres. Targets must equal sources row by row.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::pg_server::PgServer;
+use support::{pg_connect, wait_until, PgDb, Stack, SynclineRun, TempDir};
+
+/// A small deterministic generator: the seed is printed so a failure can be replayed.
+#[derive(Clone)]
+struct Rng(u64);
+impl Rng {
+    fn from_time() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        eprintln!("random seed: {seed}");
+        Rng(seed | 1)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// (table, compared columns, key order)
+const TABLES: &[(&str, &str, &str)] = &[
+    (
+        "accounts",
+        "id, balance, name, note, tags, price, updated_at",
+        "id",
+    ),
+    ("orders", "id, account_id, amount, status, at", "id"),
+    ("lines", "order_id, line, qty, sku", "order_id, line"),
+];
+
+const SOURCE_DDL: &str = r#"
+CREATE TABLE accounts (id bigserial PRIMARY KEY, balance int NOT NULL, name text, note text,
+  tags text[], price numeric(12,2), updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE orders (id bigint PRIMARY KEY, account_id bigint, amount numeric(12,2),
+  status varchar(20), at timestamp);
+CREATE TABLE lines (order_id bigint, line int, qty int, sku text, PRIMARY KEY (order_id, line));
+CREATE TABLE noise (id bigserial PRIMARY KEY, payload text);
+INSERT INTO accounts (balance, name, note, tags, price)
+  SELECT g % 1000, 'name ' || g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'note ''' || g || ' ünï' END,
+         ARRAY['a' || g, NULL], (g / 7.0)::numeric(12,2)
+  FROM generate_series(1, 30000) g;
+INSERT INTO orders SELECT g, g % 30000 + 1, (g / 3.0)::numeric(12,2), 'new', timestamp '2024-01-01' + g * interval '1 second'
+  FROM generate_series(1, 15000) g;
+INSERT INTO lines SELECT g / 3 + 1, g % 3, g % 17, 'sku-' || g FROM generate_series(0, 14999) g;
+"#;
+
+/// Count and md5 of every compared column of every row, in key order.
+async fn checksum(url: &str, table: &str, cols: &str, key: &str) -> String {
+    let (client, conn) = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        Ok(c) => c,
+        Err(_) => return "unreachable".into(),
+    };
+    tokio::spawn(conn);
+    let _ = client.batch_execute("SET TimeZone = 'UTC'").await;
+    let sql = format!(
+        "SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY {key})), '-') FROM (SELECT {cols} FROM {table}) t"
+    );
+    match client.query_one(&sql, &[]).await {
+        Ok(row) => row.get(0),
+        Err(_) => "missing".into(),
+    }
+}
+
+async fn wait_equal(
+    source: &str,
+    target: &str,
+    tables: &[(&str, &str, &str)],
+    what: &str,
+    runs: &[&SynclineRun],
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut differ = Vec::new();
+        for (t, cols, key) in tables {
+            let (s, d) = (
+                checksum(source, t, cols, key).await,
+                checksum(target, t, cols, key).await,
+            );
+            if s != d {
+                differ.push(format!("{t}: source {s} target {d}"));
+            }
+        }
+        if differ.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let logs: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    r.log()
+                        .lines()
+                        .rev()
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .collect();
+            panic!(
+                "{what}: target never equalled source\n{}\nlogs (newest first):\n{}",
+                differ.join("\n"),
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn pipeline_yaml(
+    stack: &Stack,
+    name: &str,
+    source: &str,
+    target: &str,
+    extra_tables: &str,
+) -> String {
+    format!(
+        r#"name: {name}
+kafka:
+  bootstrap_servers: {bootstrap}
+  partitions: 3
+registry:
+  url: {registry}
+sources:
+  cdc:
+    type: postgres_cdc
+    connection: {source}
+    snapshot_chunk_size: 1000
+    heartbeat_interval_ms: 500
+    tables:
+      - {{ table: public.accounts, topic: cdc.accounts }}
+      - {{ table: public.orders, topic: cdc.orders }}
+      - {{ table: lines, topic: cdc.lines }}
+{extra_tables}sinks:
+  warehouse:
+    type: postgres
+    connection: {target}
+    topics: [cdc.accounts, cdc.orders, cdc.lines]
+    tables: {{ cdc.accounts: accounts, cdc.orders: orders, cdc.lines: lines }}
+    batch_size: 500
+"#,
+        bootstrap = stack.bootstrap(),
+        registry = stack.registry_url(),
+    )
+}
+
+/// pgbench-style random transactions on the three tables (inserts, updates,
+/// deletes, key changes), until `stop`. Returns the number of transactions.
+fn workload(url: String, mut rng: Rng, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let client = pg_connect(&url).await;
+        let mut n = 0u64;
+        let mut next_order = 1_000_000i64;
+        while !stop.load(Ordering::SeqCst) {
+            let a = 1 + rng.below(32_000) as i64;
+            let o = 1 + rng.below(16_000) as i64;
+            let sql = match rng.below(9) {
+                0 => "INSERT INTO accounts (balance, name, tags) SELECT g, 'new ' || g, ARRAY['x'] FROM generate_series(1, 3) g".to_string(),
+                1 | 2 => format!("UPDATE accounts SET balance = balance + 1, note = 'upd ' || balance, price = price + 1 WHERE id = {a}"),
+                3 => format!("DELETE FROM accounts WHERE id = {a}"),
+                4 => {
+                    next_order += 1;
+                    format!(
+                        "BEGIN; INSERT INTO orders VALUES ({next_order}, {a}, 9.99, 'open', now()::timestamp); \
+                         INSERT INTO lines VALUES ({next_order}, 0, 1, 'sku'), ({next_order}, 1, 2, NULL); \
+                         UPDATE accounts SET balance = balance - 1 WHERE id = {a}; COMMIT"
+                    )
+                }
+                5 => format!("UPDATE orders SET status = 'paid', amount = amount * 2 WHERE id BETWEEN {o} AND {o} + 5"),
+                6 => format!("BEGIN; DELETE FROM lines WHERE order_id = {o}; DELETE FROM orders WHERE id = {o}; COMMIT"),
+                7 => {
+                    // a primary-key change
+                    next_order += 1;
+                    format!("UPDATE orders SET id = {next_order} WHERE id = {o}")
+                }
+                _ => format!("UPDATE lines SET qty = qty + 1, sku = NULL WHERE order_id = {o}"),
+            };
+            if client.batch_execute(&sql).await.is_err() {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            n += 1;
+            if n.is_multiple_of(20) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        n
+    })
+}
+
+fn run_component(file: &std::path::Path, component: &str) -> SynclineRun {
+    SynclineRun::start_with_args(file, &["--component", component])
+}
+
+/// The source (`cdc`) and the sink (`warehouse`) as two processes; the sink
+/// starts once the source has created its topics (a sink subscribed before
+/// its topics exist was seen to never fetch some partitions on nisshi).
+async fn start_source_then_sink(file: &std::path::Path) -> (SynclineRun, SynclineRun) {
+    let source = run_component(file, "cdc");
+    wait_until(
+        Duration::from_secs(120),
+        "the source to create its topics",
+        || {
+            let log = source.log();
+            async move {
+                log.contains("postgres_cdc: snapshot of a table started")
+                    || log.contains("postgres_cdc: streaming")
+            }
+        },
+    )
+    .await;
+    let sink = run_component(file, "warehouse");
+    (source, sink)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_and_stream_under_concurrent_writes_survive_kill9_and_converge() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("shop").await;
+    let target = PgDb::create("cdc_dst").await;
+    pg_connect(&source)
+        .await
+        .batch_execute(SOURCE_DDL)
+        .await
+        .unwrap();
+
+    let dir = TempDir::new("cdc-e2e");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        pipeline_yaml(&stack, "cdc-e2e", &source, &target.url(), ""),
+    )
+    .unwrap();
+    let mut rng = Rng::from_time();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(source.clone(), rng.clone(), stop.clone());
+    let (mut source_run, sink_run) = start_source_then_sink(&file).await;
+
+    // kill -9 during the snapshot: right after a chunk, and at random points
+    let mut snapshot_kills = 0;
+    for _ in 0..3 {
+        wait_until(Duration::from_secs(120), "a snapshot chunk", || {
+            let log = source_run.log();
+            async move {
+                log.matches("snapshot chunk published").count() > 0
+                    || log.contains("snapshot finished")
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+        if !source_run.log().contains("snapshot finished") {
+            snapshot_kills += 1;
+        }
+        source_run.restart();
+    }
+    assert!(snapshot_kills >= 1, "no kill landed during the snapshot");
+    wait_until(Duration::from_secs(180), "the snapshot to finish", || {
+        let log = source_run.log();
+        async move { log.contains("snapshot finished") }
+    })
+    .await;
+    // kill -9 while streaming, at random points
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(2000))).await;
+        source_run.restart();
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let txs = load.await.unwrap();
+    eprintln!("workload: {txs} transactions; {snapshot_kills} kills during the snapshot, 3 while streaming");
+    wait_equal(
+        &source,
+        &target.url(),
+        TABLES,
+        "after kill -9 during snapshot and streaming",
+        &[&source_run, &sink_run],
+    )
+    .await;
+}
+
+/// A pipeline of one source and one sink over the given `tables:` entries and sink topic map.
+fn small_pipeline(
+    stack: &Stack,
+    name: &str,
+    source: &str,
+    target: &str,
+    source_tables: &str,
+    sink: &str,
+) -> String {
+    format!(
+        r#"name: {name}
+kafka:
+  bootstrap_servers: {bootstrap}
+  partitions: 2
+registry:
+  url: {registry}
+sources:
+  cdc:
+    type: postgres_cdc
+    connection: {source}
+    snapshot_chunk_size: 500
+    heartbeat_interval_ms: 300
+    tables:
+{source_tables}sinks:
+  warehouse:
+    type: postgres
+    connection: {target}
+{sink}    batch_size: 200
+"#,
+        bootstrap = stack.bootstrap(),
+        registry = stack.registry_url(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_toast_values_and_tables_without_primary_key_reach_the_target() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("toast").await;
+    let target = PgDb::create("cdc_toast").await;
+    let src = pg_connect(&source).await;
+    // `big`: ~100 kB of incompressible text, so it is stored out of line (TOAST)
+    src.batch_execute(
+        r#"CREATE TABLE docs (id int PRIMARY KEY, big text, counter int, note text);
+        INSERT INTO docs SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 3000) i), 0, 'n'
+          FROM generate_series(1, 20) g;
+        CREATE TABLE events (ev_id int NOT NULL, kind text, payload text);
+        ALTER TABLE events REPLICA IDENTITY FULL;
+        INSERT INTO events SELECT g, 'k' || g % 3, 'p' || g FROM generate_series(1, 300) g;"#,
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("cdc-toast");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        small_pipeline(
+            &stack,
+            "cdc-toast",
+            &source,
+            &target.url(),
+            "      - { table: public.docs, topic: cdc.docs }\n      - { table: public.events, topic: cdc.events, key: [ev_id] }\n",
+            "    topics: [cdc.docs, cdc.events]\n    tables: { cdc.docs: docs, cdc.events: events }\n",
+        ),
+    )
+    .unwrap();
+    let (_source_run, run) = start_source_then_sink(&file).await;
+    let tables: &[(&str, &str, &str)] = &[
+        ("docs", "id, md5(big) AS big, counter, note", "id"),
+        ("events", "ev_id, kind, payload", "ev_id"),
+    ];
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the snapshot",
+        &[&run],
+    )
+    .await;
+    // Updates that leave `big` unchanged (pgoutput sends it as "unchanged
+    // TOAST"), several per row and batch, one that changes it, then more.
+    for round in 0..5 {
+        src.batch_execute(&format!(
+            "UPDATE docs SET counter = counter + 1, note = 'round {round}' WHERE id % 2 = {}",
+            round % 2
+        ))
+        .await
+        .unwrap();
+        src.batch_execute("UPDATE docs SET counter = counter + 10 WHERE id <= 5")
+            .await
+            .unwrap();
+    }
+    src.batch_execute("UPDATE docs SET big = big || 'changed' WHERE id = 3; UPDATE docs SET counter = -1 WHERE id = 3")
+        .await
+        .unwrap();
+    src.batch_execute("INSERT INTO docs VALUES (100, repeat(md5('x'), 4000), 1, 'new'); UPDATE docs SET note = 'after insert' WHERE id = 100")
+        .await
+        .unwrap();
+    // No primary key: updates, deletes and inserts identified by `ev_id`.
+    src.batch_execute("UPDATE events SET payload = 'upd' WHERE ev_id % 7 = 0; DELETE FROM events WHERE ev_id % 11 = 0; INSERT INTO events VALUES (1000, 'late', NULL)")
+        .await
+        .unwrap();
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after updates that leave TOAST values unchanged",
+        &[&run],
+    )
+    .await;
+    let nulls: i64 = pg_connect(&target.url())
+        .await
+        .query_one("SELECT count(*) FROM docs WHERE big IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nulls, 0, "an unchanged TOAST value was written as null");
+}
+
+/// Bytes of WAL the slot keeps: pg_current_wal_lsn() - restart_lsn.
+async fn retained(client: &tokio_postgres::Client) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT (pg_current_wal_lsn() - restart_lsn)::int8, (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 \
+             FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT temporary",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_captured_table_while_the_database_is_busy_keeps_retained_wal_bounded() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("idle").await;
+    let target = PgDb::create("cdc_idle").await;
+    let src = pg_connect(&source).await;
+    src.batch_execute(
+        "CREATE TABLE captured (id int PRIMARY KEY, v text); INSERT INTO captured VALUES (1, 'a');
+         CREATE TABLE noise (id bigserial PRIMARY KEY, payload text);",
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("cdc-idle");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        small_pipeline(
+            &stack,
+            "cdc-idle",
+            &source,
+            &target.url(),
+            "      - { table: public.captured, topic: cdc.captured }\n",
+            "    topics: [cdc.captured]\n    tables: { cdc.captured: captured }\n",
+        ),
+    )
+    .unwrap();
+    let (_source_run, run) = start_source_then_sink(&file).await;
+    let tables: &[(&str, &str, &str)] = &[("captured", "id, v", "id")];
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the snapshot",
+        &[&run],
+    )
+    .await;
+    // Only the uncaptured table is written: ~20 MB of WAL per round. After
+    // each round the WAL held behind the slot falls back under 16 MB.
+    const BOUND: i64 = 16 << 20;
+    for round in 0..4 {
+        src.batch_execute(
+            "INSERT INTO noise (payload) SELECT repeat(md5(g::text), 8) FROM generate_series(1, 60000) g",
+        )
+        .await
+        .unwrap();
+        let (before, _) = retained(&src).await;
+        eprintln!("round {round}: {before} bytes retained right after the writes");
+        wait_until(
+            Duration::from_secs(120),
+            "the slot to follow the WAL",
+            || {
+                let src = &src;
+                async move {
+                    // a checkpoint logs the running transactions, which lets restart_lsn move
+                    let _ = src.batch_execute("CHECKPOINT").await;
+                    let (retained, lag) = retained(src).await;
+                    retained < BOUND && lag < BOUND
+                }
+            },
+        )
+        .await;
+    }
+    let (r, lag) = retained(&src).await;
+    eprintln!("finally: {r} bytes retained, {lag} bytes behind");
+    // and the captured table still syncs
+    src.batch_execute("UPDATE captured SET v = 'b'")
+        .await
+        .unwrap();
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the idle period",
+        &[&run],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_slot_stops_the_pipeline_saying_how_to_recover() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[
+        "max_slot_wal_keep_size=1MB",
+        "min_wal_size=32MB",
+        "max_wal_size=32MB",
+    ]);
+    let source = pg.create_db("lost").await;
+    let target = PgDb::create("cdc_lost").await;
+    let src = pg_connect(&source).await;
+    src.batch_execute(
+        "CREATE TABLE captured (id int PRIMARY KEY, v text); INSERT INTO captured VALUES (1, 'a');
+         CREATE TABLE noise (id bigserial PRIMARY KEY, payload text);",
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("cdc-lost");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        small_pipeline(
+            &stack,
+            "cdc-lost",
+            &source,
+            &target.url(),
+            "      - { table: public.captured, topic: cdc.captured }\n",
+            "    topics: [cdc.captured]\n    tables: { cdc.captured: captured }\n",
+        ),
+    )
+    .unwrap();
+    let tables: &[(&str, &str, &str)] = &[("captured", "id, v", "id")];
+    let (mut source_run, sink_run) = start_source_then_sink(&file).await;
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the snapshot",
+        &[&source_run, &sink_run],
+    )
+    .await;
+    source_run.kill9();
+    // While the source is down: a change it must not skip, then WAL beyond
+    // max_slot_wal_keep_size, and checkpoints until Postgres invalidates the slot.
+    src.batch_execute("UPDATE captured SET v = 'while down'")
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(120), "the slot to be lost", || {
+        let src = &src;
+        async move {
+            let _ = src
+                .batch_execute(
+                    "INSERT INTO noise (payload) SELECT repeat(md5(g::text), 8) FROM generate_series(1, 20000) g;
+                     SELECT pg_switch_wal(); CHECKPOINT;",
+                )
+                .await;
+            src.query_one(
+                "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_type = 'logical'",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, String>(0) == "lost")
+            .unwrap_or(false)
+        }
+    })
+    .await;
+    source_run.restart();
+    let code = source_run.wait_exit(Duration::from_secs(120));
+    assert_ne!(code, Some(0), "the source must stop with an error");
+    let log = source_run.log();
+    assert!(log.contains("is lost"), "no lost-slot message in:\n{log}");
+    assert!(
+        log.contains("pg_drop_replication_slot"),
+        "no recovery advice in:\n{log}"
+    );
+    let v: String = pg_connect(&target.url())
+        .await
+        .query_one("SELECT v FROM captured WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        v, "a",
+        "nothing after the lost position can have been applied"
+    );
+}
+
+async fn target_columns(url: &str, table: &str) -> Vec<(String, String)> {
+    pg_connect(url)
+        .await
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_name = $1 AND column_name NOT LIKE '\\_syncline%' ORDER BY ordinal_position",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_while_streaming_evolve_the_target_and_a_refused_one_stops_the_source() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("schema").await;
+    let target = PgDb::create("cdc_schema").await;
+    let src = pg_connect(&source).await;
+    src.batch_execute(
+        "CREATE TABLE s (id int PRIMARY KEY, a int, b text);
+         INSERT INTO s SELECT g, g, 'b' || g FROM generate_series(1, 100) g;",
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("cdc-schema");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        small_pipeline(
+            &stack,
+            "cdc-schema",
+            &source,
+            &target.url(),
+            "      - { table: public.s, topic: cdc.s }\n",
+            "    topics: [cdc.s]\n    tables: { cdc.s: s }\n    on_dropped_column: drop\n",
+        ),
+    )
+    .unwrap();
+    let (mut source_run, sink_run) = start_source_then_sink(&file).await;
+    wait_equal(
+        &source,
+        &target.url(),
+        &[("s", "id, a, b", "id")],
+        "after the snapshot",
+        &[&source_run, &sink_run],
+    )
+    .await;
+
+    // ADD COLUMN: a new schema version, a new target column
+    src.batch_execute(
+        "ALTER TABLE s ADD COLUMN c text;
+         INSERT INTO s SELECT g, g, 'b' || g, 'c' || g FROM generate_series(101, 150) g;
+         UPDATE s SET c = 'x' WHERE id < 10;",
+    )
+    .await
+    .unwrap();
+    wait_equal(
+        &source,
+        &target.url(),
+        &[("s", "id, a, b, c", "id")],
+        "after ADD COLUMN",
+        &[&source_run, &sink_run],
+    )
+    .await;
+
+    // DROP COLUMN: dropped in the target too (on_dropped_column: drop)
+    src.batch_execute(
+        "ALTER TABLE s DROP COLUMN b;
+         INSERT INTO s SELECT g, g, 'c' || g FROM generate_series(151, 160) g;
+         UPDATE s SET a = a + 1 WHERE id % 3 = 0;",
+    )
+    .await
+    .unwrap();
+    wait_equal(
+        &source,
+        &target.url(),
+        &[("s", "id, a, c", "id")],
+        "after DROP COLUMN",
+        &[&source_run, &sink_run],
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "column b to be dropped in the target",
+        || {
+            let url = target.url();
+            async move {
+                !target_columns(&url, "s")
+                    .await
+                    .iter()
+                    .any(|(c, _)| c == "b")
+            }
+        },
+    )
+    .await;
+
+    // A widening type change: integer -> bigint, with a value only bigint holds
+    src.batch_execute(
+        "ALTER TABLE s ALTER COLUMN a TYPE bigint;
+         INSERT INTO s VALUES (200, 5000000000, 'big');
+         UPDATE s SET a = a * 1000000 WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    wait_equal(
+        &source,
+        &target.url(),
+        &[("s", "id, a, c", "id")],
+        "after integer -> bigint",
+        &[&source_run, &sink_run],
+    )
+    .await;
+    let cols = target_columns(&target.url(), "s").await;
+    assert!(
+        cols.contains(&("a".into(), "bigint".into())),
+        "target columns: {cols:?}"
+    );
+
+    // A change the registry refuses (text -> integer is not BACKWARD compatible):
+    // the source stops before publishing anything of the new shape.
+    src.batch_execute(
+        "ALTER TABLE s ALTER COLUMN c TYPE integer USING length(c);
+         UPDATE s SET a = -1 WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    let code = source_run.wait_exit(Duration::from_secs(120));
+    assert_ne!(code, Some(0));
+    let log = source_run.log();
+    assert!(
+        log.contains("schema registry refused"),
+        "no refusal in the log:\n{log}"
+    );
+    assert!(log.contains("nothing of it was published"), "{log}");
+    let a: i64 = pg_connect(&target.url())
+        .await
+        .query_one("SELECT a FROM s WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(a, -1, "a change of the refused shape reached the target");
+}
