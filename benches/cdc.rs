@@ -133,7 +133,11 @@ async fn main() {
     let raw_url = pg.create_db("rawdec").await;
     let raw = pg_connect(&raw_url).await;
     raw.batch_execute(TABLE).await.unwrap();
-    raw.batch_execute("CREATE PUBLICATION bench_pub FOR TABLE items; SELECT pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
+    // Two calls: a slot cannot be created in a transaction that wrote.
+    raw.batch_execute("CREATE PUBLICATION bench_pub FOR TABLE items")
+        .await
+        .unwrap();
+    raw.batch_execute("SELECT pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
         .await
         .unwrap();
     for i in 0..100 {
