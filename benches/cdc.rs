@@ -14,11 +14,10 @@
 mod support;
 
 use futures::StreamExt;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
 use support::pg_server::PgServer;
-use support::{pg_connect, PgDb, Stack, SynclineRun, TempDir};
+use support::{pg_connect, topic_records, PgDb, Stack, SynclineRun, TempDir};
 use syncline_core::kafka::KafkaConfig;
 
 const ROWS: i64 = 100_000;
@@ -31,25 +30,6 @@ fn fill(from: i64, n: i64) -> String {
         "INSERT INTO items SELECT g, 'item number ' || g, g / 100.0, g % 1000, clock_timestamp() FROM generate_series({from}, {}) g",
         from + n - 1
     )
-}
-
-fn topic_records(bootstrap: &str, topic: &str) -> i64 {
-    let c: BaseConsumer = KafkaConfig::new(bootstrap)
-        .reader_config()
-        .create()
-        .unwrap();
-    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
-        return 0;
-    };
-    md.topics()
-        .iter()
-        .flat_map(|t| t.partitions())
-        .map(|p| {
-            c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))
-                .map(|(lo, hi)| hi - lo)
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 async fn timed<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) -> Duration {

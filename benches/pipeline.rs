@@ -11,10 +11,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
-use support::{PgDb, Stack, SynclineRun, TempDir};
+use support::{topic_records, PgDb, Stack, SynclineRun, TempDir};
 use syncline_core::kafka::KafkaConfig;
 
 const ROWS: i64 = 100_000;
@@ -40,25 +39,6 @@ fn pipeline(stack: &Stack, name: &str, source: &PgDb, target: &PgDb) -> String {
         source.url(),
         target.url()
     )
-}
-
-fn topic_records(bootstrap: &str, topic: &str) -> i64 {
-    let c: BaseConsumer = KafkaConfig::new(bootstrap)
-        .reader_config()
-        .create()
-        .unwrap();
-    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
-        return 0;
-    };
-    md.topics()
-        .iter()
-        .flat_map(|t| t.partitions())
-        .map(|p| {
-            c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))
-                .map(|(lo, hi)| hi - lo)
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 async fn count(db: &PgDb) -> i64 {

@@ -428,3 +428,25 @@ pub fn validate(pipeline: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Records in `topic` now (sum over partitions of high minus low watermark;
+/// 0 when the topic does not exist yet).
+pub fn topic_records(bootstrap: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = syncline_core::kafka::KafkaConfig::new(bootstrap)
+        .reader_config()
+        .create()
+        .unwrap();
+    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return 0;
+    };
+    md.topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| {
+            c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .map(|(lo, hi)| hi - lo)
+                .unwrap_or(0)
+        })
+        .sum()
+}

@@ -20,24 +20,7 @@ use std::collections::HashMap;
 use syncline_core::{Error, ErrorKind, Result};
 use tokio_postgres::{Client, NoTls};
 
-/// Postgres errors by what to do next (as sql_poll does).
-pub fn pg_error(e: tokio_postgres::Error, what: impl FnOnce() -> String) -> Error {
-    let kind = match e.code().map(|c| c.code()) {
-        None => ErrorKind::Transient,
-        Some(c)
-            if ["08", "40", "53", "57", "55"]
-                .iter()
-                .any(|p| c.starts_with(p)) =>
-        {
-            ErrorKind::Transient
-        }
-        Some(c) if c.starts_with("42") || c.starts_with("3F") || c.starts_with("28") => {
-            ErrorKind::Config
-        }
-        Some(_) => ErrorKind::Data,
-    };
-    Error::new(kind, what()).with_source(e)
-}
+pub(crate) use crate::pg::pg_error;
 
 /// A plain connection with the session settings of [`SESSION_OPTIONS`].
 pub async fn connect(url: &str, source: &str) -> Result<Client> {

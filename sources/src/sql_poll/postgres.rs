@@ -6,13 +6,14 @@ use super::config::TableConfig;
 use super::cursor::{Cursor, CursorPart};
 use super::fence::{FenceDecision, FenceState, Running};
 use super::plan::{plain_query, quote_ident, quote_table, subquery, SourceRow, TablePlan};
+use crate::pg::pg_error;
 use apache_avro::types::Value;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{pin_mut, TryStreamExt};
 use std::time::Instant;
 use syncline_core::schema::nullable_value;
 use syncline_core::value::decimal_from_text;
-use syncline_core::{Column, ColumnType, Error, ErrorKind, Result};
+use syncline_core::{Column, ColumnType, Error, Result};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, IsolationLevel, NoTls, Row};
 
@@ -95,26 +96,6 @@ pub fn cursor_type_ok(is_timestamp: bool, ty: &ColumnType) -> bool {
     } else {
         matches!(ty, ColumnType::Int | ColumnType::Long)
     }
-}
-
-/// Postgres errors by what to do next: connection and resource trouble is
-/// transient; a bad name or syntax is the user's config; the rest is data.
-fn pg_error(e: tokio_postgres::Error, what: impl FnOnce() -> String) -> Error {
-    let kind = match e.code().map(|c| c.code()) {
-        None => ErrorKind::Transient,
-        Some(c)
-            if ["08", "40", "53", "57", "55"]
-                .iter()
-                .any(|p| c.starts_with(p)) =>
-        {
-            ErrorKind::Transient
-        }
-        Some(c) if c.starts_with("42") || c.starts_with("3F") || c.starts_with("28") => {
-            ErrorKind::Config
-        }
-        Some(_) => ErrorKind::Data,
-    };
-    Error::new(kind, what()).with_source(e)
 }
 
 #[derive(Debug, Clone, Copy)]
