@@ -9,3 +9,4 @@
 mod pg;
 pub mod postgres_cdc;
 pub mod sql_poll;
+pub mod state;

@@ -8,15 +8,12 @@
 //! are removed (tombstones) before a slot is created, so a re-created slot
 //! never trusts the progress of an old one.
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use crate::state::JsonState;
+use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::time::Duration;
-use syncline_core::error::{Context, ErrorKind};
-use syncline_core::kafka::{read_topic_to_end, KafkaConfig};
-use syncline_core::{Error, Result};
-
-pub const STATE_TOPIC: &str = "_syncline_cursors";
+use syncline_core::kafka::KafkaConfig;
+use syncline_core::Result;
 
 /// How far the snapshot of one table is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -30,55 +27,20 @@ pub struct TableProgress {
 }
 
 #[derive(Clone)]
-pub struct ProgressStore {
-    kafka: KafkaConfig,
-    /// `<pipeline>/<source>/snapshot/`
-    prefix: String,
-}
+pub struct ProgressStore(JsonState<TableProgress>);
 
 impl ProgressStore {
     pub fn new(kafka: KafkaConfig, pipeline: &str, source: &str) -> Self {
-        Self {
+        Self(JsonState::new(
             kafka,
-            prefix: format!("{pipeline}/{source}/snapshot/"),
-        }
-    }
-
-    pub fn key(&self, table: &str) -> String {
-        format!("{}{table}", self.prefix)
+            format!("{pipeline}/{source}/snapshot/"),
+            "snapshot progress",
+        ))
     }
 
     /// The latest progress of every table (tombstoned entries are absent).
     pub async fn restore(&self) -> Result<HashMap<String, TableProgress>> {
-        self.kafka.ensure_topic(STATE_TOPIC, 1, true).await?;
-        let kafka = self.kafka.clone();
-        let prefix = self.prefix.clone();
-        let raw = tokio::task::spawn_blocking(move || {
-            let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-            read_topic_to_end(&kafka, STATE_TOPIC, |_, _, k, v| {
-                if let Some(table) = k
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .and_then(|k| k.strip_prefix(&prefix))
-                {
-                    latest.insert(table.to_string(), v.map(<[u8]>::to_vec));
-                }
-            })
-            .map(|()| latest)
-        })
-        .await
-        .map_err(|e| Error::internal("snapshot progress restore task failed").with_source(e))??;
-        let mut out = HashMap::new();
-        for (table, value) in raw {
-            let Some(value) = value else { continue };
-            let p: TableProgress =
-                serde_json::from_slice(&value).context(ErrorKind::Data, || {
-                    format!(
-                        "the snapshot progress of `{table}` in `{STATE_TOPIC}` is not valid JSON"
-                    )
-                })?;
-            out.insert(table, p);
-        }
-        Ok(out)
+        self.0.restore().await
     }
 
     /// Record `progress` of `table`; call only once every row it covers is acknowledged.
@@ -88,9 +50,7 @@ impl ProgressStore {
         table: &str,
         progress: &TableProgress,
     ) -> Result<()> {
-        let value = serde_json::to_vec(progress)
-            .map_err(|e| Error::internal("cannot serialize snapshot progress").with_source(e))?;
-        self.send(producer, table, Some(&value)).await
+        self.0.store(producer, table, Some(progress)).await
     }
 
     /// Forget the progress of `tables` (before a new slot is created).
@@ -100,29 +60,8 @@ impl ProgressStore {
         tables: impl Iterator<Item = &'a String>,
     ) -> Result<()> {
         for t in tables {
-            self.send(producer, t, None).await?;
+            self.0.store(producer, t, None).await?;
         }
-        Ok(())
-    }
-
-    async fn send(
-        &self,
-        producer: &FutureProducer,
-        table: &str,
-        value: Option<&[u8]>,
-    ) -> Result<()> {
-        let key = self.key(table);
-        let mut record = FutureRecord::<String, [u8]>::to(STATE_TOPIC).key(&key);
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        producer
-            .send(record, Duration::from_secs(60))
-            .await
-            .map_err(|(e, _)| {
-                Error::transient(format!("cannot store the snapshot progress of `{table}`"))
-                    .with_source(e)
-            })?;
         Ok(())
     }
 }

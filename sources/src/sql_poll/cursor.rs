@@ -15,17 +15,16 @@
 //! batch that was not fully acknowledged, and with the same identities
 //! (same rows, same cursor values, same positions), so sinks drop the replays.
 
+use crate::state::JsonState;
 use apache_avro::types::Value;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::time::Duration;
-use syncline_core::error::{Context, ErrorKind};
-use syncline_core::kafka::{read_topic_to_end, KafkaConfig};
-use syncline_core::{Error, Position, Result};
+use syncline_core::kafka::KafkaConfig;
+use syncline_core::{Position, Result};
 
 /// The compacted topic holding every sql_poll cursor (key `<pipeline>/<source>/<table>`).
-pub const CURSOR_TOPIC: &str = "_syncline_cursors";
+pub use crate::state::STATE_TOPIC as CURSOR_TOPIC;
 
 /// One value of a cursor column.
 ///
@@ -156,53 +155,25 @@ pub struct StoredCursor {
 
 /// Cursors of one source in the compacted topic [`CURSOR_TOPIC`].
 #[derive(Clone)]
-pub struct CursorStore {
-    kafka: KafkaConfig,
-    /// `<pipeline>/<source>/`
-    prefix: String,
-}
+pub struct CursorStore(JsonState<StoredCursor>);
 
 impl CursorStore {
     pub fn new(kafka: KafkaConfig, pipeline: &str, source: &str) -> Self {
-        Self {
+        Self(JsonState::new(
             kafka,
-            prefix: format!("{pipeline}/{source}/"),
-        }
+            format!("{pipeline}/{source}/"),
+            "sql_poll cursor",
+        ))
     }
 
     pub fn key(&self, table: &str) -> String {
-        format!("{}{table}", self.prefix)
+        self.0.key(table)
     }
 
     /// Every cursor of this source, by table name (the latest value per key;
     /// a tombstone removes a cursor, which is how an operator resets one).
     pub async fn restore(&self) -> Result<HashMap<String, StoredCursor>> {
-        self.kafka.ensure_topic(CURSOR_TOPIC, 1, true).await?;
-        let kafka = self.kafka.clone();
-        let prefix = self.prefix.clone();
-        let raw = tokio::task::spawn_blocking(move || {
-            let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-            read_topic_to_end(&kafka, CURSOR_TOPIC, |_, _, k, v| {
-                if let Some(table) = k
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .and_then(|k| k.strip_prefix(&prefix))
-                {
-                    latest.insert(table.to_string(), v.map(<[u8]>::to_vec));
-                }
-            })
-            .map(|()| latest)
-        })
-        .await
-        .map_err(|e| Error::internal("cursor restore task failed").with_source(e))??;
-        let mut out = HashMap::new();
-        for (table, value) in raw {
-            let Some(value) = value else { continue };
-            let stored: StoredCursor = serde_json::from_slice(&value).context(ErrorKind::Data, || {
-                format!("the cursor of `{table}` in `{CURSOR_TOPIC}` is not valid JSON of a sql_poll cursor")
-            })?;
-            out.insert(table, stored);
-        }
-        Ok(out)
+        self.0.restore().await
     }
 
     /// Store `cursor` for `table` and wait for the broker's acknowledgement.
@@ -214,19 +185,7 @@ impl CursorStore {
         table: &str,
         stored: &StoredCursor,
     ) -> Result<()> {
-        let key = self.key(table);
-        let value = serde_json::to_vec(stored)
-            .map_err(|e| Error::internal("cannot serialize a cursor").with_source(e))?;
-        producer
-            .send(
-                FutureRecord::to(CURSOR_TOPIC).key(&key).payload(&value),
-                Duration::from_secs(60),
-            )
-            .await
-            .map_err(|(e, _)| {
-                Error::transient(format!("cannot store the cursor of `{table}`")).with_source(e)
-            })?;
-        Ok(())
+        self.0.store(producer, table, Some(stored)).await
     }
 }
 
