@@ -14,11 +14,9 @@
 mod support;
 
 use futures::StreamExt;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
 use support::pg_server::PgServer;
-use support::{pg_connect, topic_records, PgDb, Stack, SynclineRun, TempDir};
-use syncline_core::kafka::KafkaConfig;
+use support::{pg_connect, raw_producer, topic_records, PgDb, Stack, SynclineRun, TempDir};
 
 const ROWS: i64 = 100_000;
 const TABLE: &str =
@@ -85,28 +83,10 @@ async fn main() {
     println!("syncline cdc bench: {ROWS} rows, broker nisshi on loopback, Postgres (wal_level=logical) on loopback");
 
     // 1. raw producer, records of the size postgres_cdc writes (~110 bytes)
-    let producer: FutureProducer = KafkaConfig::new(stack.bootstrap()).producer().unwrap();
-    KafkaConfig::new(stack.bootstrap())
-        .ensure_topic("bench.raw", 3, false)
-        .await
-        .unwrap();
-    let payload = vec![7u8; 110];
-    let start = Instant::now();
-    for chunk in (0..ROWS).collect::<Vec<_>>().chunks(10_000) {
-        let keys: Vec<[u8; 8]> = chunk.iter().map(|i| i.to_be_bytes()).collect();
-        let sends = keys.iter().map(|k| {
-            producer.send(
-                FutureRecord::to("bench.raw").key(&k[..]).payload(&payload),
-                Duration::from_secs(60),
-            )
-        });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| e).unwrap();
-        }
-    }
+    let elapsed = raw_producer(&stack.bootstrap(), ROWS, 110).await;
     println!(
         "raw librdkafka producer          {}",
-        rate(ROWS, start.elapsed(), "records")
+        rate(ROWS, elapsed, "records")
     );
 
     // 2. raw logical decoding of the same changes (100 transactions of 1000 inserts)

@@ -11,10 +11,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
-use support::{topic_records, PgDb, Stack, SynclineRun, TempDir};
-use syncline_core::kafka::KafkaConfig;
+use support::{raw_producer, topic_records, PgDb, Stack, SynclineRun, TempDir};
 
 const ROWS: i64 = 100_000;
 
@@ -78,26 +76,8 @@ async fn main() {
     );
 
     // The limit: a plain librdkafka producer, records of the size syncline writes (~90 bytes).
-    let producer: FutureProducer = KafkaConfig::new(stack.bootstrap()).producer().unwrap();
-    KafkaConfig::new(stack.bootstrap())
-        .ensure_topic("bench.raw", 3, false)
-        .await
-        .unwrap();
-    let payload = vec![7u8; 90];
-    let start = Instant::now();
-    for chunk in (0..ROWS).collect::<Vec<_>>().chunks(10_000) {
-        let keys: Vec<[u8; 8]> = chunk.iter().map(|i| i.to_be_bytes()).collect();
-        let sends = keys.iter().map(|k| {
-            producer.send(
-                FutureRecord::to("bench.raw").key(&k[..]).payload(&payload),
-                Duration::from_secs(60),
-            )
-        });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| e).unwrap();
-        }
-    }
-    println!("raw librdkafka producer  {}", rate(ROWS, start.elapsed()));
+    let elapsed = raw_producer(&stack.bootstrap(), ROWS, 90).await;
+    println!("raw librdkafka producer  {}", rate(ROWS, elapsed));
 
     // Source alone, then sink alone (on the records the source wrote), then both.
     let (source, target) = (

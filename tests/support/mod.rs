@@ -450,3 +450,28 @@ pub fn topic_records(bootstrap: &str, topic: &str) -> i64 {
         })
         .sum()
 }
+
+/// How long a plain librdkafka producer takes to write `n` records of
+/// `size` bytes to topic `bench.raw` (3 partitions) and have every one
+/// acknowledged: the broker's limit that benches compare stages against.
+pub async fn raw_producer(bootstrap: &str, n: i64, size: usize) -> Duration {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let kafka = syncline_core::kafka::KafkaConfig::new(bootstrap);
+    let producer: FutureProducer = kafka.producer().unwrap();
+    kafka.ensure_topic("bench.raw", 3, false).await.unwrap();
+    let payload = vec![7u8; size];
+    let start = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let keys: Vec<[u8; 8]> = chunk.iter().map(|i| i.to_be_bytes()).collect();
+        let sends = keys.iter().map(|k| {
+            producer.send(
+                FutureRecord::to("bench.raw").key(&k[..]).payload(&payload),
+                Duration::from_secs(60),
+            )
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).unwrap();
+        }
+    }
+    start.elapsed()
+}
