@@ -291,6 +291,55 @@ async fn snapshot_and_stream_under_concurrent_writes_survive_kill9_and_converge(
 }
 
 /// A pipeline of one source and one sink over the given `tables:` entries and sink topic map.
+/// A source database with a captured table (one row) and an uncaptured
+/// `noise` table, a target database, and a pipeline file syncing `captured`.
+struct Captured {
+    source: String,
+    target: PgDb,
+    src: tokio_postgres::Client,
+    dir: TempDir,
+    file: std::path::PathBuf,
+}
+
+async fn captured_and_noise(
+    stack: &Stack,
+    pg: &PgServer,
+    name: &str,
+    db: &str,
+    target_db: &str,
+) -> Captured {
+    let source = pg.create_db(db).await;
+    let target = PgDb::create(target_db).await;
+    let src = pg_connect(&source).await;
+    src.batch_execute(
+        "CREATE TABLE captured (id int PRIMARY KEY, v text); INSERT INTO captured VALUES (1, 'a');
+         CREATE TABLE noise (id bigserial PRIMARY KEY, payload text);",
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new(name);
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        small_pipeline(
+            stack,
+            name,
+            &source,
+            &target.url(),
+            "      - { table: public.captured, topic: cdc.captured }\n",
+            "    topics: [cdc.captured]\n    tables: { cdc.captured: captured }\n",
+        ),
+    )
+    .unwrap();
+    Captured {
+        source,
+        target,
+        src,
+        dir,
+        file,
+    }
+}
+
 fn small_pipeline(
     stack: &Stack,
     name: &str,
@@ -426,29 +475,13 @@ async fn retained(client: &tokio_postgres::Client) -> (i64, i64) {
 async fn idle_captured_table_while_the_database_is_busy_keeps_retained_wal_bounded() {
     let stack = Stack::start();
     let pg = PgServer::start(&[]);
-    let source = pg.create_db("idle").await;
-    let target = PgDb::create("cdc_idle").await;
-    let src = pg_connect(&source).await;
-    src.batch_execute(
-        "CREATE TABLE captured (id int PRIMARY KEY, v text); INSERT INTO captured VALUES (1, 'a');
-         CREATE TABLE noise (id bigserial PRIMARY KEY, payload text);",
-    )
-    .await
-    .unwrap();
-    let dir = TempDir::new("cdc-idle");
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        small_pipeline(
-            &stack,
-            "cdc-idle",
-            &source,
-            &target.url(),
-            "      - { table: public.captured, topic: cdc.captured }\n",
-            "    topics: [cdc.captured]\n    tables: { cdc.captured: captured }\n",
-        ),
-    )
-    .unwrap();
+    let Captured {
+        source,
+        target,
+        src,
+        dir: _dir,
+        file,
+    } = captured_and_noise(&stack, &pg, "cdc-idle", "idle", "cdc_idle").await;
     let (_source_run, run) = start_source_then_sink(&file).await;
     let tables: &[(&str, &str, &str)] = &[("captured", "id, v", "id")];
     wait_equal(
@@ -509,29 +542,13 @@ async fn a_lost_slot_stops_the_pipeline_saying_how_to_recover() {
         "min_wal_size=32MB",
         "max_wal_size=32MB",
     ]);
-    let source = pg.create_db("lost").await;
-    let target = PgDb::create("cdc_lost").await;
-    let src = pg_connect(&source).await;
-    src.batch_execute(
-        "CREATE TABLE captured (id int PRIMARY KEY, v text); INSERT INTO captured VALUES (1, 'a');
-         CREATE TABLE noise (id bigserial PRIMARY KEY, payload text);",
-    )
-    .await
-    .unwrap();
-    let dir = TempDir::new("cdc-lost");
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        small_pipeline(
-            &stack,
-            "cdc-lost",
-            &source,
-            &target.url(),
-            "      - { table: public.captured, topic: cdc.captured }\n",
-            "    topics: [cdc.captured]\n    tables: { cdc.captured: captured }\n",
-        ),
-    )
-    .unwrap();
+    let Captured {
+        source,
+        target,
+        src,
+        dir: _dir,
+        file,
+    } = captured_and_noise(&stack, &pg, "cdc-lost", "lost", "cdc_lost").await;
     let tables: &[(&str, &str, &str)] = &[("captured", "id, v", "id")];
     let (mut source_run, sink_run) = start_source_then_sink(&file).await;
     wait_equal(
