@@ -57,10 +57,11 @@ fn pipeline(
     target: &str,
     snapshot: &str,
     topic: &str,
+    parallelism: usize,
 ) -> String {
     format!(
         "name: {name}\nkafka: {{ bootstrap_servers: '{}', partitions: 3 }}\nregistry: {{ url: '{}' }}\n\
-         sources:\n  src:\n    type: postgres_cdc\n    connection: {source}\n    snapshot: {snapshot}\n    snapshot_chunk_size: 10000\n\
+         sources:\n  src:\n    type: postgres_cdc\n    connection: {source}\n    snapshot: {snapshot}\n    snapshot_chunk_size: 10000\n    snapshot_parallelism: {parallelism}\n\
          \x20   tables:\n      - {{ table: public.items, topic: {topic} }}\n\
          sinks:\n  dst:\n    type: postgres\n    connection: {target}\n    topics: [{topic}]\n    tables: {{ {topic}: items }}\n    batch_size: 2000\n    batch_timeout_ms: 20\n",
         stack.bootstrap(),
@@ -134,6 +135,7 @@ async fn main() {
             &target.url(),
             "never",
             "bench.cap",
+            4,
         ),
     )
     .unwrap();
@@ -177,31 +179,35 @@ async fn main() {
         "raw COPY ... TO STDOUT           {}  ({bytes} bytes)",
         rate(ROWS, start.elapsed(), "rows")
     );
-    let file = dir.path().join("snap.yaml");
-    std::fs::write(
-        &file,
-        pipeline(
-            &stack,
-            "bench-snap",
-            &snap_url,
-            &target.url(),
-            "initial",
-            "bench.snap",
-        ),
-    )
-    .unwrap();
-    let start = Instant::now();
-    let mut src = SynclineRun::start_with_args(&file, &["--component", "src"]);
-    timed(|| {
-        let b = bootstrap.clone();
-        async move { topic_records(&b, "bench.snap") >= ROWS }
-    })
-    .await;
-    println!(
-        "CDC snapshot -> Kafka ack        {}  (includes start-up)",
-        rate(ROWS, start.elapsed(), "rows")
-    );
-    src.kill9();
+    for parallelism in [1, 4] {
+        let file = dir.path().join(format!("snap{parallelism}.yaml"));
+        let topic = format!("bench.snap{parallelism}");
+        std::fs::write(
+            &file,
+            pipeline(
+                &stack,
+                &format!("bench-snap{parallelism}"),
+                &snap_url,
+                &target.url(),
+                "initial",
+                &topic,
+                parallelism,
+            ),
+        )
+        .unwrap();
+        let start = Instant::now();
+        let mut src = SynclineRun::start_with_args(&file, &["--component", "src"]);
+        timed(|| {
+            let (b, topic) = (bootstrap.clone(), topic.clone());
+            async move { topic_records(&b, &topic) >= ROWS }
+        })
+        .await;
+        println!(
+            "CDC snapshot -> Kafka ack, {parallelism} at once  {}  (includes start-up)",
+            rate(ROWS, start.elapsed(), "rows")
+        );
+        src.kill9();
+    }
 
     // 5. end-to-end latency at a fixed rate: 200 rows/s for 15 s, one row per transaction
     let lat_url = pg.create_db("latency").await;
@@ -218,6 +224,7 @@ async fn main() {
             &target.url(),
             "never",
             "bench.lat",
+            4,
         ),
     )
     .unwrap();

@@ -63,6 +63,21 @@ enum Command {
         #[arg(long)]
         registry: bool,
     },
+    /// Ask a running `postgres_cdc` source to read tables again (a
+    /// re-snapshot), e.g. to repair a target. The request goes through the
+    /// database's WAL, so the source answers it in order with the changes,
+    /// also if it is not running now (at its next start).
+    Snapshot {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// The `postgres_cdc` source.
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// A captured table (`schema.table`, patterns with `*`); repeatable.
+        /// Default: every table of the source.
+        #[arg(long = "table", value_name = "TABLE")]
+        tables: Vec<String>,
+    },
     /// Serve the Confluent Schema Registry REST API, with its state in a Kafka topic.
     Registry(RegistryArgs),
     /// Print the pipeline file reference (Markdown, as in docs/reference.md).
@@ -110,6 +125,11 @@ fn main() -> ExitCode {
         Command::Validate { pipeline, registry } => {
             runtime.block_on(pipeline::validate_command(&pipeline, registry))
         }
+        Command::Snapshot {
+            pipeline,
+            source,
+            tables,
+        } => runtime.block_on(pipeline::snapshot_command(&pipeline, &source, &tables)),
         Command::Reference => {
             print!("{}", pipeline::reference::generate());
             ExitCode::SUCCESS

@@ -751,3 +751,205 @@ async fn schema_changes_while_streaming_evolve_the_target_and_a_refused_one_stop
         .get(0);
     assert_ne!(a, -1, "a change of the refused shape reached the target");
 }
+
+/// `value` of the first sample of metric `name` whose labels contain `labels`.
+fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resnapshot_asked_for_while_streaming_repairs_a_damaged_target_and_survives_kill9() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let c = captured_and_noise(&stack, &pg, "cdc-resnap", "resnap", "cdc_resnap_dst").await;
+    c.src
+        .batch_execute(
+            "INSERT INTO captured SELECT g, 'row ' || g FROM generate_series(2, 6000) g; ANALYZE captured",
+        )
+        .await
+        .unwrap();
+    let metrics_port = support::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut source_run = SynclineRun::start_with_args(
+        &c.file,
+        &["--component", "cdc", "--metrics-addr", &metrics_addr],
+    );
+    wait_until(Duration::from_secs(120), "the source to stream", || {
+        let log = source_run.log();
+        async move { log.contains("postgres_cdc: streaming") }
+    })
+    .await;
+    let sink_run = run_component(&c.file, "warehouse");
+    let table = [("captured", "id, v", "id")];
+    wait_equal(
+        &c.source,
+        &c.target.url(),
+        &table,
+        "after the snapshot",
+        &[&source_run, &sink_run],
+    )
+    .await;
+    // The initial snapshot read the table in several key ranges at once.
+    let log = source_run.log();
+    let ranges: usize = log
+        .lines()
+        .find(|l| l.contains("snapshot of a table started"))
+        .and_then(|l| l.split("ranges=").nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("the snapshot logs its ranges:\n{log}"));
+    assert!(
+        ranges > 1,
+        "6000 rows in chunks of 500 were read as {ranges} range(s)"
+    );
+
+    // The metrics show the snapshot and the stream.
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let snap = metric(
+        &text,
+        "syncline_cdc_snapshot_rows_total",
+        "table=\"public.captured\"",
+    );
+    assert_eq!(snap, Some(6000.0), "snapshot rows in the metrics:\n{text}");
+    assert!(metric(
+        &text,
+        "syncline_cdc_snapshot_rows_estimate",
+        "public.captured"
+    )
+    .is_some_and(|e| e >= 5000.0));
+    c.src
+        .batch_execute("UPDATE captured SET v = 'changed' WHERE id <= 10")
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the metrics to count streamed changes",
+        || {
+            let url = format!("http://{metrics_addr}/metrics");
+            async move {
+                let text = match reqwest::get(url).await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => return false,
+                };
+                metric(&text, "syncline_cdc_events_total", "source=\"cdc\"")
+                    .is_some_and(|n| n >= 10.0)
+                    && metric(
+                        &text,
+                        "syncline_cdc_slot_retained_wal_bytes",
+                        "source=\"cdc\"",
+                    )
+                    .is_some()
+                    && metric(&text, "syncline_cdc_lag_bytes", "source=\"cdc\"").is_some()
+            }
+        },
+    )
+    .await;
+
+    // Damage the target behind the sink's back: rows lost, rows overwritten.
+    let dst = pg_connect(&c.target.url()).await;
+    dst.batch_execute(
+        "DELETE FROM captured WHERE id BETWEEN 100 AND 199; UPDATE captured SET v = 'damaged' WHERE id BETWEEN 1000 AND 1099",
+    )
+    .await
+    .unwrap();
+    // Writes continue at the source, on other rows.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (c.source.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = pg_connect(&url).await;
+            let mut i = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                client
+                    .batch_execute(&format!(
+                        "UPDATE captured SET v = 'w{i}' WHERE id = {}; INSERT INTO captured VALUES ({}, 'new'); \
+                         DELETE FROM captured WHERE id = {}",
+                        3000 + i % 1000,
+                        10_000 + i,
+                        5000 + i
+                    ))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let bad_table = std::process::Command::new(support::syncline_bin())
+        .args(["snapshot"])
+        .arg(&c.file)
+        .args(["--source", "cdc", "--table", "public.nope"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_table.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad_table.stderr);
+    assert!(
+        err.contains("`public.nope` is not a table captured") && err.contains("public.captured"),
+        "{err}"
+    );
+    let out = std::process::Command::new(support::syncline_bin())
+        .args(["snapshot"])
+        .arg(&c.file)
+        .args(["--source", "cdc", "--table", "captured"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("re-snapshot of public.captured requested")
+    );
+
+    // kill -9 right after the request is recorded: the restarted source still answers it.
+    wait_until(
+        Duration::from_secs(60),
+        "the source to take the request",
+        || {
+            let log = source_run.log();
+            async move { log.contains("re-snapshot requested") }
+        },
+    )
+    .await;
+    source_run.restart();
+    wait_until(
+        Duration::from_secs(120),
+        "the re-snapshot to finish",
+        || {
+            let log = source_run.log();
+            async move { log.matches("postgres_cdc: snapshot finished").count() >= 2 }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    wait_equal(
+        &c.source,
+        &c.target.url(),
+        &table,
+        "after the re-snapshot",
+        &[&source_run, &sink_run],
+    )
+    .await;
+    // Answered once: the replayed request (if the slot had not moved past it) started no third snapshot.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        source_run
+            .log()
+            .matches("postgres_cdc: snapshot finished")
+            .count(),
+        2
+    );
+    drop(c.dir);
+}

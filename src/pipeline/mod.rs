@@ -49,6 +49,56 @@ pub async fn validate_command(file: &Path, registry: bool) -> ExitCode {
     }
 }
 
+/// `syncline snapshot FILE --source NAME [--table T]...`: ask a
+/// `postgres_cdc` source for a re-snapshot while it runs.
+pub async fn snapshot_command(file: &Path, source: &str, tables: &[String]) -> ExitCode {
+    let pipeline = match load::load(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let cdc = match pipeline.sources.get(source) {
+        Some(config::SourceConfig::PostgresCdc(c)) => c,
+        _ => {
+            let names: Vec<&str> = pipeline
+                .sources
+                .iter()
+                .filter(|(_, s)| matches!(s, config::SourceConfig::PostgresCdc(_)))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            eprintln!(
+                "error: {}: `{source}` is not a postgres_cdc source; postgres_cdc sources: {}",
+                file.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match syncline_sources::postgres_cdc::request_resnapshot(cdc, &pipeline.name, source, tables)
+        .await
+    {
+        Ok((names, lsn)) => {
+            println!(
+                "re-snapshot of {} requested at {lsn}: source `{source}` reads {} again once its stream reaches the request \
+                 (streaming of the source pauses meanwhile)",
+                names.join(", "),
+                if names.len() == 1 { "it" } else { "them" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: source `{source}`: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `sources -> topics -> processors -> topics -> sinks`, one line per component.
 pub fn summary(file: &Path, p: &PipelineConfig) -> String {
     let mut out = format!("pipeline `{}` ({}) is valid", p.name, file.display());

@@ -41,6 +41,12 @@ pub struct PostgresCdcConfig {
     /// acknowledged, then recorded; a crash resumes after the last recorded chunk.
     #[serde(default = "default_chunk_size")]
     pub snapshot_chunk_size: usize,
+    /// Chunks read at once, each on its own database connection (all in the
+    /// same exported snapshot). A large table is split into this many key
+    /// ranges (boundaries from a `TABLESAMPLE` of its keys); several tables
+    /// are read at once too.
+    #[serde(default = "default_parallelism")]
+    pub snapshot_parallelism: usize,
     /// Milliseconds between two heartbeats (`pg_logical_emit_message`), which
     /// let the slot advance while the captured tables are idle but the
     /// database is busy. 0 turns heartbeats off (needs EXECUTE on that function).
@@ -79,6 +85,9 @@ pub struct CdcTableConfig {
 
 fn default_chunk_size() -> usize {
     10_000
+}
+fn default_parallelism() -> usize {
+    4
 }
 fn default_heartbeat_ms() -> u64 {
     10_000
@@ -157,6 +166,12 @@ impl PostgresCdcConfig {
             issues.push(Issue::new(
                 "snapshot_chunk_size",
                 "must be at least 1 (rows per chunk, e.g. 10000)",
+            ));
+        }
+        if !(1..=64).contains(&self.snapshot_parallelism) {
+            issues.push(Issue::new(
+                "snapshot_parallelism",
+                "must be 1 to 64 (chunks read at once, one connection each; e.g. 4)",
             ));
         }
         if self.tables.is_empty() {

@@ -15,7 +15,9 @@
 //! 2. when the slot is missing: forget stored snapshot progress, create the
 //!    slot with an exported snapshot;
 //! 3. snapshot every table whose snapshot is not finished (see [`snapshot`]);
-//! 4. stream from the slot's confirmed position (see [`stream`]).
+//! 4. stream from the slot's confirmed position (see [`stream`]); when a
+//!    re-snapshot is asked for (`syncline snapshot`), the stream stops after
+//!    the request, and the source goes back to 3.
 //!
 //! # The guarantee (exactly-once effects)
 //! Every committed change of a captured table is published at least once,
@@ -43,6 +45,7 @@ mod snapshot;
 mod stream;
 
 pub use config::{CdcTableConfig, PostgresCdcConfig, SnapshotMode};
+pub use stream::{ResnapshotRequest, RESNAPSHOT_PREFIX};
 
 use apache_avro::types::Value;
 use decode::TypeInfo;
@@ -53,6 +56,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use slot::Resolved;
 use std::collections::HashMap;
 use std::time::Duration;
+use stream::StreamEnd;
 use syncline_core::codec::Encoder;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{ChangeEvent, Error, Position, Result, SourceInfo, TableSchema};
@@ -172,15 +176,24 @@ impl PostgresCdcSource {
                     "postgres_cdc: resuming from the replication slot");
             }
         }
-        if self.cfg.snapshot == SnapshotMode::Initial {
+        if self.cfg.snapshot == SnapshotMode::Never {
+            if let Some(e) = &exported {
+                tracing::info!(source = %self.name, slot = %e.slot, "postgres_cdc: snapshot: never; streaming only");
+            }
+        }
+        drop(client);
+        loop {
             let shutdown_requested = self.snapshot(exported.take(), &shutdown).await?;
             if shutdown_requested {
                 return Ok(());
             }
+            match self.stream(&shutdown).await? {
+                StreamEnd::Shutdown => return Ok(()),
+                StreamEnd::Resnapshot => {
+                    slot::wait_until_released(&self.url, &self.slot, &self.db_name).await?
+                }
+            }
         }
-        drop(exported);
-        drop(client);
-        self.stream(shutdown).await
     }
 
     fn source_info(&self, table: &str, position: Position, text: String, ts_us: i64) -> SourceInfo {
@@ -241,6 +254,60 @@ impl PostgresCdcSource {
             ("source", self.name.clone()),
         ]
     }
+}
+
+/// Ask the running (or next) `postgres_cdc` source `source` of `pipeline`
+/// for a re-snapshot of the captured tables named by `tables` (names or
+/// patterns; empty: every captured table). Writes the request into the WAL
+/// as a transactional logical message (see [`stream`]); returns the names
+/// of the tables and the request's LSN.
+pub async fn request_resnapshot(
+    cfg: &PostgresCdcConfig,
+    pipeline: &str,
+    source: &str,
+    tables: &[String],
+) -> Result<(Vec<String>, String)> {
+    let url = cfg.connection.trim();
+    let client = slot::connect(url, source).await?;
+    let captured = slot::resolve_tables(&client, &cfg.tables).await?;
+    let mut names = Vec::new();
+    for pattern in tables {
+        let matched: Vec<String> = captured
+            .iter()
+            .filter(|r| slot::table_matches(pattern, r))
+            .map(Resolved::name)
+            .collect();
+        if matched.is_empty() {
+            let all: Vec<String> = captured.iter().map(Resolved::name).collect();
+            return Err(Error::config(format!(
+                "`{pattern}` is not a table captured by source `{source}`; it captures: {}",
+                all.join(", ")
+            )));
+        }
+        names.extend(matched);
+    }
+    if tables.is_empty() {
+        names = captured.iter().map(Resolved::name).collect();
+    }
+    names.dedup();
+    let request = ResnapshotRequest {
+        slot: cfg
+            .slot
+            .clone()
+            .unwrap_or_else(|| config::default_slot_name(pipeline, source)),
+        tables: names.clone(),
+    };
+    let content = serde_json::to_string(&request)
+        .map_err(|e| Error::internal("cannot encode the request").with_source(e))?;
+    let lsn: String = client
+        .query_one(
+            "SELECT pg_logical_emit_message(true, $1, $2)::text",
+            &[&RESNAPSHOT_PREFIX, &content],
+        )
+        .await
+        .map_err(|e| slot::pg_error(e, || "cannot write the re-snapshot request".into()))?
+        .get(0);
+    Ok((names, lsn))
 }
 
 /// Wait for deliveries; any failure is transient (the broker was away).

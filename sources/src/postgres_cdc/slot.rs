@@ -84,6 +84,21 @@ impl Resolved {
     }
 }
 
+/// A table name or pattern as `schema.table` (`public` when no schema is given).
+pub fn qualified_pattern(table: &str) -> String {
+    let t = if table.contains('.') {
+        table.to_string()
+    } else {
+        format!("public.{table}")
+    };
+    t.replace('"', "")
+}
+
+/// Whether the table name or pattern `pattern` names `table`.
+pub fn table_matches(pattern: &str, table: &Resolved) -> bool {
+    glob(&qualified_pattern(pattern), &table.name())
+}
+
 /// `*` matches any characters; everything else itself.
 pub fn glob(pattern: &str, s: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -139,12 +154,7 @@ pub async fn resolve_tables(client: &Client, entries: &[CdcTableConfig]) -> Resu
         .map_err(|e| pg_error(e, || "cannot list tables".into()))?;
     let mut out: Vec<Resolved> = Vec::new();
     for entry in entries {
-        let pattern = if entry.table.contains('.') {
-            entry.table.clone()
-        } else {
-            format!("public.{}", entry.table)
-        };
-        let pattern = pattern.replace('"', "");
+        let pattern = qualified_pattern(&entry.table);
         let mut matched = 0;
         for row in &all {
             let (schema, table): (String, String) = (row.get(0), row.get(1));
@@ -376,6 +386,23 @@ pub async fn slot_status(client: &Client, slot: &str, db: &str) -> Result<Option
         return Err(lost_slot_error(slot));
     }
     Ok(Some(status))
+}
+
+/// Wait (up to 30 s) until no walsender holds `slot`: after this process
+/// closed its replication connection, Postgres releases the slot shortly.
+pub async fn wait_until_released(url: &str, slot: &str, db: &str) -> Result<()> {
+    let client = connect(url, "postgres_cdc").await?;
+    for _ in 0..300 {
+        match slot_status(&client, slot, db).await? {
+            Some(s) if s.active_pid.is_some() => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            _ => return Ok(()),
+        }
+    }
+    Err(Error::transient(format!(
+        "replication slot `{slot}` is still in use 30 s after its stream was closed"
+    )))
 }
 
 /// The error for an invalidated slot: what happened and how to recover.

@@ -22,6 +22,21 @@
 //! (`pg_logical_emit_message(true, 'syncline_heartbeat', '')`): it streams
 //! as an empty transaction whose end LSN is acknowledged like any other once
 //! everything before it is, so the slot keeps up with the database.
+//!
+//! # Re-snapshot while running
+//! `syncline snapshot` writes a transactional logical message
+//! ([`RESNAPSHOT_PREFIX`], JSON `{"slot": .., "tables": [..]}`), so the
+//! request sits in the WAL in commit order. When its transaction commits in
+//! the stream, the source stops reading, waits until every record before
+//! it is acknowledged, records each requested table as "snapshot pending"
+//! (with the request's commit LSN, so a replayed request is not answered
+//! twice), and only then reports the transaction as flushed. Streaming then
+//! ends and [`PostgresCdcSource::run`] snapshots the pending tables in a new
+//! exported snapshot (see [`super::snapshot`] for why that hand-over has no
+//! gap), and resumes streaming where it stopped. A crash at any point
+//! either replays the request or finds the pending entries. Streaming of
+//! this source pauses during the re-snapshot (the slot holds the WAL
+//! meanwhile), like Debezium's blocking snapshot.
 
 use super::decode::{text_value, RawColumn};
 use super::slot::{self, format_lsn};
@@ -39,6 +54,25 @@ use std::time::{Duration, Instant};
 use syncline_core::runtime::Shutdown;
 use syncline_core::{ChangeEvent, Error, Op, Position, Result};
 
+/// The prefix of the logical message that asks a running source for a re-snapshot.
+pub const RESNAPSHOT_PREFIX: &str = "syncline_snapshot";
+
+/// The content of a re-snapshot request.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ResnapshotRequest {
+    /// The slot of the source that should answer it.
+    pub slot: String,
+    /// `schema.table` names or patterns (`*`) of captured tables.
+    pub tables: Vec<String>,
+}
+
+/// How streaming ended without an error.
+pub(super) enum StreamEnd {
+    Shutdown,
+    /// Tables were marked for a re-snapshot; snapshot them, then stream again.
+    Resnapshot,
+}
+
 /// The position of the `index`-th record (from 1) of the transaction committed at `commit_lsn`.
 pub fn stream_position(commit_lsn: u64, index: u64) -> Position {
     Position::builder().u64(commit_lsn).u64(index).build()
@@ -51,13 +85,15 @@ struct Tx {
     ts_us: i64,
     records: u64,
     deliveries: Vec<DeliveryFuture>,
+    /// Tables whose re-snapshot this transaction asks for.
+    resnapshot: Vec<usize>,
 }
 
 /// A row's values in schema order.
 type Row = Vec<(String, Value)>;
 
-/// Acknowledged: (end LSN, commit time µs, records).
-type Acked = Result<(u64, i64, u64)>;
+/// Acknowledged: (end LSN, commit time µs, records, re-snapshot recorded).
+type Acked = Result<(u64, i64, u64, bool)>;
 
 /// Stops the reader task when the stream loop ends, however it ends.
 struct ReaderGuard(CancellationToken, tokio::task::JoinHandle<()>);
@@ -69,7 +105,7 @@ impl Drop for ReaderGuard {
 }
 
 impl PostgresCdcSource {
-    pub(super) async fn stream(&mut self, shutdown: Shutdown) -> Result<()> {
+    pub(super) async fn stream(&mut self, shutdown: &Shutdown) -> Result<StreamEnd> {
         let config = ReplicationStreamConfig::builder(self.slot.clone(), self.publication.clone())
             .with_protocol_version(1)
             .with_streaming_mode(StreamingMode::Off)
@@ -106,6 +142,14 @@ impl PostgresCdcSource {
         tracing::info!(source = %self.name, slot = %self.slot, publication = %self.publication, "postgres_cdc: streaming");
 
         let admin = slot::connect(&self.url, &self.name).await?;
+        let mut answered: HashMap<String, u64> = self
+            .progress
+            .restore()
+            .await?
+            .into_iter()
+            .map(|(t, p)| (t, p.requested_at))
+            .collect();
+        let mut pausing = false;
         let labels = self.metric_labels();
         let mut relations: HashMap<u32, Option<usize>> = HashMap::new();
         let mut current: Option<Tx> = None;
@@ -120,10 +164,15 @@ impl PostgresCdcSource {
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(StreamEnd::Shutdown),
                 Some(acked) = inflight.next(), if !inflight.is_empty() => {
-                    let (end_lsn, ts_us, records) = acked?;
+                    let (end_lsn, ts_us, records, resnapshot) = acked?;
                     feedback.update_applied_lsn(end_lsn);
+                    if resnapshot {
+                        tracing::info!(source = %self.name, at = %format_lsn(end_lsn),
+                            "postgres_cdc: re-snapshot requested; streaming pauses while it runs");
+                        return Ok(StreamEnd::Resnapshot);
+                    }
                     if records > 0 {
                         metrics::counter!("syncline_cdc_events_total", &labels).increment(records);
                         events_window.1 += records;
@@ -133,13 +182,20 @@ impl PostgresCdcSource {
                         last_commit_ts = None;
                     }
                 }
-                ev = rx.recv(), if inflight.len() < 10_000 => {
+                ev = rx.recv(), if inflight.len() < 10_000 && !pausing => {
                     let ev = match ev {
                         Some(Ok(ev)) => ev,
                         Some(Err(e)) => return Err(self.stream_error(e).await),
                         None => return Err(Error::transient("the replication stream ended")),
                     };
-                    self.handle(ev, &admin, &mut relations, &mut current, &mut inflight).await?;
+                    let mut ctx = HandleCtx {
+                        admin: &admin,
+                        relations: &mut relations,
+                        current: &mut current,
+                        inflight: &mut inflight,
+                        answered: &mut answered,
+                    };
+                    pausing |= self.handle(ev, &mut ctx).await?;
                 }
                 _ = heartbeat.tick(), if self.cfg.heartbeat_interval_ms > 0 => {
                     if let Err(e) = admin
@@ -207,14 +263,23 @@ impl PostgresCdcSource {
         .with_source(e)
     }
 
-    async fn handle(
-        &mut self,
-        ev: WalEvent,
-        admin: &tokio_postgres::Client,
-        relations: &mut HashMap<u32, Option<usize>>,
-        current: &mut Option<Tx>,
-        inflight: &mut FuturesOrdered<futures::future::BoxFuture<'static, Acked>>,
-    ) -> Result<()> {
+    /// Turn one stream event into records. Returns true when a transaction
+    /// that asks for a re-snapshot committed (stop reading until it is acknowledged).
+    async fn handle(&mut self, ev: WalEvent, ctx: &mut HandleCtx<'_>) -> Result<bool> {
+        let HandleCtx {
+            admin,
+            relations,
+            current,
+            inflight,
+            answered,
+        } = ctx;
+        let (admin, relations, current, inflight, answered): (
+            &tokio_postgres::Client,
+            &mut HashMap<_, _>,
+            &mut Option<Tx>,
+            &mut FuturesOrdered<_>,
+            &mut HashMap<_, _>,
+        ) = (admin, relations, current, inflight, answered);
         match ev.event_type {
             EventType::Begin {
                 transaction_id,
@@ -227,6 +292,7 @@ impl PostgresCdcSource {
                     ts_us: commit_timestamp.timestamp_micros(),
                     records: 0,
                     deliveries: Vec::new(),
+                    resnapshot: Vec::new(),
                 });
             }
             EventType::Commit { end_lsn, .. } => {
@@ -236,14 +302,61 @@ impl PostgresCdcSource {
                     ));
                 };
                 let end = end_lsn.value();
-                let (records, ts) = (tx.records, tx.ts_us);
+                let (records, ts, at) = (tx.records, tx.ts_us, tx.commit_lsn);
+                // A request is answered once: a replayed one is older than the answer.
+                let requested: Vec<String> = tx
+                    .resnapshot
+                    .iter()
+                    .map(|&t| self.tables[t].resolved.name())
+                    .filter(|name| answered.get(name).is_none_or(|&a| a < at))
+                    .collect();
+                for name in &requested {
+                    answered.insert(name.clone(), at);
+                }
+                let (store, producer) = (self.progress.clone(), self.producer.clone());
+                let resnapshot = !requested.is_empty();
                 inflight.push_back(
                     async move {
                         await_deliveries("a captured table", tx.deliveries).await?;
-                        Ok((end, ts, records))
+                        for name in &requested {
+                            store.request(&producer, name, at).await?;
+                        }
+                        Ok((end, ts, records, resnapshot))
                     }
                     .boxed(),
                 );
+                return Ok(resnapshot);
+            }
+            EventType::Message {
+                flags,
+                prefix,
+                content,
+                ..
+            } if &*prefix == RESNAPSHOT_PREFIX => {
+                let request: ResnapshotRequest = match serde_json::from_slice(&content) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(source = %self.name, error = %e, "postgres_cdc: ignoring a malformed re-snapshot request");
+                        return Ok(false);
+                    }
+                };
+                if request.slot != self.slot {
+                    return Ok(false);
+                }
+                let Some(tx) = current.as_mut().filter(|_| flags & 1 == 1) else {
+                    tracing::warn!(source = %self.name, "postgres_cdc: ignoring a non-transactional re-snapshot request");
+                    return Ok(false);
+                };
+                for pattern in &request.tables {
+                    let matched: Vec<usize> = (0..self.tables.len())
+                        .filter(|&t| slot::table_matches(pattern, &self.tables[t].resolved))
+                        .collect();
+                    if matched.is_empty() {
+                        tracing::warn!(source = %self.name, table = %pattern,
+                            "postgres_cdc: a re-snapshot request names no captured table");
+                    }
+                    tx.resnapshot.extend(matched);
+                }
             }
             EventType::Relation {
                 relation_id,
@@ -346,7 +459,7 @@ impl PostgresCdcSource {
             }
             _ => {}
         }
-        Ok(())
+        Ok(false)
     }
 
     fn table_of(&self, relations: &HashMap<u32, Option<usize>>, oid: u32) -> Option<usize> {
@@ -481,6 +594,16 @@ impl PostgresCdcSource {
         tx.deliveries.push(self.enqueue(t, &ev, &unchanged).await?);
         Ok(())
     }
+}
+
+/// What [`PostgresCdcSource::handle`] works on besides the source.
+struct HandleCtx<'a> {
+    admin: &'a tokio_postgres::Client,
+    relations: &'a mut HashMap<u32, Option<usize>>,
+    current: &'a mut Option<Tx>,
+    inflight: &'a mut FuturesOrdered<futures::future::BoxFuture<'static, Acked>>,
+    /// Per table, the commit LSN of the last re-snapshot request answered.
+    answered: &'a mut HashMap<String, u64>,
 }
 
 fn in_tx(current: &mut Option<Tx>) -> Result<&mut Tx> {
