@@ -21,26 +21,12 @@ use rdkafka::ClientConfig;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
-use support::{PgDb, Stack, SynclineRun, TempDir};
+use support::{PgDb, Rng, Stack, SynclineRun, TempDir};
 use syncline_core::codec::{Decoder, Encoder};
 use syncline_core::registry::RegistryConfig;
 use syncline_core::{ChangeEvent, Column, ColumnType, Op, Position, SourceInfo, TableSchema};
 
 const PARTITIONS: i32 = 3;
-
-/// A small deterministic generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One change as the test knows it.
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@
 mod support;
 
 use std::time::Duration;
-use support::{PgDb, Stack, SynclineRun, TempDir};
+use support::{PgDb, Rng, Stack, SynclineRun, TempDir};
 
 /// Columns compared between source and target (every mapped type).
 const COLUMNS: &str = "id, small, i, big, price, free_num, r, d, name, code, flag, day, at_time, local_ts, ts, uid, doc, docb, blob, ints, tags";
@@ -173,25 +173,6 @@ async fn wait_equal(source: &PgDb, target: &PgDb, what: &str, runs: &[&SynclineR
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// A small deterministic generator: the seed is printed so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn from_time() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        eprintln!("random seed: {seed}");
-        Rng(seed | 1)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

@@ -5,6 +5,10 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod pg_server;
+mod rng;
+
+#[allow(unused_imports)] // not every test binary draws random numbers
+pub use rng::Rng;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -176,7 +176,10 @@ mod tests {
         assert_eq!(p.lower(0), key("7").as_ref());
         assert_eq!(p.rows, 7);
         let fresh: TableProgress = serde_json::from_str(r#"{"done": false, "rows": 0}"#).unwrap();
-        assert!(fresh.upgraded().segments.is_empty(), "a fresh entry is planned");
+        assert!(
+            fresh.upgraded().segments.is_empty(),
+            "a fresh entry is planned"
+        );
         // written back, the old field is gone
         let json = serde_json::to_value(&p).unwrap();
         assert!(json.get("after").is_none(), "{json}");
