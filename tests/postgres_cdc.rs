@@ -138,6 +138,7 @@ sources:
     type: postgres_cdc
     connection: {source}
     snapshot_chunk_size: 1000
+    snapshot_parallelism: 3
     heartbeat_interval_ms: 500
     tables:
       - {{ table: public.accounts, topic: cdc.accounts }}
@@ -360,6 +361,7 @@ sources:
     type: postgres_cdc
     connection: {source}
     snapshot_chunk_size: 500
+    snapshot_parallelism: 4
     heartbeat_interval_ms: 300
     tables:
 {source_tables}sinks:
