@@ -9,27 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::pg_server::PgServer;
-use support::{pg_connect, wait_until, PgDb, Stack, SynclineRun, TempDir};
-
-/// A small deterministic generator: the seed is printed so a failure can be replayed.
-#[derive(Clone)]
-struct Rng(u64);
-impl Rng {
-    fn from_time() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        eprintln!("random seed: {seed}");
-        Rng(seed | 1)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
+use support::{pg_connect, wait_until, PgDb, Rng, Stack, SynclineRun, TempDir};
 
 /// (table, compared columns, key order)
 const TABLES: &[(&str, &str, &str)] = &[

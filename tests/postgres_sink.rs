@@ -9,7 +9,7 @@ use apache_avro::types::Value;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{wait_until, PgDb, Stack, SynclineRun, TempDir};
+use support::{wait_until, PgDb, Rng, Stack, SynclineRun, TempDir};
 use syncline_core::codec::Encoder;
 use syncline_core::kafka::KafkaConfig;
 use syncline_core::registry::RegistryConfig;
@@ -305,32 +305,6 @@ async fn wait_progress(
             run.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A small deterministic random source (xorshift), seeded from the clock
-/// and printed so a failing run can be repeated.
-struct Rng(u64);
-impl Rng {
-    fn new() -> Self {
-        let seed = std::env::var("SYNCLINE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        println!("random seed: {seed} (set SYNCLINE_TEST_SEED to repeat)");
-        Rng(seed)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 
@@ -1005,7 +979,7 @@ async fn kill_9_while_writing_large_batches_loses_and_duplicates_nothing() {
     let pipeline = pipeline_file(&dir, &stack, &db, "kill", "kill.items", 5000);
     let c = db.client().await;
     let g = group("kill");
-    let mut rng = Rng::new();
+    let mut rng = Rng::from_time();
     let mut run = SynclineRun::start(&pipeline);
     let mut kills = 0;
     for _ in 0..5 {
