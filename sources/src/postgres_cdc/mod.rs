@@ -289,6 +289,7 @@ pub async fn request_resnapshot(
     if tables.is_empty() {
         names = captured.iter().map(Resolved::name).collect();
     }
+    names.sort();
     names.dedup();
     let request = ResnapshotRequest {
         slot: cfg

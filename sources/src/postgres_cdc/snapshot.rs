@@ -83,6 +83,8 @@ struct Reader {
     select: String,
     /// `(s.k1, s.k2)`
     key_list: String,
+    /// `s.k1::text, s.k2::text`
+    key_text: String,
     /// The key columns' positions among the selected columns.
     key_idx: Vec<usize>,
     /// The key columns' SQL types, for the casts of bound parameters.
@@ -112,13 +114,16 @@ impl Reader {
                     .expect("key checked")
             })
             .collect();
-        let key_list = r
-            .key
-            .iter()
-            .map(|k| format!("s.{}", quote_ident(k)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let keys = |suffix: &str| {
+            r.key
+                .iter()
+                .map(|k| format!("s.{}{suffix}", quote_ident(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let key_list = keys("");
         Reader {
+            key_text: keys("::text"),
             select: format!("SELECT {select} FROM {} AS s", r.quoted()),
             key_list: format!("({key_list})"),
             key_types: key_idx
@@ -179,6 +184,25 @@ async fn snapshot_connection(source: &PostgresCdcSource, snapshot: &str) -> Resu
     Ok(client)
 }
 
+/// The table's row estimate (`pg_class.reltuples`, 0 when never analyzed)
+/// and its size in pages.
+async fn table_size(client: &Client, r: &slot::Resolved) -> Result<(i64, i64)> {
+    let row = client
+        .query_one(
+            "SELECT greatest(reltuples, 0)::int8, \
+                    pg_relation_size(oid) / current_setting('block_size')::int8 \
+             FROM pg_class WHERE oid = $1",
+            &[&r.oid],
+        )
+        .await
+        .map_err(|e| {
+            slot::pg_error(e, || {
+                format!("snapshot of `{}`: cannot estimate the row count", r.name())
+            })
+        })?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// The key ranges `n` workers should read `t` in, and an estimate of its
 /// rows. Boundaries are quantiles of a `TABLESAMPLE SYSTEM` sample of the
 /// keys (about [`SAMPLE_PAGES`] pages), ordered by the database; a table of
@@ -190,20 +214,7 @@ async fn plan_segments(
     reader: &Reader,
 ) -> Result<(Vec<Segment>, i64)> {
     let r = &source.tables[t].resolved;
-    let pg = |what: &'static str| {
-        let name = r.name();
-        move |e| slot::pg_error(e, || format!("snapshot of `{name}`: {what}"))
-    };
-    let row = client
-        .query_one(
-            "SELECT greatest(reltuples, 0)::int8, \
-                    pg_relation_size(oid) / current_setting('block_size')::int8 \
-             FROM pg_class WHERE oid = $1",
-            &[&r.oid],
-        )
-        .await
-        .map_err(pg("cannot estimate the row count"))?;
-    let (reltuples, pages): (i64, i64) = (row.get(0), row.get(1));
+    let (reltuples, pages) = table_size(client, r).await?;
     let one = vec![Segment::default()];
     let (chunk, workers) = (
         source.cfg.snapshot_chunk_size as i64,
@@ -213,23 +224,22 @@ async fn plan_segments(
         return Ok((one, reltuples));
     }
     let percent = (100.0 * SAMPLE_PAGES / pages as f64).min(100.0);
-    let key_cols = r
-        .key
-        .iter()
-        .map(|k| format!("s.{}::text", quote_ident(k)))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sample = client
         .query(
             &format!(
-                "SELECT {key_cols} FROM {} AS s TABLESAMPLE SYSTEM ({percent:.6}) ORDER BY {}",
+                "SELECT {} FROM {} AS s TABLESAMPLE SYSTEM ({percent:.6}) ORDER BY {}",
+                reader.key_text,
                 r.quoted(),
                 reader.key_list
             ),
             &[],
         )
         .await
-        .map_err(pg("cannot sample the keys"))?;
+        .map_err(|e| {
+            slot::pg_error(e, || {
+                format!("snapshot of `{}`: cannot sample the keys", r.name())
+            })
+        })?;
     let estimate = if reltuples > 0 {
         reltuples
     } else {
@@ -286,8 +296,7 @@ impl PostgresCdcSource {
         let exported = match exported {
             Some(e) => e,
             None => {
-                let temp = format!("{}_snap_{}", self.slot, std::process::id());
-                let mut temp = temp.clone();
+                let mut temp = format!("{}_snap_{}", self.slot, std::process::id());
                 temp.truncate(63);
                 let e = slot::create_slot(&self.url, &temp, true).await?;
                 tracing::info!(source = %self.name, temporary_slot = %temp, consistent_point = %slot::format_lsn(e.lsn),
@@ -300,6 +309,7 @@ impl PostgresCdcSource {
         // Plan every pending table's ranges (stored before any row is read).
         let planner = snapshot_connection(self, &snapshot).await?;
         let mut runs = Vec::new();
+        let mut readers = HashMap::new();
         let mut queue = VecDeque::new();
         for t in pending {
             let name = self.tables[t].resolved.name();
@@ -311,19 +321,9 @@ impl PostgresCdcSource {
                 self.progress.store(&self.producer, &name, &p).await?;
                 estimate
             } else {
-                planner
-                    .query_one(
-                        "SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = $1",
-                        &[&self.tables[t].resolved.oid],
-                    )
-                    .await
-                    .map_err(|e| {
-                        slot::pg_error(e, || {
-                            format!("snapshot of `{name}`: cannot estimate the row count")
-                        })
-                    })?
-                    .get(0)
+                table_size(&planner, &self.tables[t].resolved).await?.0
             };
+            readers.insert(t, reader);
             let mut labels = self.metric_labels().to_vec();
             labels.push(("table", name.clone()));
             metrics::gauge!("syncline_cdc_snapshot_rows_estimate", &labels).set(estimate as f64);
@@ -345,8 +345,6 @@ impl PostgresCdcSource {
             });
         }
         drop(planner);
-        let readers: HashMap<usize, Reader> =
-            runs.iter().map(|r| (r.t, Reader::new(self, r.t))).collect();
         let workers = self.cfg.snapshot_parallelism.min(queue.len()).max(1);
         let queue = std::sync::Mutex::new(queue);
         let this = &*self;
