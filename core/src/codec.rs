@@ -142,13 +142,46 @@ impl Encoder {
             })
             .collect();
         let key = record_value(key_cols.into_iter(), &event.key)?;
+        Ok((
+            frame(&key_schema, key)?,
+            frame(&value_schema, envelope(table, event)?)?,
+        ))
+    }
+
+    /// Encode a TRUNCATE: the value only, with the table's value schema. A
+    /// truncate concerns every key of the table, so its record has no Kafka
+    /// key; it is sent to every partition ([`crate::kafka::partitions_of`]).
+    /// Only the value schema is registered: `table.primary_key` may be empty
+    /// (a truncate read back has no key to learn it from).
+    pub async fn encode_truncate(
+        &self,
+        topic: &str,
+        table: &TableSchema,
+        event: &ChangeEvent,
+    ) -> Result<Vec<u8>> {
+        if event.op != Op::Truncate {
+            return Err(Error::internal("encode_truncate called with a row change"));
+        }
+        let value_schema = self
+            .register(
+                format!("{topic}-value"),
+                table.value_schema_json().to_string(),
+            )
+            .await?;
+        frame(&value_schema, envelope(table, event)?)
+    }
+}
+
+/// The envelope record of `event` (schemas/envelope.avsc) with `table`'s row shape.
+fn envelope(table: &TableSchema, event: &ChangeEvent) -> Result<Value> {
+    {
         let row = |r: &Option<Vec<(String, Value)>>| -> Result<Value> {
             Ok(nullable_value(match r {
                 None => None,
                 Some(vals) => Some(record_value(table.columns.iter(), vals)?),
             }))
         };
-        let envelope = Value::Record(vec![
+        Ok(Value::Record(vec![
             (
                 "op".into(),
                 Value::Enum(event.op.index() as u32, event.op.symbol().into()),
@@ -156,8 +189,7 @@ impl Encoder {
             ("before".into(), row(&event.before)?),
             ("after".into(), row(&event.after)?),
             ("source".into(), source_value(&event.source)),
-        ]);
-        Ok((frame(&key_schema, key)?, frame(&value_schema, envelope)?))
+        ]))
     }
 }
 
@@ -321,30 +353,16 @@ impl Decoder {
     }
 
     /// Decode one Kafka record written by any syncline source (or by any
-    /// producer that follows the envelope in schemas/envelope.avsc).
+    /// producer that follows the envelope in schemas/envelope.avsc). Every
+    /// record has a key except a TRUNCATE, which concerns every key (its
+    /// `key` and `key_columns` are empty).
     pub async fn decode(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded> {
-        let key = key.ok_or_else(|| Error::data("record has no key"))?;
         let value = value.ok_or_else(|| {
             Error::data("record has no value (a Kafka tombstone): syncline deletes are explicit DELETE changes")
         })?;
         let value_id = Self::schema_id(value, "record value")?;
-        let key_id = Self::schema_id(key, "record key")?;
         let (columns, field_to_col) = self.row_shape(value_id).await?;
-        let key_columns = self.key_shape(key_id).await?;
         let rename = |f: String| field_to_col.get(&f).cloned().unwrap_or(f);
-
-        let key_fields = match self.decode_value(key).await? {
-            Value::Record(f) => f,
-            other => {
-                return Err(Error::data(format!(
-                    "record key is not an Avro record: {other:?}"
-                )))
-            }
-        };
-        let key_vals = key_fields
-            .into_iter()
-            .map(|(f, v)| (rename(f), unwrap_union(&v).cloned().unwrap_or(Value::Null)))
-            .collect();
         let Value::Record(env) = self.decode_value(value).await? else {
             return Err(Error::data("record value is not an Avro record"));
         };
@@ -366,6 +384,26 @@ impl Decoder {
         }
         let op = op.ok_or_else(|| Error::data("envelope has no valid `op`"))?;
         let source = source.ok_or_else(|| Error::data("envelope has no `source`"))?;
+        let (key_vals, key_columns) = match key {
+            Some(key) => {
+                let key_columns = self.key_shape(Self::schema_id(key, "record key")?).await?;
+                let key_fields = match self.decode_value(key).await? {
+                    Value::Record(f) => f,
+                    other => {
+                        return Err(Error::data(format!(
+                            "record key is not an Avro record: {other:?}"
+                        )))
+                    }
+                };
+                let vals = key_fields
+                    .into_iter()
+                    .map(|(f, v)| (rename(f), unwrap_union(&v).cloned().unwrap_or(Value::Null)))
+                    .collect();
+                (vals, key_columns)
+            }
+            None if op == Op::Truncate => (Vec::new(), Arc::new(Vec::new())),
+            None => return Err(Error::data("record has no key")),
+        };
         Ok(Decoded {
             event: ChangeEvent {
                 op,

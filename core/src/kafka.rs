@@ -5,7 +5,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Offset;
 use schemars::JsonSchema;
@@ -153,6 +153,41 @@ impl KafkaConfig {
         }
         Ok(())
     }
+}
+
+/// The partitions of `topic`, fresh from the broker.
+///
+/// A change that concerns every key of a table (a TRUNCATE) has no Kafka
+/// key and is sent once to each of these partitions: every consumer of a
+/// partition then reads it after every earlier change of the keys in that
+/// partition, which is the order a sink needs to apply it (see
+/// sinks/src/postgres/truncate.rs). Asked again for each such change, so
+/// partitions added meanwhile are included.
+pub async fn partitions_of(producer: &FutureProducer, topic: &str) -> Result<Vec<i32>> {
+    let producer = producer.clone();
+    let name = topic.to_string();
+    let md = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(Some(&name), Duration::from_secs(30))
+    })
+    .await
+    .map_err(|e| Error::internal("metadata task failed").with_source(e))?
+    .context(ErrorKind::Transient, || {
+        format!("cannot read metadata of `{topic}`")
+    })?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if parts.is_empty() {
+        return Err(Error::transient(format!(
+            "topic `{topic}` has no partitions yet"
+        )));
+    }
+    Ok(parts)
 }
 
 /// Read every record of `topic` from the beginning up to its end as of now,
