@@ -150,8 +150,8 @@ impl PostgresCdcSource {
     /// Snapshot what is not snapshotted yet, then stream until `shutdown`.
     /// Errors: transient ones (database, broker away) are returned for the
     /// supervisor to restart the source, which resumes from the slot and
-    /// the stored snapshot progress; a lost slot, a schema the registry
-    /// refuses or a TRUNCATE stop the pipeline.
+    /// the stored snapshot progress; a lost slot or a schema the registry
+    /// refuses stop the pipeline.
     pub async fn run(mut self, shutdown: Shutdown) -> Result<()> {
         let client = slot::connect(&self.url, &self.name).await?;
         let status = slot::slot_status(&client, &self.slot, &self.db_name).await?;
@@ -227,25 +227,50 @@ impl PostgresCdcSource {
                 value: Some(unchanged.join(",").as_bytes()),
             })
         });
+        let mut record = FutureRecord::to(&table.resolved.topic).key(&k).payload(&v);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        self.send(record).await
+    }
+
+    /// Enqueue `record`; while the producer's queue is full, wait for room.
+    async fn send<K: rdkafka::message::ToBytes + ?Sized>(
+        &self,
+        mut record: FutureRecord<'_, K, Vec<u8>>,
+    ) -> Result<DeliveryFuture> {
         loop {
-            let mut record = FutureRecord::to(&table.resolved.topic).key(&k).payload(&v);
-            if let Some(h) = &headers {
-                record = record.headers(h.clone());
-            }
             match self.producer.send_result(record) {
                 Ok(f) => return Ok(f),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => {
-                    return Err(Error::transient(format!(
-                        "cannot produce to `{}`",
-                        table.resolved.topic
-                    ))
-                    .with_source(e))
+                Err((e, r)) => {
+                    return Err(
+                        Error::transient(format!("cannot produce to `{}`", r.topic)).with_source(e)
+                    )
                 }
             }
         }
+    }
+
+    /// Hand a TRUNCATE of table `t` to the producer, once per partition of its topic.
+    async fn enqueue_truncate(&self, t: usize, event: &ChangeEvent) -> Result<Vec<DeliveryFuture>> {
+        let table = &self.tables[t];
+        let topic = &table.resolved.topic;
+        let v = self
+            .encoder
+            .encode_truncate(topic, &table.schema, event)
+            .await?;
+        let mut out = Vec::new();
+        for p in syncline_core::kafka::partitions_of(&self.producer, topic).await? {
+            out.push(
+                self.send(FutureRecord::<(), _>::to(topic).partition(p).payload(&v))
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
     fn metric_labels(&self) -> [(&'static str, String); 2] {

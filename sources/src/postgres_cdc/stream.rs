@@ -434,27 +434,19 @@ impl PostgresCdcSource {
                 }
             }
             EventType::Truncate { tables, .. } => {
-                let captured: Vec<String> = tables
-                    .iter()
-                    .filter(|n| {
-                        self.tables
-                            .iter()
-                            .any(|t| t.resolved.name() == ***n || t.resolved.table == ***n)
+                // pgoutput lists the relations as `schema.table`, with
+                // CASCADE already expanded; one TRUNCATE change per captured one.
+                let captured: Vec<usize> = (0..self.tables.len())
+                    .filter(|&t| {
+                        let name = self.tables[t].resolved.name();
+                        tables.iter().any(|n| **n == *name)
                     })
-                    .map(|n| n.to_string())
                     .collect();
                 if !captured.is_empty() {
-                    let at = current
-                        .as_ref()
-                        .map(|t| format_lsn(t.commit_lsn))
-                        .unwrap_or_default();
-                    return Err(Error::data(format!(
-                        "TRUNCATE of {} (transaction committed at {at}): syncline cannot publish a truncate as \
-                         row changes, and does not skip it. Empty the targets of those tables, then re-snapshot: \
-                         drop the slot `{}` and start the pipeline again",
-                        captured.join(", "),
-                        self.slot
-                    )));
+                    let tx = in_tx(current)?;
+                    for t in captured {
+                        self.push_truncate(t, tx).await?;
+                    }
                 }
             }
             _ => {}
@@ -563,6 +555,36 @@ impl PostgresCdcSource {
     ) -> Result<()> {
         self.push(t, tx, Op::Delete, key, before, None, Vec::new())
             .await
+    }
+
+    /// A TRUNCATE of table `t`: one keyless record sent to every partition
+    /// of the table's topic, all with the same position (the truncate's
+    /// place in its transaction), acknowledged with the rest of the
+    /// transaction. A sink removes the rows of the table older than that
+    /// position (see sinks/src/postgres/truncate.rs).
+    async fn push_truncate(&self, t: usize, tx: &mut Tx) -> Result<()> {
+        tx.records += 1;
+        let ev = ChangeEvent {
+            op: Op::Truncate,
+            key: Vec::new(),
+            before: None,
+            after: None,
+            source: self.source_info(
+                &self.tables[t].resolved.name(),
+                stream_position(tx.commit_lsn, tx.records),
+                format!(
+                    "lsn {} #{} xid {}",
+                    format_lsn(tx.commit_lsn),
+                    tx.records,
+                    tx.xid
+                ),
+                tx.ts_us,
+            ),
+        };
+        tx.deliveries.extend(self.enqueue_truncate(t, &ev).await?);
+        tracing::info!(source = %self.name, table = %ev.source.table, position = %ev.source.position_text,
+            "postgres_cdc: TRUNCATE published");
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
