@@ -35,12 +35,13 @@
 //! before the upsert). The target row holds the previous state of the row,
 //! because records of a key arrive in order and only newer ones apply.
 
-use super::config::Evolution;
+use super::config::{Evolution, OnTruncate};
 use super::ddl::{
     self, qualified, quote_ident, quote_literal, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE,
 };
 use super::offsets::{self, TopicPartition};
 use super::pg_error;
+use super::truncate;
 use super::values::{literal, write_copy_bytea, write_copy_field, write_copy_text};
 use apache_avro::types::Value;
 use bytes::Bytes;
@@ -78,6 +79,8 @@ pub struct Change {
     /// Canonical key bytes (see [`key_bytes`]).
     pub key: Vec<u8>,
     pub delete: bool,
+    /// A TRUNCATE of the whole table (no key; see `truncate.rs`).
+    pub truncate: bool,
     pub decoded: Decoded,
     pub origin: Origin,
     /// Columns whose value the record does not carry (unchanged): the
@@ -90,7 +93,15 @@ impl Change {
     pub fn new(table: Arc<str>, decoded: Decoded, origin: Origin) -> Result<Change, String> {
         let op = decoded.event.op;
         if op == Op::Truncate {
-            return Err("TRUNCATE changes are not supported by the postgres sink yet".into());
+            return Ok(Change {
+                table,
+                key: Vec::new(),
+                delete: false,
+                truncate: true,
+                decoded,
+                origin,
+                unchanged: Vec::new(),
+            });
         }
         let delete = op.removes_row();
         if !delete && decoded.event.after.is_none() {
@@ -101,6 +112,7 @@ impl Change {
             table,
             key,
             delete,
+            truncate: false,
             decoded,
             origin,
             unchanged: Vec::new(),
@@ -237,7 +249,28 @@ impl Writer {
         changes: &[Change],
         next: &BTreeMap<TopicPartition, i64>,
     ) -> Result<()> {
-        let newest = newest_per_key(changes);
+        let floors = match self.evolution.on_truncate {
+            OnTruncate::Apply => truncate::floors(changes),
+            OnTruncate::Ignore => {
+                for c in changes.iter().filter(|c| c.truncate) {
+                    tracing::info!(table = %c.table, at = %c.origin, "postgres sink: TRUNCATE ignored (on_truncate: ignore)");
+                }
+                truncate::Floors::new()
+            }
+        };
+        // Row changes only; those a truncate of this batch supersedes are dropped.
+        let kept: Cow<'_, [Change]> = if changes.iter().any(|c| c.truncate) {
+            Cow::Owned(
+                changes
+                    .iter()
+                    .filter(|c| !c.truncate && !truncate::superseded(&floors, c))
+                    .cloned()
+                    .collect(),
+            )
+        } else {
+            Cow::Borrowed(changes)
+        };
+        let newest = newest_per_key(&kept);
         let mut groups: BTreeMap<(Arc<str>, u32), Group<'_>> = BTreeMap::new();
         for c in newest.iter().map(|c| &**c) {
             groups
@@ -263,6 +296,7 @@ impl Writer {
             .transaction()
             .await
             .map_err(|e| pg_error(e, "cannot begin a transaction"))?;
+        truncate::apply(&tx, &self.schema, &floors).await?;
         for (g, stage, rows, sql) in staged {
             let sink = tx
                 .copy_in(&format!("COPY {stage} FROM STDIN"))
@@ -640,21 +674,52 @@ mod tests {
         );
     }
 
-    #[test]
-    fn keys_are_canonical_and_truncate_is_refused() {
-        let c = change(-7, 1, Op::Insert, "x");
-        assert_eq!(c.key, Position::builder().str("-7").build().into_bytes());
-        let mut d = change(1, 1, Op::Insert, "x").decoded;
+    fn truncate(pos: i64) -> Change {
+        let mut d = change(1, pos, Op::Insert, "x").decoded;
         d.event.op = Op::Truncate;
-        assert!(Change::new(
+        d.event.key.clear();
+        d.event.after = None;
+        Change::new(
             "t".into(),
             d,
             Origin {
                 topic: "t".into(),
                 partition: 0,
-                offset: 0
-            }
+                offset: pos,
+            },
         )
-        .is_err());
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_are_canonical_and_a_keyless_truncate_is_accepted() {
+        let c = change(-7, 1, Op::Insert, "x");
+        assert_eq!(c.key, Position::builder().str("-7").build().into_bytes());
+        let t = truncate(5);
+        assert!(t.truncate && !t.delete && t.key.is_empty());
+    }
+
+    #[test]
+    fn a_truncate_supersedes_older_changes_of_its_table_and_source_only() {
+        let mut other_source = change(4, 3, Op::Insert, "kept");
+        other_source.decoded.event.source.name = "other".into();
+        let mut other_table = change(5, 3, Op::Insert, "kept");
+        other_table.table = "u".into();
+        let batch = vec![
+            change(1, 3, Op::Insert, "gone"),
+            truncate(5),
+            change(2, 6, Op::Insert, "kept"),
+            truncate(4),
+            other_source,
+            other_table,
+        ];
+        let floors = truncate::floors(&batch);
+        assert_eq!(floors.len(), 1, "one floor, the newest truncate");
+        let kept: Vec<_> = batch
+            .iter()
+            .filter(|c| !c.truncate && !truncate::superseded(&floors, c))
+            .map(tag)
+            .collect();
+        assert_eq!(kept, ["kept", "kept", "kept"]);
     }
 }

@@ -78,6 +78,13 @@ pub struct PostgresSinkConfig {
     /// get null there); `drop` drops the target column. Needs `create_tables`.
     #[serde(default)]
     pub on_dropped_column: OnDroppedColumn,
+    /// When a source table is truncated (a TRUNCATE change): `apply`
+    /// (default) deletes the target rows this source wrote before the
+    /// truncate, and rows no syncline sink wrote; rows from other sources
+    /// stay. `ignore` skips truncates and keeps the target's rows (an
+    /// archive that outlives the source's clean-ups).
+    #[serde(default)]
+    pub on_truncate: OnTruncate,
 }
 
 /// What the sink does with a target column whose source type changed.
@@ -106,12 +113,26 @@ pub enum OnDroppedColumn {
     Drop,
 }
 
-/// How target tables follow schema changes (the running form of the policy).
+/// What the sink does with a TRUNCATE of a source table.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTruncate {
+    /// Delete the target rows older than the truncate (see truncate.rs).
+    #[default]
+    Apply,
+    /// Keep the target's rows.
+    Ignore,
+}
+
+/// How target tables follow schema changes and truncates (the running form of the policy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Evolution {
     pub create: bool,
     pub on_type_change: OnTypeChange,
     pub on_dropped_column: OnDroppedColumn,
+    pub on_truncate: OnTruncate,
 }
 
 fn default_schema() -> String {
@@ -297,6 +318,7 @@ impl PostgresSinkConfig {
                 create: self.create_tables,
                 on_type_change: self.on_type_change,
                 on_dropped_column: self.on_dropped_column,
+                on_truncate: self.on_truncate,
             },
             dead_letter_topic: self.dead_letter_topic.clone(),
         })

@@ -35,9 +35,10 @@ mod config;
 mod consumer;
 mod ddl;
 mod offsets;
+mod truncate;
 mod values;
 
-pub use config::{OnDroppedColumn, OnTypeChange, PostgresSinkConfig};
+pub use config::{OnDroppedColumn, OnTruncate, OnTypeChange, PostgresSinkConfig};
 
 use apply::{Change, Origin, Writer};
 use config::Settings;
