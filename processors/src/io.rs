@@ -140,6 +140,25 @@ where
     }
 }
 
+/// Send a TRUNCATE's value, keyless, to every partition of `topic` (see
+/// `syncline_core::kafka::partitions_of` for why every partition).
+pub async fn broadcast(
+    producer: &FutureProducer,
+    topic: &str,
+    value: &[u8],
+) -> Result<Vec<DeliveryFuture>> {
+    let mut out = Vec::new();
+    for p in syncline_core::kafka::partitions_of(producer, topic).await? {
+        out.push(send(
+            producer,
+            FutureRecord::<(), [u8]>::to(topic)
+                .partition(p)
+                .payload(value),
+        )?);
+    }
+    Ok(out)
+}
+
 /// Wait until the broker has acknowledged every delivery, in order.
 /// Returns each one's (partition, offset); `None`: shutdown came first.
 pub async fn acknowledged(

@@ -62,7 +62,7 @@ use syncline_core::error::{Context, ErrorKind};
 use syncline_core::kafka::{DeadLetter, KafkaConfig};
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
-use syncline_core::{Error, Result, TableSchema};
+use syncline_core::{Error, Op, Result, TableSchema};
 use tokio::runtime::Handle;
 
 const POLL_SLICE: Duration = Duration::from_millis(100);
@@ -275,6 +275,17 @@ impl Repartition {
                 .await;
                 let key = match decoded {
                     Ok(None) => return Ok(()),
+                    Ok(Some(d)) if d.event.op == Op::Truncate && s.from.len() > 1 => Err(
+                        "a TRUNCATE of one of several input topics merged into one output; applying it \
+                         would empty the rows of the others too, so it is not forwarded"
+                            .to_string(),
+                    ),
+                    Ok(Some(d)) if d.event.op == Op::Truncate => {
+                        // Every key's partition must see it (see io::broadcast).
+                        let value = r.value.as_deref().unwrap_or_default();
+                        pending.extend(io::broadcast(&producer, &self.topic, value).await?);
+                        continue;
+                    }
                     Ok(Some(d)) => s.key.of(&d.event),
                     Err(e) if e.kind() == ErrorKind::Data => Err(format!("cannot decode: {e}")),
                     Err(e) => return Err(e),
@@ -577,6 +588,14 @@ impl Loop<'_> {
                 Err(e) if e.kind() == ErrorKind::Data => Err(format!("cannot decode: {e}")),
                 Err(e) => return Err(e),
             };
+            // A TRUNCATE is not deduplicated: applying it twice is harmless.
+            if let Ok(d) = &decoded {
+                if d.event.op == Op::Truncate {
+                    deliveries.extend(self.publish_truncate(r, d)?);
+                    passed += 1;
+                    continue;
+                }
+            }
             let keyed = decoded.and_then(|d| {
                 let key = if s.repartition_topic.is_some() {
                     r.key
@@ -707,23 +726,56 @@ impl Loop<'_> {
         Ok(Some(()))
     }
 
+    /// The output schema of records with `decoded`'s shape.
+    fn output_schema(&mut self, decoded: &Decoded) -> Arc<TableSchema> {
+        if let Some(t) = self.schemas.get(&decoded.value_schema_id) {
+            return t.clone();
+        }
+        let t = Arc::new(TableSchema {
+            namespace: format!("syncline.{}", avro_name(&self.stage.ctx.component)),
+            name: avro_name(&self.stage.settings.to),
+            columns: decoded.columns.as_ref().clone(),
+            primary_key: decoded.key_columns.as_ref().clone(),
+        });
+        // A TRUNCATE has no key to learn the key columns from: not cached.
+        if decoded.event.op != Op::Truncate {
+            self.schemas.insert(decoded.value_schema_id, t.clone());
+        }
+        t
+    }
+
+    /// Publish a TRUNCATE to every partition of the output.
+    fn publish_truncate(&mut self, r: &Raw, decoded: &Decoded) -> Result<Vec<DeliveryFuture>> {
+        let table = self.output_schema(decoded);
+        let to = &self.stage.settings.to;
+        let sent = self.handle.block_on(retry(
+            self.stop,
+            &self.stage.ctx.component,
+            "cannot publish a TRUNCATE",
+            || async {
+                let value = self
+                    .encoder
+                    .encode_truncate(to, &table, &decoded.event)
+                    .await?;
+                io::broadcast(&self.producer, to, &value).await
+            },
+        ));
+        match sent {
+            Ok(Some(sent)) => Ok(sent),
+            Ok(None) => Err(Error::transient("shut down while publishing")),
+            Err(e) => Err(Error::new(
+                e.kind(),
+                format!("cannot publish the record at {} to `{to}`", r.at()),
+            )
+            .with_source(e)),
+        }
+    }
+
     /// Produce a change that is not a duplicate to the output topic, keyed
     /// by its row key, identity unchanged.
     fn publish(&mut self, r: &Raw, decoded: &Decoded) -> Result<DeliveryFuture> {
+        let table = self.output_schema(decoded);
         let s = &self.stage.settings;
-        let table = match self.schemas.get(&decoded.value_schema_id) {
-            Some(t) => t.clone(),
-            None => {
-                let t = Arc::new(TableSchema {
-                    namespace: format!("syncline.{}", avro_name(&self.stage.ctx.component)),
-                    name: avro_name(&s.to),
-                    columns: decoded.columns.as_ref().clone(),
-                    primary_key: decoded.key_columns.as_ref().clone(),
-                });
-                self.schemas.insert(decoded.value_schema_id, t.clone());
-                t
-            }
-        };
         let encoded = self
             .handle
             .block_on(retry(

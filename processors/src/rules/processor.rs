@@ -61,17 +61,7 @@ impl RulesProcessorConfig {
     /// The topics this processor may write: `to` and every `route` topic
     /// (not the dead-letter topic, which holds no change records).
     pub fn topics_out(&self) -> Vec<String> {
-        let mut out = vec![self.to.clone()];
-        for step in &self.steps {
-            if let StepConfig::Route(rules) = step {
-                for r in rules {
-                    if !out.contains(&r.topic) {
-                        out.push(r.topic.clone());
-                    }
-                }
-            }
-        }
-        out
+        super::runtime::output_topics(&self.to, &self.steps)
     }
 
     /// Problems serde cannot see; paths are relative to the processor's entry.

@@ -29,7 +29,7 @@ use syncline_core::error::ErrorKind;
 use syncline_core::kafka::DeadLetter;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
-use syncline_core::{Error, Result, TableSchema};
+use syncline_core::{Error, Op, Result, TableSchema};
 
 /// The typed settings the running processor gets (no raw user words).
 #[derive(Debug, Clone)]
@@ -60,12 +60,7 @@ impl RulesProcessor {
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
         let s = &self.settings;
         let kafka = &self.ctx.kafka;
-        let mut outputs = vec![s.to.clone()];
-        for step in &s.steps {
-            if let StepConfig::Route(rules) = step {
-                outputs.extend(rules.iter().map(|r| r.topic.clone()));
-            }
-        }
+        let mut outputs = outputs(s);
         outputs.push(s.dead_letter_topic.clone());
         for t in &outputs {
             kafka.ensure_topic(t, kafka.partitions, false).await?;
@@ -96,6 +91,26 @@ impl RulesProcessor {
         }
         result
     }
+}
+
+/// The topics changes may go to: `to` and every route's topic, each once.
+fn outputs(s: &Settings) -> Vec<String> {
+    output_topics(&s.to, &s.steps)
+}
+
+/// `to` and the topic of every `route` in `steps`, each once.
+pub(crate) fn output_topics(to: &str, steps: &[StepConfig]) -> Vec<String> {
+    let mut out = vec![to.to_string()];
+    for step in steps {
+        if let StepConfig::Route(rules) = step {
+            for r in rules {
+                if !out.contains(&r.topic) {
+                    out.push(r.topic.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 struct Loop<'a> {
@@ -178,13 +193,57 @@ impl Loop<'_> {
                 }
                 Err(e) => return Err(e),
             };
-            let rules = self.rules_for(&decoded, &r.topic)?;
+            let rules = match self.rules_for(&decoded, &r.topic) {
+                Ok(rules) => rules,
+                // Steps that name `key.*` cannot compile without the key
+                // columns, which a keyless TRUNCATE does not carry.
+                Err(e) if decoded.event.op == Op::Truncate => {
+                    let reason =
+                        format!("a TRUNCATE at {at} came before any row of its shape, and {e}");
+                    pending.push(self.dead_letter(r, &reason)?);
+                    dead += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match rules.apply(&decoded.event) {
                 Outcome::Filtered => filtered += 1,
                 Outcome::Failed { reason } => {
                     let reason = format!("the steps failed on the record at {at}: {reason}");
                     pending.push(self.dead_letter(r, &reason)?);
                     dead += 1;
+                }
+                Outcome::Emit { event, .. } if event.op == Op::Truncate => {
+                    if self.settings.from.len() > 1 {
+                        let reason = format!(
+                            "the record at {at} is a TRUNCATE of one of several input topics merged into one \
+                             output; applying it would empty the rows of the others too, so it is not forwarded"
+                        );
+                        pending.push(self.dead_letter(r, &reason)?);
+                        dead += 1;
+                        continue;
+                    }
+                    // Every output may hold rows of the truncated table.
+                    for topic in outputs(self.settings) {
+                        let sent = retry(
+                            self.shutdown,
+                            self.component,
+                            "cannot publish a TRUNCATE",
+                            || async {
+                                let value = self
+                                    .encoder
+                                    .encode_truncate(&topic, rules.output_schema(), &event)
+                                    .await?;
+                                io::broadcast(&self.producer, &topic, &value).await
+                            },
+                        )
+                        .await?;
+                        let Some(sent) = sent else {
+                            return Ok(None);
+                        };
+                        pending.extend(sent);
+                    }
+                    emitted += 1;
                 }
                 Outcome::Emit { topic, event } => {
                     let topic = topic.as_deref().unwrap_or(&self.settings.to);
@@ -256,7 +315,11 @@ impl Loop<'_> {
             ))
         })?;
         let rules = Arc::new(rules);
-        self.compiled.insert(d.value_schema_id, rules.clone());
+        // A TRUNCATE carries no key to learn the key columns from: its
+        // compilation serves it alone (its value schema is the same).
+        if d.event.op != Op::Truncate {
+            self.compiled.insert(d.value_schema_id, rules.clone());
+        }
         Ok(rules)
     }
 
