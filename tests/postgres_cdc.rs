@@ -935,3 +935,254 @@ async fn a_resnapshot_asked_for_while_streaming_repairs_a_damaged_target_and_sur
     );
     drop(c.dir);
 }
+
+/// Random inserts, updates and deletes on `items`, and now and then a
+/// TRUNCATE (of `items`, or of `items` and `other` in one statement), until `stop`.
+fn truncating_workload(
+    url: String,
+    mut rng: Rng,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let client = pg_connect(&url).await;
+        let mut truncates = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let id = 1 + rng.below(5_000);
+            let sql = match rng.below(60) {
+                0 => {
+                    truncates += 1;
+                    "TRUNCATE items".to_string()
+                }
+                1 => {
+                    truncates += 1;
+                    format!(
+                        "BEGIN; INSERT INTO items SELECT g, 'pre', 0 FROM generate_series({id}, {id} + 50) g ON CONFLICT DO NOTHING; \
+                         TRUNCATE other, items; INSERT INTO other VALUES ({id}, 'post'); \
+                         INSERT INTO items SELECT g, 'post', 1 FROM generate_series({id}, {id} + 20) g; COMMIT"
+                    )
+                }
+                2..=25 => format!(
+                    "INSERT INTO items SELECT g, 'ins', 0 FROM generate_series({id}, {id} + 9) g ON CONFLICT DO NOTHING"
+                ),
+                26..=50 => {
+                    format!("UPDATE items SET n = n + 1, v = 'upd' WHERE id BETWEEN {id} AND {id} + 30")
+                }
+                _ => format!("DELETE FROM items WHERE id BETWEEN {id} AND {id} + 5"),
+            };
+            if client.batch_execute(&sql).await.is_err() {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        truncates
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncates_empty_the_target_in_order_with_the_rows_around_them_even_after_kill9() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("trunc").await;
+    let target = PgDb::create("cdc_trunc").await;
+    let src = pg_connect(&source).await;
+    src.batch_execute(
+        "CREATE TABLE items (id int PRIMARY KEY, v text, n int);
+         INSERT INTO items SELECT g, 'snap', 0 FROM generate_series(1, 3000) g;
+         CREATE TABLE other (id int PRIMARY KEY, v text);
+         INSERT INTO other SELECT g, 'o' FROM generate_series(1, 100) g;",
+    )
+    .await
+    .unwrap();
+    let tgt = pg_connect(&target.url()).await;
+    tgt.batch_execute("CREATE SCHEMA archive").await.unwrap();
+    let dir = TempDir::new("cdc-truncate");
+    let file = dir.path().join("pipeline.yaml");
+    let mut yaml = small_pipeline(
+        &stack,
+        "cdc-truncate",
+        &source,
+        &target.url(),
+        "      - { table: public.items, topic: cdc.items }\n      - { table: public.other, topic: cdc.other }\n",
+        "    topics: [cdc.items, cdc.other]\n    tables: { cdc.items: items, cdc.other: other }\n",
+    );
+    // A second sink that keeps what the source truncates; and a chain
+    // rules -> dedup -> sink that must pass truncates on.
+    yaml.push_str(&format!(
+        r#"  archive:
+    type: postgres
+    connection: {target}
+    schema: archive
+    topics: [cdc.items]
+    tables: {{ cdc.items: items }}
+    on_truncate: ignore
+  mirror:
+    type: postgres
+    connection: {target}
+    schema: mirror
+    topics: [cdc.items.once]
+    tables: {{ cdc.items.once: items }}
+processors:
+  clean:
+    type: rules
+    from: [cdc.items]
+    to: cdc.items.clean
+    steps:
+      - rename: {{ v: label }}
+  once:
+    type: dedup
+    from: [cdc.items.clean]
+    to: cdc.items.once
+"#,
+        target = target.url()
+    ));
+    std::fs::write(&file, yaml).unwrap();
+    tgt.batch_execute("CREATE SCHEMA mirror").await.unwrap();
+    let tables: &[(&str, &str, &str)] = &[("items", "id, v, n", "id"), ("other", "id, v", "id")];
+    let (mut source_run, mut sink_run) = start_source_then_sink(&file).await;
+    let state = dir.path().join("state");
+    let archive_run = SynclineRun::start_with_args(
+        &file,
+        &[
+            "--component",
+            "archive",
+            "--component",
+            "clean",
+            "--component",
+            "once",
+            "--component",
+            "mirror",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the snapshot",
+        &[&sink_run],
+    )
+    .await;
+
+    // In one transaction: rows before the truncate go, rows after it stay.
+    // A row another source wrote stays.
+    tgt.batch_execute(
+        "INSERT INTO items (id, v, n, _syncline_source, _syncline_position) VALUES (999999, 'elsewhere', 0, 'other', '\\x01')",
+    )
+    .await
+    .unwrap();
+    src.batch_execute(
+        "BEGIN; INSERT INTO items SELECT g, 'before', 1 FROM generate_series(3001, 3500) g;
+         UPDATE items SET v = 'upd' WHERE id <= 10; TRUNCATE items;
+         INSERT INTO items SELECT g, 'after', 2 FROM generate_series(1, 200) g; COMMIT",
+    )
+    .await
+    .unwrap();
+    wait_equal(
+        &source,
+        &target.url(),
+        &[
+            (
+                "(SELECT * FROM items WHERE id <> 999999) i",
+                "id, v, n",
+                "id",
+            ),
+            ("other", "id, v", "id"),
+        ],
+        "after a truncate between inserts",
+        &[&source_run, &sink_run],
+    )
+    .await;
+    let kept: i64 = tgt
+        .query_one("SELECT count(*) FROM items WHERE id = 999999", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1, "the truncate removed a row another source wrote");
+    tgt.batch_execute("DELETE FROM items WHERE id = 999999")
+        .await
+        .unwrap();
+    // `on_truncate: ignore` keeps every row, updated by the changes after the truncate.
+    wait_until(
+        Duration::from_secs(120),
+        "the archive to hold every row",
+        || {
+            let url = target.url();
+            async move {
+                let c = pg_connect(&url).await;
+                let row = c
+                    .query_one(
+                        "SELECT count(*), count(*) FILTER (WHERE v = 'after') FROM archive.items",
+                        &[],
+                    )
+                    .await;
+                row.is_ok_and(|r| r.get::<_, i64>(0) == 3500 && r.get::<_, i64>(1) == 200)
+            }
+        },
+    )
+    .await;
+
+    // Truncates among random writes; kill -9 the source right after it
+    // published a truncate (before the slot moved past it) and the sink
+    // right after it applied one, and both at random points.
+    let mut rng = Rng::from_time();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = truncating_workload(source.clone(), rng.clone(), stop.clone());
+    let count = |run: &SynclineRun, what: &str| run.log().matches(what).count();
+    for round in 0..3 {
+        let published = count(&source_run, "TRUNCATE published");
+        wait_until(Duration::from_secs(120), "a truncate published", || {
+            let n = count(&source_run, "TRUNCATE published");
+            async move { n > published }
+        })
+        .await;
+        source_run.restart();
+        let applied = count(&sink_run, "TRUNCATE applied");
+        wait_until(Duration::from_secs(120), "a truncate applied", || {
+            let n = count(&sink_run, "TRUNCATE applied");
+            async move { n > applied }
+        })
+        .await;
+        sink_run.restart();
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1500))).await;
+        if round % 2 == 0 {
+            source_run.restart();
+        } else {
+            sink_run.restart();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let truncates = load.await.unwrap();
+    eprintln!("workload: {truncates} truncates; 3 kills right after a truncate in each of source and sink");
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after truncates among random writes and kill -9",
+        &[&source_run, &sink_run, &archive_run],
+    )
+    .await;
+    // Through rules and dedup: the same rows (`v` renamed `label`).
+    let want = checksum(&source, "items", "id, v, n", "id").await;
+    let mut got = String::new();
+    for _ in 0..240 {
+        got = checksum(&target.url(), "mirror.items", "id, label, n", "id").await;
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        got,
+        want,
+        "the target behind rules and dedup never equalled the source\n{}",
+        archive_run
+            .log()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
