@@ -122,6 +122,10 @@ impl Change {
     fn position(&self) -> &Position {
         &self.decoded.event.source.position
     }
+
+    fn source(&self) -> &str {
+        &self.decoded.event.source.name
+    }
 }
 
 /// The key as bytes that are equal exactly when the keys are equal: each key
@@ -209,6 +213,21 @@ fn fill_unchanged(newer: &Change, older: &Change) -> Option<Change> {
     any.then_some(filled)
 }
 
+/// The newest truncate per (table, source) among `changes`.
+fn truncate_floors(changes: &[Change]) -> truncate::Floors {
+    truncate::floors(
+        changes
+            .iter()
+            .filter(|c| c.truncate)
+            .map(|c| (&c.table, c.source(), c.position())),
+    )
+}
+
+/// Whether a truncate in `floors` supersedes the row change `c`.
+fn superseded(floors: &truncate::Floors, c: &Change) -> bool {
+    truncate::superseded(floors, &c.table, c.source(), c.position())
+}
+
 /// The batch-writing half of the sink: one connection, the tables it has
 /// checked and the staging tables it has created on it.
 pub struct Writer {
@@ -250,7 +269,7 @@ impl Writer {
         next: &BTreeMap<TopicPartition, i64>,
     ) -> Result<()> {
         let floors = match self.evolution.on_truncate {
-            OnTruncate::Apply => truncate::floors(changes),
+            OnTruncate::Apply => truncate_floors(changes),
             OnTruncate::Ignore => {
                 for c in changes.iter().filter(|c| c.truncate) {
                     tracing::info!(table = %c.table, at = %c.origin, "postgres sink: TRUNCATE ignored (on_truncate: ignore)");
@@ -263,7 +282,7 @@ impl Writer {
             Cow::Owned(
                 changes
                     .iter()
-                    .filter(|c| !c.truncate && !truncate::superseded(&floors, c))
+                    .filter(|c| !c.truncate && !superseded(&floors, c))
                     .cloned()
                     .collect(),
             )
@@ -713,11 +732,11 @@ mod tests {
             other_source,
             other_table,
         ];
-        let floors = truncate::floors(&batch);
+        let floors = truncate_floors(&batch);
         assert_eq!(floors.len(), 1, "one floor, the newest truncate");
         let kept: Vec<_> = batch
             .iter()
-            .filter(|c| !c.truncate && !truncate::superseded(&floors, c))
+            .filter(|c| !c.truncate && !superseded(&floors, c))
             .map(tag)
             .collect();
         assert_eq!(kept, ["kept", "kept", "kept"]);

@@ -30,7 +30,6 @@
 //! With `on_truncate: ignore` the sink skips truncates (logging each) and
 //! the target keeps its rows.
 
-use super::apply::Change;
 use super::ddl::{qualified, quote_ident, POSITION_COLUMN, SOURCE_COLUMN};
 use super::pg_error;
 use std::collections::BTreeMap;
@@ -41,12 +40,13 @@ use tokio_postgres::Transaction;
 /// The newest truncate per (target table, source) in a batch.
 pub type Floors = BTreeMap<(Arc<str>, String), Position>;
 
-/// The truncates of `changes`, newest per (table, source).
-pub fn floors(changes: &[Change]) -> Floors {
+/// The newest of `truncates` (table, source, position) per (table, source).
+pub fn floors<'a>(
+    truncates: impl Iterator<Item = (&'a Arc<str>, &'a str, &'a Position)>,
+) -> Floors {
     let mut out = Floors::new();
-    for c in changes.iter().filter(|c| c.truncate) {
-        let k = (c.table.clone(), c.decoded.event.source.name.clone());
-        let p = &c.decoded.event.source.position;
+    for (table, source, p) in truncates {
+        let k = (table.clone(), source.to_string());
         match out.get(&k) {
             Some(have) if have >= p => {}
             _ => {
@@ -57,12 +57,12 @@ pub fn floors(changes: &[Change]) -> Floors {
     out
 }
 
-/// Whether `c` is a row change that a truncate of the batch supersedes.
-pub fn superseded(floors: &Floors, c: &Change) -> bool {
-    let ev = &c.decoded.event;
+/// Whether a change of `table` from `source` at `position` happened before
+/// a truncate of the batch (and is superseded by it).
+pub fn superseded(floors: &Floors, table: &Arc<str>, source: &str, position: &Position) -> bool {
     floors
-        .get(&(c.table.clone(), ev.source.name.clone()))
-        .is_some_and(|p| ev.source.position < *p)
+        .get(&(table.clone(), source.to_string()))
+        .is_some_and(|p| position < p)
 }
 
 /// Step 1 of the module docs, for every floor, in `tx`. A table that does not
