@@ -35,7 +35,7 @@
 //! before the upsert). The target row holds the previous state of the row,
 //! because records of a key arrive in order and only newer ones apply.
 
-use super::config::{Evolution, OnTruncate};
+use super::config::Evolution;
 use super::ddl::{
     self, qualified, quote_ident, quote_literal, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE,
 };
@@ -268,15 +268,7 @@ impl Writer {
         changes: &[Change],
         next: &BTreeMap<TopicPartition, i64>,
     ) -> Result<()> {
-        let floors = match self.evolution.on_truncate {
-            OnTruncate::Apply => truncate_floors(changes),
-            OnTruncate::Ignore => {
-                for c in changes.iter().filter(|c| c.truncate) {
-                    tracing::info!(table = %c.table, at = %c.origin, "postgres sink: TRUNCATE ignored (on_truncate: ignore)");
-                }
-                truncate::Floors::new()
-            }
-        };
+        let floors = truncate_floors(changes);
         // Row changes only; those a truncate of this batch supersedes are dropped.
         let kept: Cow<'_, [Change]> = if changes.iter().any(|c| c.truncate) {
             Cow::Owned(

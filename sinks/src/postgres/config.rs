@@ -126,13 +126,12 @@ pub enum OnTruncate {
     Ignore,
 }
 
-/// How target tables follow schema changes and truncates (the running form of the policy).
+/// How target tables follow schema changes (the running form of the policy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Evolution {
     pub create: bool,
     pub on_type_change: OnTypeChange,
     pub on_dropped_column: OnDroppedColumn,
-    pub on_truncate: OnTruncate,
 }
 
 fn default_schema() -> String {
@@ -161,6 +160,7 @@ pub(crate) struct Settings {
     pub group_id: String,
     pub create_tables: bool,
     pub evolution: Evolution,
+    pub on_truncate: OnTruncate,
     pub dead_letter_topic: Option<String>,
 }
 
@@ -318,8 +318,8 @@ impl PostgresSinkConfig {
                 create: self.create_tables,
                 on_type_change: self.on_type_change,
                 on_dropped_column: self.on_dropped_column,
-                on_truncate: self.on_truncate,
             },
+            on_truncate: self.on_truncate,
             dead_letter_topic: self.dead_letter_topic.clone(),
         })
     }

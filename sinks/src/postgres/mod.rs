@@ -384,6 +384,9 @@ impl Loop<'_> {
                     })
             });
             match change {
+                Ok(c) if c.truncate && self.settings.on_truncate == OnTruncate::Ignore => {
+                    tracing::info!(sink = %self.component, at = %c.origin, "postgres sink: TRUNCATE ignored (on_truncate: ignore)");
+                }
                 Ok(c) => changes.push(c),
                 Err(e) if e.kind() == ErrorKind::Data && self.dead_letter.is_some() => {
                     self.dead_letter(r, &e)?
