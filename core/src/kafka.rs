@@ -166,28 +166,34 @@ impl KafkaConfig {
 pub async fn partitions_of(producer: &FutureProducer, topic: &str) -> Result<Vec<i32>> {
     let producer = producer.clone();
     let name = topic.to_string();
-    let md = tokio::task::spawn_blocking(move || {
-        producer
-            .client()
-            .fetch_metadata(Some(&name), Duration::from_secs(30))
-    })
-    .await
-    .map_err(|e| Error::internal("metadata task failed").with_source(e))?
-    .context(ErrorKind::Transient, || {
-        format!("cannot read metadata of `{topic}`")
-    })?;
-    let parts: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let parts = tokio::task::spawn_blocking(move || topic_partitions(producer.client(), &name))
+        .await
+        .map_err(|e| Error::internal("metadata task failed").with_source(e))??;
     if parts.is_empty() {
         return Err(Error::transient(format!(
             "topic `{topic}` has no partitions yet"
         )));
     }
     Ok(parts)
+}
+
+/// The partitions of `topic` as the broker reports them now (blocking);
+/// empty when the topic does not exist.
+pub fn topic_partitions<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<Vec<i32>> {
+    let md = client
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .context(ErrorKind::Transient, || {
+            format!("cannot read metadata of `{topic}`")
+        })?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// Read every record of `topic` from the beginning up to its end as of now,

@@ -200,16 +200,8 @@ fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<Option<i32>> {
         .reader_config()
         .create()
         .context(ErrorKind::Config, || "cannot create Kafka consumer".into())?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .context(ErrorKind::Transient, || {
-            format!("cannot read metadata of `{topic}`")
-        })?;
-    Ok(md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.partitions().len() as i32))
+    let parts = syncline_core::kafka::topic_partitions(consumer.client(), topic)?;
+    Ok((!parts.is_empty()).then_some(parts.len() as i32))
 }
 
 /// Send `r` to the dead-letter topic with `reason` (acknowledged with the batch).
