@@ -978,6 +978,17 @@ fn truncating_workload(
     })
 }
 
+/// kill -9 and restart `run` as soon as its log shows `line` once more.
+async fn restart_after_next(run: &mut SynclineRun, line: &str) {
+    let seen = run.log().matches(line).count();
+    wait_until(Duration::from_secs(120), line, || {
+        let n = run.log().matches(line).count();
+        async move { n > seen }
+    })
+    .await;
+    run.restart();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn truncates_empty_the_target_in_order_with_the_rows_around_them_even_after_kill9() {
     let stack = Stack::start();
@@ -1128,22 +1139,9 @@ processors:
     let mut rng = Rng::from_time();
     let stop = Arc::new(AtomicBool::new(false));
     let load = truncating_workload(source.clone(), rng.clone(), stop.clone());
-    let count = |run: &SynclineRun, what: &str| run.log().matches(what).count();
     for round in 0..3 {
-        let published = count(&source_run, "TRUNCATE published");
-        wait_until(Duration::from_secs(120), "a truncate published", || {
-            let n = count(&source_run, "TRUNCATE published");
-            async move { n > published }
-        })
-        .await;
-        source_run.restart();
-        let applied = count(&sink_run, "TRUNCATE applied");
-        wait_until(Duration::from_secs(120), "a truncate applied", || {
-            let n = count(&sink_run, "TRUNCATE applied");
-            async move { n > applied }
-        })
-        .await;
-        sink_run.restart();
+        restart_after_next(&mut source_run, "TRUNCATE published").await;
+        restart_after_next(&mut sink_run, "TRUNCATE applied").await;
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1500))).await;
         if round % 2 == 0 {
             source_run.restart();
