@@ -7,7 +7,7 @@ PG ?= postgres://postgres@127.0.0.1:5432
 
 .PHONY: tools build test demo demo-stop stack-up stack-down reference lint bench
 
-## tools: install the broker, Debian packages and the Python interop client (pinned, cached)
+## tools: install Debian packages (PostgreSQL, MariaDB, Java), Apache Kafka from Maven Central and the Python interop client (pinned, cached); start the databases
 tools:
 	@scripts/tools.sh
 
@@ -19,7 +19,7 @@ build: tools
 test: build
 	SYNCLINE_PYTHON=$(SYNCLINE_CACHE)/venv/bin/python cargo test --workspace --lib --bins --tests --no-fail-fast -- --test-threads=2
 
-## stack-up / stack-down: broker on 127.0.0.1:9092 and registry on 127.0.0.1:8081
+## stack-up / stack-down: Apache Kafka on 127.0.0.1:9092 and the registry on 127.0.0.1:8081 (and the databases, scripts/services.sh)
 stack-up: build
 	@scripts/stack.sh up
 stack-down:

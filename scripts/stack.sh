@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# The local stack without Docker: a Kafka-protocol broker (nisshi) and
-# `syncline registry`, on loopback, with their data and logs in $STACK_DIR.
-# Postgres is the machine's own (127.0.0.1:5432); this script only checks it.
+# The local stack without Docker: an Apache Kafka broker (KRaft, one node,
+# scripts/kafka/broker.sh) and `syncline registry`, on loopback, with their
+# data and logs in $STACK_DIR; and the databases (scripts/services.sh).
 #   scripts/stack.sh up     start (idempotent)
-#   scripts/stack.sh down   stop
+#   scripts/stack.sh down   stop the broker and the registry (the databases keep
+#                           running: scripts/services.sh down stops them)
 #   scripts/stack.sh status
 set -euo pipefail
 
 CACHE="${SYNCLINE_CACHE:-$HOME/.cache/syncline}"
 STACK_DIR="${SYNCLINE_STACK_DIR:-$CACHE/stack}"
-NISSHI="${SYNCLINE_NISSHI:-$CACHE/nisshi-0.8.1/bin/nisshi}"
 SYNCLINE="${SYNCLINE_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/debug/syncline}"
 KAFKA_PORT="${SYNCLINE_KAFKA_PORT:-9092}"
+CONTROLLER_PORT="${SYNCLINE_KAFKA_CONTROLLER_PORT:-9093}"
 REGISTRY_PORT="${SYNCLINE_REGISTRY_PORT:-8081}"
 PG_URL="${SYNCLINE_PG:-postgres://postgres@127.0.0.1:5432}"
 
@@ -30,11 +31,9 @@ wait_port() {
 
 up() {
   if ! running broker; then
-    # cd first, on its own, so that $! is the broker's pid (not a subshell's).
-    (cd "$STACK_DIR" || exit 1; RUST_LOG=warn nohup "$NISSHI" broker \
-      --kafka-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --kafka-advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://broker.db" --group-initial-rebalance-delay 500ms </dev/null >>broker.log 2>&1 & echo $! >broker.pid)
+    nohup "$(dirname "$0")/kafka/broker.sh" --dir "$STACK_DIR/kafka" \
+      --port "$KAFKA_PORT" --controller-port "$CONTROLLER_PORT" </dev/null >>"$STACK_DIR/broker.log" 2>&1 &
+    echo $! >"$STACK_DIR/broker.pid"
     wait_port "$KAFKA_PORT" broker
   fi
   if ! running registry; then
@@ -43,10 +42,7 @@ up() {
     echo $! >"$STACK_DIR/registry.pid"
     wait_port "$REGISTRY_PORT" registry
   fi
-  if ! psql "$PG_URL/postgres" -qAtc 'select 1' >/dev/null 2>&1; then
-    echo "stack: Postgres is not answering at $PG_URL; start it (pg_ctlcluster 15 main start)" >&2
-    return 1
-  fi
+  "$(dirname "$0")/services.sh" up >/dev/null
   echo "stack: broker 127.0.0.1:$KAFKA_PORT, registry http://127.0.0.1:$REGISTRY_PORT, postgres $PG_URL (data and logs in $STACK_DIR)"
 }
 
@@ -62,6 +58,7 @@ status() {
   for p in broker registry; do
     if running "$p"; then echo "$p: running (pid $(cat "$STACK_DIR/$p.pid"))"; else echo "$p: stopped"; fi
   done
+  "$(dirname "$0")/services.sh" status
 }
 
 case "${1:-}" in

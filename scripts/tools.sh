@@ -1,36 +1,44 @@
 #!/usr/bin/env bash
-# Installs what syncline's build, tests and demo need on a fresh machine, pinned,
-# outside the checkout (so repeated runs reuse it):
-#   - Debian packages for the -sys crates (openssl for rdkafka's TLS, libclang for rocksdb's bindgen, libpq for pg_walstream)
-#   - the Kafka-protocol broker nisshi 0.8.1 (see ../shared/BROKERS.md) in $SYNCLINE_CACHE
+# Installs what syncline's build, tests, demo and benches need on a fresh
+# machine, pinned, outside the checkout (so repeated runs reuse it), then
+# starts the databases (scripts/services.sh up):
+#   - Debian packages: the -sys crates' headers (openssl for rdkafka's TLS,
+#     libclang for rocksdb's bindgen, libpq), PostgreSQL 15 and MariaDB
+#     10.11 (servers the tests use), a Java 17 runtime and Maven (Kafka)
+#   - Apache Kafka (the broker), assembled from Maven Central by
+#     scripts/kafka/pom.xml into $SYNCLINE_CACHE/kafka-<version>/libs
 #   - a Python venv with confluent-kafka + fastavro for the interoperability test
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 CACHE="${SYNCLINE_CACHE:-$HOME/.cache/syncline}"
-NISSHI_VERSION=0.8.1
-NISSHI="$CACHE/nisshi-$NISSHI_VERSION/bin/nisshi"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
+KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 VENV="$CACHE/venv"
 mkdir -p "$CACHE"
 
 need_apt=()
-for pkg in pkg-config libssl-dev zlib1g-dev libclang-dev libpq-dev make gcc g++ perl python3-venv; do
+for pkg in pkg-config libssl-dev zlib1g-dev libclang-dev libpq-dev make gcc g++ perl python3-venv \
+  postgresql-15 postgresql-client-15 mariadb-server mariadb-client openjdk-17-jre-headless maven; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
-# initdb/pg_ctl for the CDC tests' throwaway logical-replication server
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tools: installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # The packages' own service start is refused here (no init system) and not
+  # wanted: scripts/services.sh runs the servers with the project's settings.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >"$CACHE/apt.log" 2>&1 \
+    || { tail -30 "$CACHE/apt.log"; exit 1; }
 fi
 
-if [ ! -x "$NISSHI" ]; then
-  echo "tools: installing nisshi $NISSHI_VERSION (cold: ~12 minutes)"
-  cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
-    --root "$CACHE/nisshi-$NISSHI_VERSION" --target-dir "$CACHE/nisshi-build" >"$CACHE/nisshi-install.log" 2>&1 \
-    || { tail -40 "$CACHE/nisshi-install.log"; exit 1; }
-  rm -rf "$CACHE/nisshi-build"
+if [ ! -f "$KAFKA_HOME/libs/.complete" ]; then
+  echo "tools: assembling Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
+  rm -rf "$KAFKA_HOME/libs"
+  mvn -q -B -f scripts/kafka/pom.xml dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs" >"$CACHE/kafka-install.log" 2>&1 \
+    || { tail -40 "$CACHE/kafka-install.log"; exit 1; }
+  touch "$KAFKA_HOME/libs/.complete"
 fi
 
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import confluent_kafka.schema_registry.avro, fastavro' 2>/dev/null; then
@@ -38,4 +46,6 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import confluent_kafk
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "confluent-kafka[avro,schemaregistry]==2.16.1"
 fi
-echo "tools: ready (nisshi: $NISSHI, python: $VENV/bin/python)"
+
+scripts/services.sh up
+echo "tools: ready (kafka: $KAFKA_HOME, python: $VENV/bin/python)"

@@ -1,5 +1,5 @@
 //! The `dedup` processor end to end through the `syncline` binary, on real
-//! parts (nisshi broker, `syncline registry`, Postgres target through the
+//! parts (Apache Kafka broker, `syncline registry`, Postgres target through the
 //! `postgres` sink). The test writes a duplicate-laden change stream itself:
 //! the same change delivered several times (equal identity), and distinct
 //! changes with equal content. It computes, independently of the

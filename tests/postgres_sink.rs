@@ -1,4 +1,4 @@
-//! The postgres sink against a real broker (nisshi), the real `syncline
+//! The postgres sink against a real Apache Kafka broker, the real `syncline
 //! registry` and the machine's Postgres. Records are produced with the
 //! registry codec's `Encoder` and a real producer; every check reads the
 //! target database back and compares it with what was produced.

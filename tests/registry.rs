@@ -1,5 +1,5 @@
 //! `syncline registry` end to end: the real binary on a real Kafka-protocol
-//! broker (nisshi), driven over HTTP like any Confluent client would.
+//! broker (Apache Kafka), driven over HTTP like any Confluent client would.
 
 mod support;
 

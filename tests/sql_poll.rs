@@ -1,4 +1,4 @@
-//! The sql_poll source against a real broker (nisshi), the real `syncline
+//! The sql_poll source against a real Apache Kafka broker, the real `syncline
 //! registry`, the machine's Postgres and SQLite files; every record is read
 //! back with a real consumer and decoded with the registry's schemas.
 

@@ -25,6 +25,13 @@ pub struct KafkaConfig {
     /// Replication factor of the topics syncline creates; -1 uses the broker's default.
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
+    /// Topic configs given to every topic syncline creates (data, dead-letter
+    /// and state topics), e.g. `min.insync.replicas: "2"`: with
+    /// `replication_factor: 3`, one broker may then fail without losing an
+    /// acknowledged record or stopping producers. Topics that exist already
+    /// are left as they are. State topics stay compacted whatever this says.
+    #[serde(default)]
+    pub topic_properties: BTreeMap<String, String>,
     /// Extra librdkafka properties passed to every client, e.g.
     /// `security.protocol: SASL_SSL`, `sasl.mechanism: SCRAM-SHA-512`,
     /// `sasl.username`, `sasl.password: ${KAFKA_PASSWORD}`. Values are never logged.
@@ -45,6 +52,7 @@ impl KafkaConfig {
             bootstrap_servers: bootstrap_servers.into(),
             partitions: default_partitions(),
             replication_factor: default_replication(),
+            topic_properties: BTreeMap::new(),
             properties: BTreeMap::new(),
         }
     }
@@ -131,6 +139,11 @@ impl KafkaConfig {
             partitions,
             TopicReplication::Fixed(self.replication_factor),
         );
+        for (k, v) in &self.topic_properties {
+            if !(compacted && k == "cleanup.policy") {
+                new = new.set(k, v);
+            }
+        }
         if compacted {
             new = new.set("cleanup.policy", "compact");
         }
@@ -141,9 +154,11 @@ impl KafkaConfig {
             .context(ErrorKind::Transient, || {
                 format!("cannot create topic `{topic}`")
             })?;
+        let mut created = false;
         for r in results {
             match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(_) => created = true,
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((t, code)) => {
                     return Err(Error::transient(format!(
                         "cannot create topic `{t}`: {code}"
@@ -151,8 +166,49 @@ impl KafkaConfig {
                 }
             }
         }
-        Ok(())
+        wait_until_visible(admin, topic, created).await
     }
+}
+
+/// CreateTopics returns once the controller has the topic; the brokers learn
+/// of it a moment later (Apache Kafka propagates metadata asynchronously).
+/// Wait until the metadata shows the topic's partitions (each with a leader,
+/// when this client just created it), so that the caller's next step
+/// (reading the partition count, subscribing, producing) sees it whole.
+async fn wait_until_visible(
+    admin: AdminClient<DefaultClientContext>,
+    topic: &str,
+    created: bool,
+) -> Result<()> {
+    const LIMIT: Duration = Duration::from_secs(30);
+    let name = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            if let Ok(md) = admin.inner().fetch_metadata(Some(&name), Duration::from_secs(5)) {
+                let ready = md
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == name && t.error().is_none())
+                    .is_some_and(|t| {
+                        !t.partitions().is_empty()
+                            && (!created || t.partitions().iter().all(|p| p.leader() >= 0))
+                    });
+                if ready {
+                    return Ok(());
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::transient(format!(
+                    "topic `{name}` does not show all its partitions in the broker's metadata after {}s",
+                    LIMIT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .map_err(|e| Error::internal("metadata task failed").with_source(e))?
 }
 
 /// The partitions of `topic`, fresh from the broker.

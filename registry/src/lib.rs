@@ -23,6 +23,23 @@ use tokio_util::sync::CancellationToken;
 /// How long startup may take to read the whole log before giving up.
 const STARTUP_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Read the whole log before serving. A broker that is away (one of a
+/// cluster's brokers restarting, its partition's leadership moving) is a
+/// transient error: retried until [`STARTUP_CATCH_UP_TIMEOUT`] has passed.
+async fn catch_up_at_start(store: &store::Store) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + STARTUP_CATCH_UP_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match store.catch_up(left).await {
+            Err(e) if e.is_transient() && !left.is_zero() => {
+                tracing::warn!(error = %e, "cannot read the schema log yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// What `syncline registry` needs to run.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -44,7 +61,7 @@ pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> Result<
         async move { store.run(stop).await }
     });
     let caught_up = tokio::select! {
-        r = store.catch_up(STARTUP_CATCH_UP_TIMEOUT) => r,
+        r = catch_up_at_start(&store) => r,
         _ = shutdown.cancelled() => {
             applier_stop.cancel();
             let _ = applier.await;

@@ -1,6 +1,6 @@
-//! Real parts for integration tests: a Kafka-protocol broker (nisshi), the
-//! `syncline` binary (registry, run, validate) and throwaway Postgres
-//! databases. Every test gets its own ports, directories and databases, so
+//! Real parts for integration tests: Apache Kafka brokers (one, or a
+//! three-node cluster for the fault tests), the `syncline` binary
+//! (registry, run, validate) and throwaway Postgres databases. Every test gets its own ports, directories and databases, so
 //! tests run in parallel and leave nothing behind.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
@@ -26,19 +26,10 @@ pub fn syncline_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_syncline"))
 }
 
-/// The broker binary: `$SYNCLINE_NISSHI`, or where `make tools` installs it.
-pub fn nisshi_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("SYNCLINE_NISSHI") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").expect("HOME is set");
-    let p = PathBuf::from(home).join(".cache/syncline/nisshi-0.8.1/bin/nisshi");
-    assert!(
-        p.exists(),
-        "broker not installed at {} (run `make tools`)",
-        p.display()
-    );
-    p
+/// The script that starts one Apache Kafka broker (scripts/kafka/broker.sh:
+/// the same setup as `make stack-up` and the benches).
+pub fn broker_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka/broker.sh")
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -92,18 +83,23 @@ where
     }
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+/// Wait until `proc` listens on `port`; a failure shows the end of its log.
+fn wait_for_port(port: u16, proc: &mut Proc, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening on {port}: {status}");
+        if let Some(code) = proc.exit_code() {
+            panic!(
+                "{what} exited ({code:?}) before listening on {port}; its log ends:\n{}",
+                proc.log_tail(30)
+            );
         }
         assert!(
             Instant::now() < deadline,
-            "{what} did not listen on {port} within 60s"
+            "{what} did not listen on {port} within 60s; its log ends:\n{}",
+            proc.log_tail(30)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -112,6 +108,7 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
 /// A child process killed (SIGKILL) on drop.
 pub struct Proc {
     child: Option<Child>,
+    log: PathBuf,
 }
 
 impl Proc {
@@ -129,11 +126,35 @@ impl Proc {
                 cmd.spawn()
                     .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
             ),
+            log: log.to_path_buf(),
         }
+    }
+    /// The last `n` lines of the process's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
     /// kill -9: no shutdown hook runs, exactly like a crash.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    /// SIGTERM, then wait up to `timeout` for the process to exit (SIGKILL after).
+    pub fn terminate(&mut self, timeout: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -170,53 +191,215 @@ impl Drop for Proc {
     }
 }
 
-/// A real Kafka-protocol broker (nisshi) on a free loopback port, storing its
-/// log in SQLite under its own temp dir (durable across its own kill -9).
+/// A real Apache Kafka broker (KRaft, broker and controller in one JVM) on
+/// free loopback ports, with its log dir in its own temp dir. Alone it is a
+/// one-node cluster; [`Cluster`] starts three that replicate each other.
 pub struct Broker {
+    node_id: u32,
     port: u16,
+    controller_port: u16,
+    voters: String,
     dir: TempDir,
-    proc: Proc,
+    proc: Option<Proc>,
 }
 
 impl Broker {
+    /// A one-node cluster, ready to serve.
     pub fn start() -> Self {
-        let dir = TempDir::new("broker");
-        let port = free_port();
-        let proc = Self::spawn(port, &dir);
-        Self { port, dir, proc }
+        let (port, controller_port) = (free_port(), free_port());
+        let mut b = Self::new(1, port, controller_port, format!("1@127.0.0.1:{controller_port}"));
+        b.start_again();
+        wait_for_brokers(&b.bootstrap(), 1);
+        b
     }
 
-    fn spawn(port: u16, dir: &TempDir) -> Proc {
-        let mut cmd = Command::new(nisshi_bin());
-        let url = format!("tcp://127.0.0.1:{port}");
-        cmd.current_dir(dir.path())
-            .arg("broker")
-            .args([
-                "--kafka-listener-url",
-                &url,
-                "--kafka-advertised-listener-url",
-                &url,
-            ])
-            .args([
-                "--storage-engine",
-                "sqlite://broker.db",
-                "--group-initial-rebalance-delay",
-                "100ms",
-            ])
-            .env("RUST_LOG", "warn");
-        let mut proc = Proc::spawn(cmd, &dir.path().join("broker.log"));
-        wait_for_port(port, proc.child(), "broker");
-        proc
+    fn new(node_id: u32, port: u16, controller_port: u16, voters: String) -> Self {
+        Self {
+            node_id,
+            port,
+            controller_port,
+            voters,
+            dir: TempDir::new(&format!("kafka{node_id}")),
+            proc: None,
+        }
+    }
+
+    /// Start the broker process (again) on the same ports and log dir, and
+    /// wait until it listens.
+    pub fn start_again(&mut self) {
+        assert!(self.proc.is_none(), "broker {} is running", self.node_id);
+        let mut proc = self.spawn();
+        wait_for_port(self.port, &mut proc, "kafka broker");
+        self.proc = Some(proc);
+    }
+
+    fn spawn(&self) -> Proc {
+        let mut cmd = Command::new(broker_script());
+        cmd.arg("--dir")
+            .arg(self.dir.path())
+            .args(["--node-id", &self.node_id.to_string()])
+            .args(["--port", &self.port.to_string()])
+            .args(["--controller-port", &self.controller_port.to_string()])
+            .args(["--voters", &self.voters]);
+        Proc::spawn(cmd, &self.dir.path().join("broker.log"))
     }
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// kill -9 the broker and start it again on the same port and storage.
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
+    /// kill -9: the JVM gets no chance to flush or hand over leadership.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// A clean shutdown (SIGTERM, as in a rolling restart): the broker
+    /// moves its leaderships away and flushes before it exits.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(120));
+        }
+    }
+
+    /// kill -9 the broker and start it again on the same ports and storage.
     pub fn restart(&mut self) {
-        self.proc.kill9();
-        self.proc = Self::spawn(self.port, &self.dir);
+        self.kill9();
+        self.start_again();
+        wait_for_brokers(&self.bootstrap(), 1);
+    }
+
+    /// What the broker has logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+}
+
+/// Wait until the cluster behind `bootstrap` reports `n` live brokers.
+pub fn wait_for_brokers(bootstrap: &str, n: usize) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = syncline_core::kafka::KafkaConfig::new(bootstrap)
+        .reader_config()
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = c
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|md| md.brokers().len())
+            .unwrap_or(0);
+        if seen >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster at {bootstrap} shows {seen} of {n} brokers after 120s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Three Apache Kafka brokers, each also a KRaft controller (a quorum of
+/// three), on loopback: internal topics and the topics syncline creates
+/// have replication factor 3 and `min.insync.replicas=2`, so one broker may
+/// die without losing an acknowledged record or stopping producers.
+pub struct Cluster {
+    pub brokers: Vec<Broker>,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let voters = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut brokers: Vec<Broker> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(p, c))| Broker::new(i as u32 + 1, p, c, voters.clone()))
+            .collect();
+        // Each controller waits for a quorum: start all three before waiting.
+        let mut procs: Vec<Proc> = brokers.iter().map(Broker::spawn).collect();
+        for (b, p) in brokers.iter().zip(procs.iter_mut()) {
+            wait_for_port(b.port, p, "kafka broker");
+        }
+        for (b, p) in brokers.iter_mut().zip(procs) {
+            b.proc = Some(p);
+        }
+        let cluster = Self { brokers };
+        wait_for_brokers(&cluster.bootstrap(), 3);
+        cluster
+    }
+
+    /// Every broker's address, as a client's `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(Broker::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The index in [`Self::brokers`] of the broker that leads most of
+    /// `topic`'s partitions now.
+    pub fn leader_of(&self, topic: &str) -> usize {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = syncline_core::kafka::KafkaConfig::new(self.bootstrap())
+            .reader_config()
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let mut counts = std::collections::BTreeMap::<i32, usize>::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            *counts.entry(p.leader()).or_default() += 1;
+        }
+        let (leader, _) = counts
+            .into_iter()
+            .max_by_key(|&(_, n)| n)
+            .unwrap_or_else(|| panic!("topic {topic} has no partitions"));
+        self.brokers
+            .iter()
+            .position(|b| b.node_id as i32 == leader)
+            .unwrap_or_else(|| panic!("no broker has node id {leader}"))
+    }
+
+    /// Wait until every partition of `topic` has all three replicas in sync
+    /// again (after a broker came back).
+    pub fn wait_in_sync(&self, topic: &str) {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = syncline_core::kafka::KafkaConfig::new(self.bootstrap())
+            .reader_config()
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let ok = c
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map(|md| {
+                    md.topics().iter().flat_map(|t| t.partitions()).all(|p| {
+                        p.error().is_none() && p.isr().len() == 3 && p.leader() >= 0
+                    })
+                })
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}: replicas not back in sync after 180s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
@@ -235,12 +418,17 @@ impl RegistryProcess {
     }
 
     pub fn start_on_topic(broker: &Broker, topic: &str) -> Self {
+        Self::start_at(&broker.bootstrap(), topic)
+    }
+
+    /// A registry keeping its schemas in `topic` of the cluster at `bootstrap`.
+    pub fn start_at(bootstrap: &str, topic: &str) -> Self {
         let dir = TempDir::new("registry");
         let port = free_port();
-        let proc = Self::spawn(port, &broker.bootstrap(), topic, &dir);
+        let proc = Self::spawn(port, bootstrap, topic, &dir);
         Self {
             port,
-            bootstrap: broker.bootstrap(),
+            bootstrap: bootstrap.to_string(),
             topic: topic.into(),
             dir,
             proc,
@@ -253,7 +441,7 @@ impl RegistryProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--kafka-bootstrap", bootstrap, "--topic", topic]);
         let mut proc = Proc::spawn(cmd, &dir.path().join("registry.log"));
-        wait_for_port(port, proc.child(), "syncline registry");
+        wait_for_port(port, &mut proc, "syncline registry");
         proc
     }
 
