@@ -32,11 +32,33 @@ pub struct KafkaConfig {
     /// are left as they are. State topics stay compacted whatever this says.
     #[serde(default)]
     pub topic_properties: BTreeMap<String, String>,
+    /// How `rules` and `dedup` make each of their outputs count once.
+    /// `identity` (the default): every output keeps its input's identity and
+    /// offsets are stored only after the outputs are acknowledged, so a
+    /// replay writes equal records that syncline sinks drop; works on any
+    /// Kafka-protocol broker. `transactions`: each batch's outputs, changelog
+    /// records and input offsets are also written in one Kafka transaction,
+    /// so a `read_committed` consumer of their topics sees every change once,
+    /// and a stale instance is fenced (needs a broker with transactions).
+    /// docs/delivery.md says when to choose which.
+    #[serde(default)]
+    pub exactly_once: ExactlyOnce,
     /// Extra librdkafka properties passed to every client, e.g.
     /// `security.protocol: SASL_SSL`, `sasl.mechanism: SCRAM-SHA-512`,
     /// `sasl.username`, `sasl.password: ${KAFKA_PASSWORD}`. Values are never logged.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// The values of `kafka.exactly_once`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExactlyOnce {
+    /// Stable change identity and replay-safe stages; no broker transactions.
+    #[default]
+    Identity,
+    /// Kafka transactions in `rules` and `dedup`, on top of the identity.
+    Transactions,
 }
 
 fn default_partitions() -> i32 {
@@ -53,6 +75,7 @@ impl KafkaConfig {
             partitions: default_partitions(),
             replication_factor: default_replication(),
             topic_properties: BTreeMap::new(),
+            exactly_once: ExactlyOnce::default(),
             properties: BTreeMap::new(),
         }
     }
@@ -77,6 +100,30 @@ impl KafkaConfig {
             .set("message.timeout.ms", "60000");
         c.create()
             .context(ErrorKind::Config, || "cannot create Kafka producer".into())
+    }
+
+    /// A transactional producer with `transactional_id`, ready for its
+    /// first transaction: `init_transactions` has fenced every earlier
+    /// producer with the same id (aborting what it left open), so a stale
+    /// instance can no longer commit. Blocks while the broker answers.
+    pub fn transactional_producer(&self, transactional_id: &str) -> Result<FutureProducer> {
+        let mut c = self.client_config();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "60000")
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", "60000");
+        let producer: FutureProducer = c.create().context(ErrorKind::Config, || {
+            "cannot create a transactional Kafka producer".into()
+        })?;
+        producer
+            .init_transactions(Duration::from_secs(60))
+            .context(ErrorKind::Transient, || {
+                format!("cannot initialize transactions for `{transactional_id}`")
+            })?;
+        Ok(producer)
     }
 
     /// A consumer in `group` that never commits on its own: every syncline

@@ -85,9 +85,14 @@ fn render(
                 .unwrap_or("")
                 .replace('\n', " ");
             let tag = v.pointer("/properties/type/const").and_then(Json::as_str);
-            match tag {
-                Some(t) => out.push_str(&format!("- `type: {t}`: {desc}\n")),
-                None => out.push_str(&format!("- {}: {desc}\n", type_of(v, &mut nested))),
+            // A unit variant with a doc comment: one string value.
+            let value = v.get("const").and_then(Json::as_str);
+            match (tag, value) {
+                (Some(t), _) => out.push_str(&format!("- `type: {t}`: {desc}\n")),
+                (None, Some(c)) => out.push_str(&format!("- `{c}`: {desc}\n")),
+                (None, None) => {
+                    out.push_str(&format!("- {}: {desc}\n", type_of(v, &mut nested)))
+                }
             }
         }
         out.push('\n');

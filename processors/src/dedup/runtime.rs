@@ -38,14 +38,25 @@
 //! never the clock, so a TTL decides the same way on replay. Nothing is
 //! lost: no offset is stored before the outputs it covers are acknowledged.
 //!
-//! Not covered: two live instances owning one partition at once (a member
-//! that lost its session but still runs) can both pass a key; Kafka
-//! transactions would fence that, and are not used (see docs/delivery.md).
+//! Not covered by default: two live instances owning one partition at once
+//! (a member that lost its session but still runs) can both pass a key.
+//!
+//! With `kafka.exactly_once: transactions` ([`crate::io::Transactional`]),
+//! steps 1-3 are one Kafka transaction that also carries the input offsets
+//! (step 5 becomes part of it), committed before step 4: outputs, dead
+//! letters, changelog records and offsets count together or not at all, so
+//! a `read_committed` consumer sees each passed change once, and a stale
+//! instance is fenced. On assignment the committed offsets are fetched
+//! first with `require_stable` (librdkafka does so for `read_committed`
+//! consumers), which waits until a transaction still open on the partition
+//! has ended; the changelog is then restored up to its last stable offset.
+//! A crash after the commit and before step 4 is repaired by that restore.
+//! The repartition stage commits each batch in a transaction of its own.
 
 use super::changelog::{self, Record};
 use super::key::{DedupKey, Key};
 use super::store::{PartitionCommit, Store};
-use crate::io::{self, retry, Raw, ORIGINAL_KEY_HEADER};
+use crate::io::{self, retry, Raw, Transactional, ORIGINAL_KEY_HEADER};
 use crate::metrics::ProcessorMetrics;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -59,7 +70,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use syncline_core::codec::{Decoded, Decoder, Encoder};
 use syncline_core::error::{Context, ErrorKind};
-use syncline_core::kafka::{DeadLetter, KafkaConfig};
+use syncline_core::kafka::{DeadLetter, ExactlyOnce, KafkaConfig};
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
 use syncline_core::{Error, Op, Result, TableSchema};
@@ -137,6 +148,15 @@ impl DedupProcessor {
         let metrics = ProcessorMetrics::new(&self.ctx);
         tracing::info!(processor = %self.ctx.component, group = %s.group_id, from = ?s.from, to = %s.to, by = ?s.key, ttl = ?s.ttl, state = %s.state_dir.display(), "dedup processor started");
 
+        let transactions = kafka.exactly_once == ExactlyOnce::Transactions;
+        let repartition_txn = match (&s.repartition_topic, transactions) {
+            (Some(_), true) => Some(Transactional::new(&self.ctx, ".repartition").await?),
+            _ => None,
+        };
+        let txn = match transactions {
+            true => Some(Transactional::new(&self.ctx, "").await?),
+            false => None,
+        };
         let stop = shutdown.child_token();
         let repartition = s.repartition_topic.clone().map(|topic| {
             let stage = Repartition {
@@ -144,6 +164,7 @@ impl DedupProcessor {
                 ctx: self.ctx.clone(),
                 topic,
                 metrics: metrics.clone(),
+                txn: repartition_txn,
             };
             let stop = stop.clone();
             tokio::spawn(async move {
@@ -160,6 +181,7 @@ impl DedupProcessor {
             input,
             store,
             metrics,
+            txn,
         };
         let thread_stop = stop.clone();
         std::thread::Builder::new()
@@ -235,6 +257,7 @@ struct Repartition {
     ctx: ComponentContext,
     topic: String,
     metrics: ProcessorMetrics,
+    txn: Option<Transactional>,
 }
 
 impl Repartition {
@@ -247,7 +270,10 @@ impl Repartition {
             rdkafka::consumer::DefaultConsumerContext,
         )?;
         let decoder = Decoder::new(&self.ctx.registry)?;
-        let producer = self.ctx.kafka.producer()?;
+        let producer = match &self.txn {
+            Some(t) => t.producer().clone(),
+            None => self.ctx.kafka.producer()?,
+        };
         while !stop.is_cancelled() {
             let Some(batch) =
                 io::collect_batch(&consumer, stop, component, s.batch_size, s.batch_timeout)
@@ -259,69 +285,95 @@ impl Repartition {
                 continue;
             }
             self.metrics.records_in.increment(batch.len() as u64);
-            let mut pending = Vec::with_capacity(batch.len());
-            for r in &batch {
-                let decoded = retry(stop, component, "schema registry unavailable", || {
-                    decoder.decode(r.key.as_deref(), r.value.as_deref())
-                })
-                .await;
-                let key = match decoded {
-                    Ok(None) => return Ok(()),
-                    Ok(Some(d)) if d.event.op == Op::Truncate && s.from.len() > 1 => Err(
-                        "a TRUNCATE of one of several input topics merged into one output; applying it \
-                         would empty the rows of the others too, so it is not forwarded"
-                            .to_string(),
-                    ),
-                    Ok(Some(d)) if d.event.op == Op::Truncate => {
-                        // Every key's partition must see it (see io::broadcast).
-                        let value = r.value.as_deref().unwrap_or_default();
-                        pending.extend(io::broadcast(&producer, &self.topic, value).await?);
-                        continue;
-                    }
-                    Ok(Some(d)) => s.key.of(&d.event),
-                    Err(e) if e.kind() == ErrorKind::Data => Err(format!("cannot decode: {e}")),
-                    Err(e) => return Err(e),
-                };
-                match key {
-                    Ok(key) => {
-                        let mut record = FutureRecord::to(&self.topic).key(&key[..]);
-                        if let Some(v) = &r.value {
-                            record = record.payload(&v[..]);
-                        }
-                        if let Some(k) = &r.key {
-                            record = record.headers(OwnedHeaders::new().insert(Header {
-                                key: ORIGINAL_KEY_HEADER,
-                                value: Some(&k[..]),
-                            }));
-                        }
-                        pending.push(io::send(&producer, record)?);
-                    }
-                    Err(reason) => {
-                        let reason = format!("the record at {}: {reason}", r.at());
-                        pending.push(dead_letter(
-                            &producer,
-                            &s.dead_letter_topic,
-                            component,
-                            r,
-                            &reason,
-                        )?);
-                        self.metrics.dead_lettered.increment(1);
-                    }
-                }
+            if let Some(txn) = &self.txn {
+                txn.begin()?;
             }
-            if io::acknowledged(stop, pending).await?.is_none() {
-                return Ok(());
+            let published = self.publish(&batch, &decoder, &producer, stop).await;
+            if !matches!(published, Ok(Some(()))) {
+                if let Some(txn) = &self.txn {
+                    txn.abort_blocking();
+                }
+                return published.map(|_| ());
             }
             let next = io::next_offsets(
                 batch
                     .iter()
                     .map(|r| (r.topic.as_str(), r.partition, r.offset)),
             );
-            if let Err(e) = consumer.commit(&io::offset_list(&next)?, CommitMode::Sync) {
+            if let Some(txn) = &self.txn {
+                let group = consumer.group_metadata().ok_or_else(|| {
+                    Error::transient("the consumer has no group metadata for the transaction")
+                })?;
+                txn.commit(io::offset_list(&next)?, group).await?;
+            } else if let Err(e) = consumer.commit(&io::offset_list(&next)?, CommitMode::Sync) {
                 tracing::warn!(processor = %component, error = %e, "cannot commit repartition offsets; those records will be re-keyed again (the dedup stage drops the copies)");
             }
         }
         Ok(())
+    }
+
+    /// Re-key `batch` to the repartition topic and wait for the broker's
+    /// acknowledgements. `None`: shutdown came first.
+    async fn publish(
+        &self,
+        batch: &[Raw],
+        decoder: &Decoder,
+        producer: &FutureProducer,
+        stop: &Shutdown,
+    ) -> Result<Option<()>> {
+        let s = &self.settings;
+        let component = &self.ctx.component;
+        let mut pending = Vec::with_capacity(batch.len());
+        for r in batch {
+            let decoded = retry(stop, component, "schema registry unavailable", || {
+                decoder.decode(r.key.as_deref(), r.value.as_deref())
+            })
+            .await;
+            let key = match decoded {
+                Ok(None) => return Ok(None),
+                Ok(Some(d)) if d.event.op == Op::Truncate && s.from.len() > 1 => Err(
+                    "a TRUNCATE of one of several input topics merged into one output; applying it \
+                     would empty the rows of the others too, so it is not forwarded"
+                        .to_string(),
+                ),
+                Ok(Some(d)) if d.event.op == Op::Truncate => {
+                    // Every key's partition must see it (see io::broadcast).
+                    let value = r.value.as_deref().unwrap_or_default();
+                    pending.extend(io::broadcast(producer, &self.topic, value).await?);
+                    continue;
+                }
+                Ok(Some(d)) => s.key.of(&d.event),
+                Err(e) if e.kind() == ErrorKind::Data => Err(format!("cannot decode: {e}")),
+                Err(e) => return Err(e),
+            };
+            match key {
+                Ok(key) => {
+                    let mut record = FutureRecord::to(&self.topic).key(&key[..]);
+                    if let Some(v) = &r.value {
+                        record = record.payload(&v[..]);
+                    }
+                    if let Some(k) = &r.key {
+                        record = record.headers(OwnedHeaders::new().insert(Header {
+                            key: ORIGINAL_KEY_HEADER,
+                            value: Some(&k[..]),
+                        }));
+                    }
+                    pending.push(io::send(producer, record)?);
+                }
+                Err(reason) => {
+                    let reason = format!("the record at {}: {reason}", r.at());
+                    pending.push(dead_letter(
+                        producer,
+                        &s.dead_letter_topic,
+                        component,
+                        r,
+                        &reason,
+                    )?);
+                    self.metrics.dead_lettered.increment(1);
+                }
+            }
+        }
+        Ok(io::acknowledged(stop, pending).await?.map(|_| ()))
     }
 }
 
@@ -340,6 +392,8 @@ struct DedupContext {
     changelog: String,
     store: Arc<Store>,
     ttl: bool,
+    /// With transactions, assignment first waits for open ones (see the module doc).
+    transactional: bool,
     metrics: ProcessorMetrics,
     news: Mutex<RebalanceNews>,
 }
@@ -365,7 +419,7 @@ impl ConsumerContext for DedupContext {
             .extend(parts.iter().map(|(_, p)| *p));
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                match self.restore_all(&parts) {
+                match self.await_stable(consumer, tpl).and_then(|()| self.restore_all(&parts)) {
                     Ok(offsets) => {
                         for ((topic, partition), offset) in parts.iter().zip(offsets) {
                             let _ = tpl.set_partition_offset(topic, *partition, offset);
@@ -395,6 +449,24 @@ impl ConsumerContext for DedupContext {
 }
 
 impl DedupContext {
+    /// With transactions: fetch the group's committed offsets of the
+    /// assigned partitions. The consumer is `read_committed`, so librdkafka
+    /// asks with `require_stable` and the answer waits until a transaction
+    /// still open on them (a stale instance's, or this one's before a
+    /// crash) has committed or aborted; the changelog restored next then
+    /// holds everything that transaction committed.
+    fn await_stable(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) -> Result<()> {
+        if !self.transactional {
+            return Ok(());
+        }
+        consumer
+            .committed_offsets(tpl.clone(), Duration::from_secs(120))
+            .map(|_| ())
+            .context(ErrorKind::Transient, || {
+                "cannot read the committed offsets of the assigned partitions".into()
+            })
+    }
+
     /// Restore every assigned partition; the offset each starts at.
     fn restore_all(&self, parts: &[(String, i32)]) -> Result<Vec<Offset>> {
         let mut out = Vec::with_capacity(parts.len());
@@ -426,6 +498,7 @@ struct DedupStage {
     input: String,
     store: Arc<Store>,
     metrics: ProcessorMetrics,
+    txn: Option<Transactional>,
 }
 
 /// One partition's decisions within a batch.
@@ -445,6 +518,7 @@ impl DedupStage {
             changelog: s.changelog_topic.clone(),
             store: self.store.clone(),
             ttl: s.ttl.is_some(),
+            transactional: self.txn.is_some(),
             metrics: self.metrics.clone(),
             news: Mutex::new(RebalanceNews::default()),
         };
@@ -457,7 +531,10 @@ impl DedupStage {
             consumer: &consumer,
             decoder: Decoder::new(&self.ctx.registry)?,
             encoder: Encoder::new(&self.ctx.registry)?,
-            producer: self.ctx.kafka.producer()?,
+            producer: match &self.txn {
+                Some(t) => t.producer().clone(),
+                None => self.ctx.kafka.producer()?,
+            },
             schemas: HashMap::new(),
             handle,
             stop,
@@ -529,13 +606,28 @@ impl Loop<'_> {
             let full = pending.len() >= s.batch_size;
             let due = !pending.is_empty() && batch_started.elapsed() >= s.batch_timeout;
             if full || due {
-                if self.flush(&pending)?.is_none() {
+                if self.flush_batch(&pending)?.is_none() {
                     return Ok(());
                 }
                 pending.clear();
             }
         }
         Ok(())
+    }
+
+    /// [`Self::flush`], in a transaction of its own when transactions are
+    /// on: anything but a complete flush aborts it.
+    fn flush_batch(&mut self, batch: &[Raw]) -> Result<Option<()>> {
+        let stage = self.stage;
+        let Some(txn) = &stage.txn else {
+            return self.flush(batch);
+        };
+        txn.begin()?;
+        let flushed = self.flush(batch);
+        if !matches!(flushed, Ok(Some(()))) {
+            txn.abort_blocking();
+        }
+        flushed
     }
 
     /// Decide, publish and commit one batch (see the module's commit order).
@@ -686,12 +778,6 @@ impl Loop<'_> {
                 pb.commit.next_changelog = pb.commit.next_changelog.max(offset + 1);
             }
         }
-        // 4: state and offsets, one write per partition.
-        let ttl = s.ttl.is_some();
-        for (&partition, pb) in &parts {
-            store.commit(partition, &pb.commit, ttl)?;
-        }
-        // 5: advisory.
         let mut tpl = TopicPartitionList::new();
         for (&partition, pb) in &parts {
             let _ = tpl.add_partition_offset(
@@ -700,8 +786,23 @@ impl Loop<'_> {
                 Offset::Offset(pb.commit.next_input),
             );
         }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(processor = %component, error = %e, "cannot commit advisory offsets");
+        // With transactions: outputs, changelog and offsets commit now, as one.
+        if let Some(txn) = &self.stage.txn {
+            let group = self.consumer.group_metadata().ok_or_else(|| {
+                Error::transient("the consumer has no group metadata for the transaction")
+            })?;
+            txn.commit_blocking(&tpl, &group)?;
+        }
+        // 4: state and offsets, one write per partition.
+        let ttl = s.ttl.is_some();
+        for (&partition, pb) in &parts {
+            store.commit(partition, &pb.commit, ttl)?;
+        }
+        // 5: advisory (part of the transaction when there is one).
+        if self.stage.txn.is_none() {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(processor = %component, error = %e, "cannot commit advisory offsets");
+            }
         }
         let m = &self.stage.metrics;
         m.commit_seconds.record(started.elapsed().as_secs_f64());

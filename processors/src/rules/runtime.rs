@@ -15,9 +15,15 @@
 //! result at the target is exactly once. Other consumers of the output topic
 //! can see such duplicates (see processors/README.md). Nothing is lost: an
 //! offset is never committed before its outputs are safe on the broker.
+//!
+//! With `kafka.exactly_once: transactions`, steps 1-3 are also one Kafka
+//! transaction ([`crate::io::Transactional`]): the batch's outputs, dead
+//! letters and input offsets commit together or not at all, so a
+//! `read_committed` consumer of the outputs sees each change once, and an
+//! instance that lost its partitions cannot commit.
 
 use super::{CompiledRules, Outcome, StepConfig};
-use crate::io::{self, retry, Raw};
+use crate::io::{self, retry, Raw, Transactional};
 use crate::metrics::ProcessorMetrics;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -26,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use syncline_core::codec::{Decoded, Decoder, Encoder};
 use syncline_core::error::ErrorKind;
-use syncline_core::kafka::DeadLetter;
+use syncline_core::kafka::{DeadLetter, ExactlyOnce};
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
 use syncline_core::{Error, Op, Result, TableSchema};
@@ -70,13 +76,22 @@ impl RulesProcessor {
             &s.from,
             rdkafka::consumer::DefaultConsumerContext,
         )?;
+        let txn = match kafka.exactly_once {
+            ExactlyOnce::Identity => None,
+            ExactlyOnce::Transactions => Some(Transactional::new(&self.ctx, "").await?),
+        };
+        let producer = match &txn {
+            Some(t) => t.producer().clone(),
+            None => kafka.producer()?,
+        };
         let mut lp = Loop {
             settings: s,
             component: &self.ctx.component,
             namespace: format!("syncline.{}", avro_name(&self.ctx.component)),
             decoder: Decoder::new(&self.ctx.registry)?,
             encoder: Encoder::new(&self.ctx.registry)?,
-            producer: kafka.producer()?,
+            producer,
+            txn,
             compiled: HashMap::new(),
             shutdown: &shutdown,
             metrics: ProcessorMetrics::new(&self.ctx),
@@ -120,6 +135,8 @@ struct Loop<'a> {
     decoder: Decoder,
     encoder: Encoder,
     producer: FutureProducer,
+    /// Set with `kafka.exactly_once: transactions` (`producer` is its producer).
+    txn: Option<Transactional>,
     /// Compiled steps per input value schema id: a new id (the input's shape
     /// changed) compiles the steps again.
     compiled: HashMap<u32, Arc<CompiledRules>>,
@@ -146,19 +163,33 @@ impl Loop<'_> {
                 continue;
             }
             self.metrics.records_in.increment(batch.len() as u64);
-            let Some(()) = self.process(&batch).await? else {
-                return Ok(());
-            };
+            if let Some(txn) = &self.txn {
+                txn.begin()?;
+            }
+            let processed = self.process(&batch).await;
+            if !matches!(processed, Ok(Some(()))) {
+                // Shutdown or a failure in the middle of the batch: nothing
+                // of it may count.
+                if let Some(txn) = &self.txn {
+                    txn.abort_blocking();
+                }
+                return processed.map(|_| ());
+            }
             let started = Instant::now();
             let next = io::next_offsets(
                 batch
                     .iter()
                     .map(|r| (r.topic.as_str(), r.partition, r.offset)),
             );
-            // A failed commit (e.g. the partition moved to another member)
-            // only means those records are read again: their outputs are
-            // replays with equal identity.
-            if let Err(e) = consumer.commit(&io::offset_list(&next)?, CommitMode::Sync) {
+            if let Some(txn) = &self.txn {
+                let group = consumer.group_metadata().ok_or_else(|| {
+                    Error::transient("the consumer has no group metadata for the transaction")
+                })?;
+                txn.commit(io::offset_list(&next)?, group).await?;
+            } else if let Err(e) = consumer.commit(&io::offset_list(&next)?, CommitMode::Sync) {
+                // A failed commit (e.g. the partition moved to another
+                // member) only means those records are read again: their
+                // outputs are replays with equal identity.
                 tracing::warn!(processor = %self.component, error = %e, "cannot commit input offsets; they will be read again");
             }
             self.metrics
