@@ -37,8 +37,9 @@ demo-stop:
 reference: build
 	$(SYNCLINE) reference > docs/reference.md
 
-## bench: throughput of source, sink and end to end beside the raw producer; dedup beside raw librdkafka and Quix Streams; CDC capture, snapshot and latency beside raw decoding and COPY (release build; prints figures)
+## bench: each stage beside the limit it passes through (raw producer, consumer, pgoutput decoding, COPY) and beside the peers users would pick (Debezium's Postgres source and JDBC sink on Kafka Connect, Kafka Streams, Quix Streams), same broker, same data, same run (release build; prints figures and ratios)
 bench: tools
+	@scripts/peers.sh || echo "bench: the JVM peers could not be installed; their rows say so"
 	cargo bench --bench pipeline
 	cargo bench --bench dedup
 	cargo bench --bench cdc

@@ -1,6 +1,6 @@
 //! `make bench` (dedup): throughput of the `dedup` processor beside the
 //! limit it passes through and beside Quix Streams doing the same job, on
-//! real parts (nisshi broker, `syncline registry`), one machine, one broker,
+//! real parts (Apache Kafka broker, `syncline registry`), one machine, one broker,
 //! one input topic. Prints a table; asserts only that each output is exact
 //! (a wrong count makes its figure meaningless).
 //!
@@ -24,6 +24,9 @@
 //! - Quix Streams (`benches/quix_dedup.py`, pinned version installed into its
 //!   own venv, since quixstreams pins confluent-kafka < 2.13 and the interop
 //!   venv has 2.16.1): the same dedup by identity, timed the same way.
+//! - Kafka Streams (`StreamsDedup`, benches/peers: the same dedup by
+//!   identity, RocksDB store with its changelog, at least once), when
+//!   `scripts/peers.sh` installed it (`make bench` does), timed the same way.
 //!
 //! records/s = input records / elapsed (start-up included). State on disk is
 //! a du-style walk (allocated blocks) of the state directory just before the
@@ -31,6 +34,8 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "peers/driver.rs"]
+mod peers;
 
 use apache_avro::types::Value;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -43,6 +48,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use peers::Peers;
 use support::{free_port, Stack, TempDir};
 use syncline_core::codec::Encoder;
 use syncline_core::kafka::KafkaConfig;
@@ -130,11 +136,10 @@ fn event(rng: &mut Rng, seq: i64) -> ChangeEvent {
     }
 }
 
-/// Create the input topic. `retention.ms` is set explicitly (to Kafka's
-/// "forever", harmless here): Quix Streams derives its changelog topic's
-/// config from the input's `retention.ms` as DescribeConfigs reports it, and
-/// nisshi reports only the configs given at creation (none by default), so
-/// Quix fails with `KeyError: 'retention.ms'` on a topic created without it.
+/// Create the input topic, retained forever (`retention.ms: -1`): the
+/// contenders read it one after the other, and Quix Streams derives its
+/// changelog topic's config from the input's `retention.ms` (a broker that
+/// reports only the configs given at creation made Quix fail without it).
 async fn create_input(bootstrap: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -588,6 +593,59 @@ async fn quix_dedup(stack: &Stack, dir: &Path, watch: &BaseConsumer, expected: i
     }
 }
 
+/// Kafka Streams doing the same dedup by identity (benches/peers).
+async fn streams_dedup(
+    stack: &Stack,
+    dir: &Path,
+    watch: &BaseConsumer,
+    expected: i64,
+    peers: &Peers,
+) -> Figures {
+    let output = format!("{INPUT}.unique.streams");
+    KafkaConfig::new(stack.bootstrap())
+        .ensure_topic(&output, PARTITIONS, false)
+        .await
+        .unwrap();
+    let state = dir.join("state-streams");
+    let app = "bench-streams-dedup";
+    let cmd = peers.streams_dedup(
+        &stack.bootstrap(),
+        &stack.registry_url(),
+        INPUT,
+        &output,
+        app,
+        &state,
+    );
+    let what = "Kafka Streams 4.1.1 dedup (identity)".to_string();
+    let start = Instant::now();
+    let mut proc = Measured::spawn(cmd, dir.join("streams.log"));
+    let (elapsed, got) = await_output(watch, &output, expected, start, &mut proc, &what).await;
+    // Kafka Streams writes each state change to its changelog as it
+    // happens (flushed at its commit, every 30 s by default): measure once
+    // the changelog holds every identity.
+    let changelog = format!("{app}-seen-changelog");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut changelog_records = topic_records(watch, &changelog);
+    while changelog_records < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        changelog_records = topic_records(watch, &changelog);
+    }
+    let rss = peak_rss(proc.child.id());
+    let state_size = state_on_disk(&state);
+    drop(proc);
+    Figures {
+        what,
+        elapsed,
+        output: got,
+        state: Some(state_size),
+        peak_rss: rss,
+        note: format!(
+            "output {got} = expected, changelog `{changelog}` holds {changelog_records} records; \
+             at_least_once (Kafka Streams' default, commit every 30 s)"
+        ),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("SYNCLINE_BENCH_DEDUP_RECORDS")
@@ -654,10 +712,14 @@ async fn main() {
     if quix {
         rows.push(quix_dedup(&stack, dir.path(), &watch, expected).await);
     }
+    match Peers::installed() {
+        Ok(peers) => rows.push(streams_dedup(&stack, dir.path(), &watch, expected, &peers).await),
+        Err(why) => println!("Kafka Streams: not run: {why}"),
+    }
 
     println!();
     println!(
-        "dedup bench: {n} input records ({distinct} distinct), ~{avg} bytes each, nisshi 0.8.1 on loopback, {PARTITIONS} partitions"
+        "dedup bench: {n} input records ({distinct} distinct), ~{avg} bytes each, Apache Kafka 4.1.1 on loopback, {PARTITIONS} partitions"
     );
     println!("| what | records/s | elapsed | state on disk | peak RSS |");
     println!("|---|---:|---:|---:|---:|");
@@ -674,5 +736,15 @@ async fn main() {
     println!();
     for r in &rows {
         println!("{}: {} outputs; {}", r.what, r.output, r.note);
+    }
+    println!();
+    let identity = &rows[1];
+    for r in rows.iter().filter(|r| r.what != identity.what) {
+        println!(
+            "{} / {} = {:.2}x (records/s)",
+            identity.what,
+            r.what,
+            r.elapsed.as_secs_f64() / identity.elapsed.as_secs_f64()
+        );
     }
 }

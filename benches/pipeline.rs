@@ -1,18 +1,27 @@
 //! `make bench`: throughput of syncline's stages on this machine, beside the
-//! limit they pass through, on real parts (nisshi broker, `syncline
+//! limit they pass through, on real parts (Apache Kafka broker, `syncline
 //! registry`, the machine's Postgres). Prints figures; asserts nothing.
 //!
 //! - raw producer: a plain librdkafka producer writing records of the same
 //!   size to the same broker (the broker's limit for the stages below);
 //! - source: `sql_poll` publishing a 100k-row Postgres table (rows/s);
-//! - sink: the `postgres` sink applying 100k change records (rows/s);
+//! - sink: the `postgres` sink applying 100k change records (rows/s),
+//!   beside a plain librdkafka consumer reading the same topic (the read
+//!   limit), `COPY ... FROM STDIN` of the same rows into the same Postgres
+//!   (the write limit), and Debezium's JDBC sink on Kafka Connect applying
+//!   the same rows as Debezium change events (upsert by key);
 //! - end to end: source table -> target table, both running.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "peers/driver.rs"]
+mod peers;
 
+use futures::SinkExt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::{Duration, Instant};
 use support::{raw_producer, topic_records, PgDb, Stack, SynclineRun, TempDir};
+use syncline_core::kafka::KafkaConfig;
 
 const ROWS: i64 = 100_000;
 
@@ -68,11 +77,124 @@ fn rate(n: i64, d: Duration) -> String {
     )
 }
 
+/// A plain consumer (no group, no decoding) reading `n` records of `topic`
+/// from the beginning: how fast Kafka hands the sink its input.
+fn plain_consumer(bootstrap: &str, topic: &str, n: i64) -> Duration {
+    let mut config = KafkaConfig::new(bootstrap).reader_config();
+    config.set("enable.partition.eof", "false");
+    let c: BaseConsumer = config.create().unwrap();
+    let parts = syncline_core::kafka::topic_partitions(c.client(), topic).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in parts {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    let start = Instant::now();
+    c.assign(&tpl).unwrap();
+    let mut got = 0;
+    while got < n {
+        if let Some(m) = c.poll(Duration::from_secs(1)) {
+            m.unwrap();
+            got += 1;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "plain consumer stalled");
+    }
+    start.elapsed()
+}
+
+/// `COPY items FROM STDIN` of the bench's rows into a fresh table of `db`.
+async fn copy_in(db: &PgDb) -> Duration {
+    let c = db.client().await;
+    c.batch_execute(TABLE).await.unwrap();
+    let mut text = String::new();
+    for g in 1..=ROWS {
+        text.push_str(&format!(
+            "{g}\titem number {g}\t{}.{:02}\t{}\t2026-01-01 00:00:00+00\n",
+            g / 100,
+            g % 100,
+            g % 1000
+        ));
+    }
+    let start = Instant::now();
+    let sink = c.copy_in("COPY items FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(text)).await.unwrap();
+    sink.finish().await.unwrap();
+    start.elapsed()
+}
+
+/// Debezium's JDBC sink applying the rows of `source`: Debezium's source
+/// connector first writes them as change events (a snapshot; not timed),
+/// then the sink's worker is timed from its start until the target has them.
+async fn jdbc_sink(
+    p: &peers::Peers,
+    stack: &Stack,
+    source: &PgDb,
+    dir: &std::path::Path,
+) -> (Duration, Duration) {
+    let dir = dir.join("connect");
+    let bootstrap = stack.bootstrap();
+    let prefix = "dbz.bench";
+    let topic = format!("{prefix}.public.items");
+    let mut src = p.connect(
+        &bootstrap,
+        &dir,
+        "dbz-source",
+        &peers::debezium_postgres(&source.url(), "items", prefix, "initial"),
+    );
+    timed(|| {
+        let (b, t) = (bootstrap.clone(), topic.clone());
+        async move { topic_records(&b, &t) >= ROWS }
+    })
+    .await;
+    src.assert_not_failed().await;
+    src.stop();
+    let slot = prefix.replace('.', "_");
+    source
+        .client()
+        .await
+        .batch_execute(&format!("SELECT pg_drop_replication_slot('{slot}_slot')"))
+        .await
+        .unwrap();
+    let target = PgDb::create("bench_jdbc").await;
+    let mut sink = p.connect(
+        &bootstrap,
+        &dir,
+        "dbz-jdbc-sink",
+        &peers::debezium_jdbc_sink(&target.url(), &topic, "items"),
+    );
+    let took = rows_landing(&target).await;
+    sink.assert_not_failed().await;
+    sink.stop();
+    took
+}
+
+/// From now until `db.items` holds every row, and from its first row to its last.
+async fn rows_landing(db: &PgDb) -> (Duration, Duration) {
+    let start = Instant::now();
+    let mut first = None;
+    loop {
+        let n = count(db).await;
+        if n > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if n >= ROWS {
+            let now = Instant::now();
+            return (now - start, now - first.unwrap_or(now));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{n} of {ROWS} rows after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let stack = Stack::start();
     println!(
-        "syncline bench: {ROWS} rows, broker nisshi 0.8.1 on loopback, Postgres 127.0.0.1:5432"
+        "syncline bench: {ROWS} rows, Apache Kafka 4.1.1 on loopback, Postgres 127.0.0.1:5432"
     );
 
     // The limit: a plain librdkafka producer, records of the size syncline writes (~90 bytes).
@@ -107,13 +229,39 @@ async fn main() {
     );
     src.kill9();
 
+    let read = plain_consumer(&bootstrap, "bench.items", ROWS);
+    println!("plain librdkafka consumer of the topic {}", rate(ROWS, read));
+    let copy = copy_in(&PgDb::create("bench_copy").await).await;
+    println!("Postgres COPY FROM STDIN of the rows   {}", rate(ROWS, copy));
     let mut sink = SynclineRun::start_with_args(&file, &["--component", "dst"]);
-    let d = timed(|| async { count(&target).await >= ROWS }).await;
+    let (d, d_rows) = rows_landing(&target).await;
     println!(
-        "sink Kafka -> postgres    {}  (includes start-up)",
-        rate(ROWS, d)
+        "sink Kafka -> postgres    {}  (includes start-up); first to last row {:.0} rows/s",
+        rate(ROWS, d),
+        ROWS as f64 / d_rows.as_secs_f64()
     );
     sink.kill9();
+    let ratio = |what: &str, other: Duration, mine: Duration| {
+        println!(
+            "  postgres sink / {what} = {:.2} (rows/s)",
+            other.as_secs_f64() / mine.as_secs_f64()
+        )
+    };
+    ratio("plain consumer", read, d);
+    ratio("COPY", copy, d);
+    match peers::Peers::installed() {
+        Ok(p) => {
+            let (jdbc, jdbc_rows) = jdbc_sink(&p, &stack, &source, dir.path()).await;
+            println!(
+                "Debezium JDBC sink 3.6.0 -> postgres  {}  (includes start-up; Debezium JSON events of the same rows); first to last row {:.0} rows/s",
+                rate(ROWS, jdbc),
+                ROWS as f64 / jdbc_rows.as_secs_f64()
+            );
+            ratio("Debezium JDBC sink, start-up included", jdbc, d);
+            ratio("Debezium JDBC sink, first to last row", jdbc_rows, d_rows);
+        }
+        Err(why) => println!("Debezium JDBC sink: not run: {why}"),
+    }
 
     let (source2, target2) = (
         PgDb::create("bench_src2").await,
