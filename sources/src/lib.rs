@@ -6,7 +6,6 @@
 //! - [`postgres_cdc`]: change-data-capture from Postgres through logical
 //!   replication, after a snapshot consistent with the replication slot.
 
-mod pg;
 pub mod postgres_cdc;
 pub mod sql_poll;
 pub mod state;

@@ -119,7 +119,7 @@ impl PostgresSink {
         };
         let consumer: BaseConsumer<SinkContext> =
             self.ctx.kafka.subscribed(&s.group_id, &s.topics, context)?;
-        let decoder = Decoder::new(&self.ctx.registry)?;
+        let decoder = self.ctx.decoder()?;
         let dead_letter = match &s.dead_letter_topic {
             None => None,
             Some(topic) => {
@@ -423,24 +423,7 @@ async fn connect(pg: &tokio_postgres::Config) -> Result<tokio_postgres::Client> 
     Ok(client)
 }
 
-/// A Postgres error with the kind that says what to do: retry when the
-/// connection or the server was the problem, fix the config for missing
-/// objects or permissions, stop on data the target refuses.
-pub(crate) fn pg_error(e: tokio_postgres::Error, what: &str) -> Error {
-    let kind = match e.code().map(|c| c.code()) {
-        None => ErrorKind::Transient,
-        Some(c)
-            if ["08", "40", "53", "57", "58"]
-                .iter()
-                .any(|p| c.starts_with(p)) =>
-        {
-            ErrorKind::Transient
-        }
-        Some(c) if ["28", "3D", "3F", "42"].iter().any(|p| c.starts_with(p)) => ErrorKind::Config,
-        Some(_) => ErrorKind::Data,
-    };
-    Error::new(kind, what).with_source(e)
-}
+pub(crate) use syncline_core::error::postgres::pg_error;
 
 #[cfg(test)]
 mod tests {

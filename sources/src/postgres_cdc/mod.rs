@@ -97,7 +97,7 @@ impl PostgresCdcSource {
                 &[],
             )
             .await
-            .map_err(|e| slot::pg_error(e, || format!("cannot query {display}")))?;
+            .map_err(|e| slot::pg_error(e, format!("cannot query {display}")))?;
         let (db_name, wal_level): (String, String) = (row.get(0), row.get(1));
         if wal_level != "logical" {
             return Err(Error::config(format!(
@@ -331,7 +331,7 @@ pub async fn request_resnapshot(
             &[&RESNAPSHOT_PREFIX, &content],
         )
         .await
-        .map_err(|e| slot::pg_error(e, || "cannot write the re-snapshot request".into()))?
+        .map_err(|e| slot::pg_error(e, "cannot write the re-snapshot request"))?
         .get(0);
     Ok((names, lsn))
 }

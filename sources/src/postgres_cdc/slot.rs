@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use syncline_core::{Error, ErrorKind, Result};
 use tokio_postgres::{Client, NoTls};
 
-pub(crate) use crate::pg::pg_error;
+pub(crate) use syncline_core::error::postgres::pg_error;
 
 /// A plain connection with the session settings of [`SESSION_OPTIONS`].
 pub async fn connect(url: &str, source: &str) -> Result<Client> {
@@ -38,7 +38,7 @@ pub async fn connect(url: &str, source: &str) -> Result<Client> {
     let (client, conn) = config
         .connect(NoTls)
         .await
-        .map_err(|e| pg_error(e, || format!("cannot connect to {display}")))?;
+        .map_err(|e| pg_error(e, format!("cannot connect to {display}")))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres_cdc: connection closed");
@@ -143,7 +143,7 @@ async fn names(client: &Client, sql: &str, oid: u32, table: &str) -> Result<Vec<
         .query(sql, &[&oid])
         .await
         .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
-        .map_err(|e| pg_error(e, || format!("cannot read the keys of {table}")))
+        .map_err(|e| pg_error(e, format!("cannot read the keys of {table}")))
 }
 
 /// Resolve the configured tables (and patterns) to the database's tables.
@@ -151,7 +151,7 @@ pub async fn resolve_tables(client: &Client, entries: &[CdcTableConfig]) -> Resu
     let all = client
         .query(TABLES_SQL, &[])
         .await
-        .map_err(|e| pg_error(e, || "cannot list tables".into()))?;
+        .map_err(|e| pg_error(e, "cannot list tables"))?;
     let mut out: Vec<Resolved> = Vec::new();
     for entry in entries {
         let pattern = qualified_pattern(&entry.table);
@@ -172,7 +172,7 @@ pub async fn resolve_tables(client: &Client, entries: &[CdcTableConfig]) -> Resu
                 .query(COLUMNS_SQL, &[&oid])
                 .await
                 .map_err(|e| {
-                    pg_error(e, || format!("cannot read the columns of {schema}.{table}"))
+                    pg_error(e, format!("cannot read the columns of {schema}.{table}"))
                 })?
                 .iter()
                 .map(|r| RawColumn {
@@ -267,7 +267,7 @@ pub async fn resolve_types(
         let row = client
             .query_one(TYPE_SQL, &[&c.type_oid, &c.typmod])
             .await
-            .map_err(|e| pg_error(e, || format!("cannot resolve type oid {}", c.type_oid)))?;
+            .map_err(|e| pg_error(e, format!("cannot resolve type oid {}", c.type_oid)))?;
         types.insert(
             (c.type_oid, c.typmod),
             TypeInfo {
@@ -289,7 +289,7 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[Resolved]
             &[&name],
         )
         .await
-        .map_err(|e| pg_error(e, || format!("cannot look up publication `{name}`")))?;
+        .map_err(|e| pg_error(e, format!("cannot look up publication `{name}`")))?;
     let list = |ts: &[&Resolved]| ts.iter().map(|t| t.quoted()).collect::<Vec<_>>().join(", ");
     match existing {
         None => {
@@ -301,7 +301,7 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[Resolved]
                     list(&all)
                 ))
                 .await
-                .map_err(|e| pg_error(e, || format!("cannot create publication `{name}`")))?;
+                .map_err(|e| pg_error(e, format!("cannot create publication `{name}`")))?;
             tracing::info!(
                 publication = name,
                 tables = all.len(),
@@ -316,7 +316,7 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[Resolved]
                     &[&name],
                 )
                 .await
-                .map_err(|e| pg_error(e, || format!("cannot read publication `{name}`")))?
+                .map_err(|e| pg_error(e, format!("cannot read publication `{name}`")))?
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
@@ -333,7 +333,7 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[Resolved]
                     ))
                     .await
                     .map_err(|e| {
-                        pg_error(e, || {
+                        pg_error(e, {
                             format!("cannot add tables to publication `{name}` (add them, or let syncline own it)")
                         })
                     })?;
@@ -364,7 +364,7 @@ pub async fn slot_status(client: &Client, slot: &str, db: &str) -> Result<Option
             &[&slot],
         )
         .await
-        .map_err(|e| pg_error(e, || format!("cannot read replication slot `{slot}`")))?;
+        .map_err(|e| pg_error(e, format!("cannot read replication slot `{slot}`")))?;
     let Some(row) = row else { return Ok(None) };
     let plugin: Option<String> = row.get(0);
     let database: Option<String> = row.get(1);

@@ -179,7 +179,7 @@ async fn snapshot_connection(source: &PostgresCdcSource, snapshot: &str) -> Resu
         ))
         .await
         .map_err(|e| {
-            slot::pg_error(e, || "snapshot: cannot import the exported snapshot".into())
+            slot::pg_error(e, "snapshot: cannot import the exported snapshot")
         })?;
     Ok(client)
 }
@@ -196,7 +196,7 @@ async fn table_size(client: &Client, r: &slot::Resolved) -> Result<(i64, i64)> {
         )
         .await
         .map_err(|e| {
-            slot::pg_error(e, || {
+            slot::pg_error(e, {
                 format!("snapshot of `{}`: cannot estimate the row count", r.name())
             })
         })?;
@@ -236,7 +236,7 @@ async fn plan_segments(
         )
         .await
         .map_err(|e| {
-            slot::pg_error(e, || {
+            slot::pg_error(e, {
                 format!("snapshot of `{}`: cannot sample the keys", r.name())
             })
         })?;
@@ -395,7 +395,7 @@ impl PostgresCdcSource {
         client
             .batch_execute("COMMIT")
             .await
-            .map_err(|e| slot::pg_error(e, || "snapshot: cannot end the transaction".into()))?;
+            .map_err(|e| slot::pg_error(e, "snapshot: cannot end the transaction"))?;
         Ok(false)
     }
 
@@ -437,7 +437,7 @@ impl PostgresCdcSource {
                 &sql_from_start
             };
             let rows = client.query(sql, &params).await.map_err(|e| {
-                slot::pg_error(e, || format!("snapshot of `{name}`: cannot read a chunk"))
+                slot::pg_error(e, format!("snapshot of `{name}`: cannot read a chunk"))
             })?;
             let now_us = chrono::Utc::now().timestamp_micros();
             let mut deliveries = Vec::with_capacity(rows.len());

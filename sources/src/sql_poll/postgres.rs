@@ -6,7 +6,7 @@ use super::config::TableConfig;
 use super::cursor::{Cursor, CursorPart};
 use super::fence::{FenceDecision, FenceState, Running};
 use super::plan::{plain_query, quote_ident, quote_table, subquery, SourceRow, TablePlan};
-use crate::pg::pg_error;
+use syncline_core::error::postgres::pg_error;
 use apache_avro::types::Value;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{pin_mut, TryStreamExt};
@@ -190,7 +190,7 @@ impl PgSource {
             .client()?
             .query_one("SELECT current_database()::text", &[])
             .await
-            .map_err(|e| pg_error(e, || format!("cannot query {display}")))?
+            .map_err(|e| pg_error(e, format!("cannot query {display}")))?
             .get(0);
         s.db_name = db;
         Ok(s)
@@ -203,7 +203,7 @@ impl PgSource {
             .config
             .connect(NoTls)
             .await
-            .map_err(|e| pg_error(e, || format!("cannot connect to {display}")))?;
+            .map_err(|e| pg_error(e, format!("cannot connect to {display}")))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::warn!(error = %e, "sql_poll: Postgres connection closed");
@@ -228,7 +228,7 @@ impl PgSource {
         let tx = client
             .transaction()
             .await
-            .map_err(|e| pg_error(e, || "cannot start a transaction".into()))?;
+            .map_err(|e| pg_error(e, "cannot start a transaction"))?;
         let relation = match (&tc.table, &tc.query) {
             (Some(table), _) => quote_table(table),
             (None, Some(query)) => {
@@ -239,7 +239,7 @@ impl PgSource {
                 ))
                 .await
                 .map_err(|e| {
-                    pg_error(e, || format!("the query of `{name}` is not a valid SELECT"))
+                    pg_error(e, format!("the query of `{name}` is not a valid SELECT"))
                 })?;
                 view.to_string()
             }
@@ -248,7 +248,7 @@ impl PgSource {
         let oid: Option<u32> = tx
             .query_one("SELECT to_regclass($1::text)::oid", &[&relation])
             .await
-            .map_err(|e| pg_error(e, || format!("cannot look up `{relation}`")))?
+            .map_err(|e| pg_error(e, format!("cannot look up `{relation}`")))?
             .get(0);
         let oid = oid.ok_or_else(|| {
             Error::config(format!("table `{relation}` does not exist in database `{db_name}` (or is not visible to this user)"))
@@ -256,7 +256,7 @@ impl PgSource {
         let attrs = tx
             .query(ATTRIBUTES_SQL, &[&oid])
             .await
-            .map_err(|e| pg_error(e, || format!("cannot read the columns of `{name}`")))?;
+            .map_err(|e| pg_error(e, format!("cannot read the columns of `{name}`")))?;
         let columns = attrs
             .iter()
             .map(|r| {
@@ -273,13 +273,13 @@ impl PgSource {
         let pk = tx
             .query(PRIMARY_KEY_SQL, &[&oid])
             .await
-            .map_err(|e| pg_error(e, || format!("cannot read the primary key of `{name}`")))?
+            .map_err(|e| pg_error(e, format!("cannot read the primary key of `{name}`")))?
             .iter()
             .map(|r| r.get(0))
             .collect();
         tx.rollback()
             .await
-            .map_err(|e| pg_error(e, || "cannot end a transaction".into()))?;
+            .map_err(|e| pg_error(e, "cannot end a transaction"))?;
         Ok((columns, pk))
     }
 
@@ -316,7 +316,7 @@ impl PgSource {
         Ok(client
             .query(RUNNING_SQL, &[])
             .await
-            .map_err(|e| pg_error(e, || "cannot list running transactions (pg_locks)".into()))?
+            .map_err(|e| pg_error(e, "cannot list running transactions (pg_locks)"))?
             .iter()
             .filter_map(|r| r.get::<_, Option<String>>(0))
             .collect())
@@ -345,11 +345,11 @@ impl PgSource {
             .read_only(true)
             .start()
             .await
-            .map_err(|e| pg_error(e, || "cannot start a poll transaction".into()))?;
+            .map_err(|e| pg_error(e, "cannot start a poll transaction"))?;
         let snap = tx
             .query_one(SNAPSHOT_SQL, &[])
             .await
-            .map_err(|e| pg_error(e, || "cannot read the snapshot".into()))?;
+            .map_err(|e| pg_error(e, "cannot read the snapshot"))?;
         let (xmin, xmax) = (snap.get::<_, i64>(0) as u64, snap.get::<_, i64>(1) as u64);
         // Listed after the snapshot: every transaction that could still
         // write a row at or below this snapshot's high water.
@@ -377,7 +377,7 @@ impl PgSource {
             table.from
         );
         let high_water = match tx.query_opt(&hw_sql, &[]).await.map_err(|e| {
-            pg_error(e, || {
+            pg_error(e, {
                 format!("cannot read the high water of `{}`", table.name)
             })
         })? {
@@ -447,7 +447,7 @@ impl PgSource {
                 let result = tx
                     .query(&sql, &refs)
                     .await
-                    .map_err(|e| pg_error(e, || format!("cannot read `{}`", table.name)))?;
+                    .map_err(|e| pg_error(e, format!("cannot read `{}`", table.name)))?;
                 for row in &result {
                     let mut values = Vec::with_capacity(table.columns.len());
                     for (i, c) in table.columns.iter().enumerate() {
@@ -466,7 +466,7 @@ impl PgSource {
         }
         tx.commit()
             .await
-            .map_err(|e| pg_error(e, || "cannot end the poll transaction".into()))?;
+            .map_err(|e| pg_error(e, "cannot end the poll transaction"))?;
         Ok(PgBatch {
             rows,
             high_water,
@@ -496,12 +496,12 @@ impl PgSource {
         let stream = client
             .query_raw(&sql, Vec::<String>::new())
             .await
-            .map_err(|e| pg_error(e, || format!("cannot scan the keys of `{}`", table.name)))?;
+            .map_err(|e| pg_error(e, format!("cannot scan the keys of `{}`", table.name)))?;
         pin_mut!(stream);
         while let Some(row) = stream
             .try_next()
             .await
-            .map_err(|e| pg_error(e, || format!("cannot scan the keys of `{}`", table.name)))?
+            .map_err(|e| pg_error(e, format!("cannot scan the keys of `{}`", table.name)))?
         {
             let mut key = Vec::with_capacity(table.key.len());
             for (i, c) in table.key.iter().enumerate() {

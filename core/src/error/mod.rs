@@ -89,3 +89,11 @@ impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result
         self.map_err(|e| Error::new(kind, message()).with_source(e))
     }
 }
+
+pub mod kafka;
+pub mod postgres;
+pub mod registry;
+
+/// One row of a classification table: a code (or code prefix), the kind of
+/// error it is, and why, in the operator's words.
+pub type Row = (&'static str, ErrorKind, &'static str);
