@@ -53,7 +53,7 @@ use support::{free_port, Stack, TempDir};
 use syncline_core::codec::Encoder;
 use syncline_core::kafka::KafkaConfig;
 use syncline_core::registry::RegistryConfig;
-use syncline_core::{ChangeEvent, Column, ColumnType, Op, Position, SourceInfo, TableSchema};
+use syncline_core::{ChangeEvent, ColumnType, Op, Position, SourceInfo, TableSchema};
 
 const PARTITIONS: i32 = 3;
 const INPUT: &str = "bench.events";
@@ -82,24 +82,16 @@ impl Rng {
 }
 
 fn table() -> TableSchema {
-    let col = |name: &str, ty: ColumnType, sql: &str| Column {
-        name: name.into(),
-        ty,
-        nullable: false,
-        sql_type: sql.into(),
-    };
-    TableSchema {
-        namespace: "syncline.bench".into(),
-        name: "events".into(),
-        columns: vec![
-            col("id", ColumnType::Long, "bigint"),
-            col("customer", ColumnType::Text, "text"),
-            col("amount", ColumnType::Long, "bigint"),
-            col("version", ColumnType::Long, "bigint"),
-            col("note", ColumnType::Text, "text"),
+    support::events_table(
+        "syncline.bench",
+        &[
+            ("id", ColumnType::Long, "bigint"),
+            ("customer", ColumnType::Text, "text"),
+            ("amount", ColumnType::Long, "bigint"),
+            ("version", ColumnType::Long, "bigint"),
+            ("note", ColumnType::Text, "text"),
         ],
-        primary_key: vec!["id".into()],
-    }
+    )
 }
 
 /// Distinct change number `seq` (its identity is `feed` + position `seq`;

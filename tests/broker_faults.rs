@@ -222,23 +222,6 @@ async fn registry_contents(url: &str) -> Vec<(String, i64, String)> {
     out
 }
 
-/// Replicas of every partition of `topic` (to show the setting took).
-fn replication_of(cluster: &Cluster, topic: &str) -> Vec<usize> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = syncline_core::kafka::KafkaConfig::new(cluster.bootstrap())
-        .reader_config()
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    md.topics()
-        .iter()
-        .flat_map(|t| t.partitions())
-        .map(|p| p.replicas().len())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_killed_and_rolling_restart_leave_the_target_equal_to_the_source() {
     let mut cluster = Cluster::start();
@@ -268,7 +251,7 @@ async fn leader_killed_and_rolling_restart_leave_the_target_equal_to_the_source(
     .await;
     for t in TOPICS.iter().chain(&["_schemas"]) {
         assert!(
-            replication_of(&cluster, t).iter().all(|&r| r == 3),
+            cluster.replicas(t).iter().all(|&r| r == 3),
             "{t} is not replicated three times"
         );
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use support::{PgDb, Rng, Stack, SynclineRun, TempDir};
 use syncline_core::codec::{Decoder, Encoder};
 use syncline_core::registry::RegistryConfig;
-use syncline_core::{ChangeEvent, Column, ColumnType, Op, Position, SourceInfo, TableSchema};
+use syncline_core::{ChangeEvent, ColumnType, Op, Position, SourceInfo, TableSchema};
 
 const PARTITIONS: i32 = 3;
 
@@ -150,22 +150,14 @@ fn expected_rows(newest: &BTreeMap<i64, Change>) -> Vec<String> {
 }
 
 fn table() -> TableSchema {
-    let col = |name: &str, ty: ColumnType, sql: &str| Column {
-        name: name.into(),
-        ty,
-        nullable: false,
-        sql_type: sql.into(),
-    };
-    TableSchema {
-        namespace: "syncline.test".into(),
-        name: "events".into(),
-        columns: vec![
-            col("id", ColumnType::Long, "bigint"),
-            col("customer", ColumnType::Text, "text"),
-            col("amount", ColumnType::Long, "bigint"),
+    support::events_table(
+        "syncline.test",
+        &[
+            ("id", ColumnType::Long, "bigint"),
+            ("customer", ColumnType::Text, "text"),
+            ("amount", ColumnType::Long, "bigint"),
         ],
-        primary_key: vec!["id".into()],
-    }
+    )
 }
 
 fn event(c: &Change) -> ChangeEvent {

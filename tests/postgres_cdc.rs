@@ -721,7 +721,7 @@ async fn schema_changes_while_streaming_evolve_the_target_and_a_refused_one_stop
     assert_ne!(code, Some(0));
     let log = source_run.log();
     assert!(
-        log.contains("schema registry refused"),
+        log.contains("the registry refused the schema as incompatible"),
         "no refusal in the log:\n{log}"
     );
     assert!(log.contains("nothing of it was published"), "{log}");

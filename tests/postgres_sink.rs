@@ -165,6 +165,7 @@ fn ctx(stack: &Stack, component: &str) -> ComponentContext {
         kafka: KafkaConfig::new(stack.bootstrap()),
         registry: RegistryConfig::new(stack.registry_url()),
         state_dir: std::env::temp_dir(),
+        limits: Default::default(),
     }
 }
 

@@ -350,7 +350,8 @@ async fn an_incompatible_output_schema_stops_the_pipeline_before_producing() {
         "the pipeline must stop with an error, got {code:?}\n{log}"
     );
     assert!(
-        log.contains("refused the schema of subject `shop.orders."),
+        log.contains("the schema of subject `shop.orders.")
+            && log.contains("the registry refused the schema as incompatible"),
         "{log}"
     );
     let after = (

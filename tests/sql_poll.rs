@@ -27,6 +27,7 @@ fn ctx(stack: &Stack, component: &str) -> ComponentContext {
         kafka,
         registry: RegistryConfig::new(stack.registry_url()),
         state_dir: std::env::temp_dir(),
+        limits: Default::default(),
     }
 }
 

@@ -23,26 +23,18 @@ use std::time::{Duration, Instant};
 use support::{Rng, Stack, SynclineRun, TempDir};
 use syncline_core::codec::{Decoder, Encoder};
 use syncline_core::registry::RegistryConfig;
-use syncline_core::{ChangeEvent, Column, ColumnType, Op, Position, SourceInfo, TableSchema};
+use syncline_core::{ChangeEvent, ColumnType, Op, Position, SourceInfo, TableSchema};
 
 const PARTITIONS: i32 = 3;
 
 fn table() -> TableSchema {
-    let col = |name: &str, ty: ColumnType, sql: &str| Column {
-        name: name.into(),
-        ty,
-        nullable: false,
-        sql_type: sql.into(),
-    };
-    TableSchema {
-        namespace: "syncline.test".into(),
-        name: "events".into(),
-        columns: vec![
-            col("id", ColumnType::Long, "bigint"),
-            col("amount", ColumnType::Long, "bigint"),
+    support::events_table(
+        "syncline.test",
+        &[
+            ("id", ColumnType::Long, "bigint"),
+            ("amount", ColumnType::Long, "bigint"),
         ],
-        primary_key: vec!["id".into()],
-    }
+    )
 }
 
 /// Change number `seq` (its identity: source `feed`, position `seq`).
@@ -255,51 +247,43 @@ async fn check_exactly_once(stack: &Stack, topic: &str, want: &HashMap<i64, i64>
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rules_outputs_are_committed_exactly_once_through_kill9_of_two_instances() {
+/// The whole scenario: a fresh broker and registry, `processor` (YAML of
+/// its entry, named `component`) in a pipeline with transactions, two
+/// instances killed in turn while `deliveries` arrive on `events`; then
+/// `output` must hold exactly `want` (position -> amount) for a
+/// read_committed reader.
+async fn scenario(
+    component: &str,
+    processor: &str,
+    deliveries: &[i64],
+    output: &str,
+    want: &HashMap<i64, i64>,
+) {
     let stack = Stack::start();
-    let dir = TempDir::new("txn-rules");
+    let dir = TempDir::new(&format!("txn-{component}"));
     syncline_core::kafka::KafkaConfig::new(stack.bootstrap())
         .ensure_topic("events", PARTITIONS, false)
         .await
         .unwrap();
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        pipeline(
-            &stack,
-            "txn-rules",
-            "  rp:\n    type: rules\n    from: [events]\n    to: events.out\n    batch_size: 200\n    steps:\n      - set: { amount: \"row.amount * 10\" }\n",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&file, pipeline(&stack, &format!("txn-{component}"), processor)).unwrap();
+    let runs = run_with_kills(&stack, &file, dir.path(), component, deliveries).await;
+    wait_committed(&stack, output, want.len(), &runs).await;
+    check_exactly_once(&stack, output, want).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_outputs_are_committed_exactly_once_through_kill9_of_two_instances() {
     let n = 20_000i64;
     let deliveries: Vec<i64> = (1..=n).collect();
-    let runs = run_with_kills(&stack, &file, dir.path(), "rp", &deliveries).await;
     let want: HashMap<i64, i64> = (1..=n).map(|s| (s, s * 10)).collect();
-    wait_committed(&stack, "events.out", want.len(), &runs).await;
-    check_exactly_once(&stack, "events.out", &want).await;
+    let rules = "  rp:\n    type: rules\n    from: [events]\n    to: events.out\n    batch_size: 200\n    steps:\n      - set: { amount: \"row.amount * 10\" }\n";
+    scenario("rp", rules, &deliveries, "events.out", &want).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dedup_outputs_are_committed_exactly_once_through_kill9_of_two_instances() {
-    let stack = Stack::start();
-    let dir = TempDir::new("txn-dedup");
-    syncline_core::kafka::KafkaConfig::new(stack.bootstrap())
-        .ensure_topic("events", PARTITIONS, false)
-        .await
-        .unwrap();
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        pipeline(
-            &stack,
-            "txn-dedup",
-            "  dd:\n    type: dedup\n    from: [events]\n    to: events.unique\n    by: identity\n    batch_size: 200\n",
-        ),
-    )
-    .unwrap();
-    // 15,000 distinct changes, a third of them delivered twice more,
+    // 15,000 distinct changes, a third of them delivered once more,
     // each redelivery a few chunks after the first.
     let n = 15_000i64;
     let mut rng = Rng::from_time();
@@ -310,8 +294,7 @@ async fn dedup_outputs_are_committed_exactly_once_through_kill9_of_two_instances
             deliveries.insert(at, s);
         }
     }
-    let runs = run_with_kills(&stack, &file, dir.path(), "dd", &deliveries).await;
     let want: HashMap<i64, i64> = (1..=n).map(|s| (s, s)).collect();
-    wait_committed(&stack, "events.unique", want.len(), &runs).await;
-    check_exactly_once(&stack, "events.unique", &want).await;
+    let dedup = "  dd:\n    type: dedup\n    from: [events]\n    to: events.unique\n    by: identity\n    batch_size: 200\n";
+    scenario("dd", dedup, &deliveries, "events.unique", &want).await;
 }

@@ -5,22 +5,19 @@
 //! key record and `<topic>-value` for the envelope. Registering an unchanged
 //! schema returns the same id, so the codec registers once per process and
 //! caches. A schema the registry rejects (incompatible change) is a
-//! [`ErrorKind::Data`] error: the caller stops the pipeline before writing
-//! anything encoded with it.
+//! `Config` error (crate::error::registry): the caller stops before writing
+//! anything encoded with it. Registry answers are classified by one table;
+//! a registry that is away is `Transient`, never a reason to dead-letter.
 
 use crate::change::{ChangeEvent, Op, Position, SourceInfo};
-use crate::error::{Error, ErrorKind, Result};
-use crate::registry::RegistryConfig;
+use crate::error::{Error, Result};
+use crate::limits::DecodeLimits;
+use crate::registry::{RegistryClient, RegistryConfig};
 use crate::schema::{envelope_row_schema, nullable_value, Column, TableSchema};
 use crate::value::unwrap_union;
 use apache_avro::schema::Schema;
 use apache_avro::types::Value;
-use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSettings};
-use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{
-    get_bytes_result, get_payload, BytesResult, SchemaType, SuppliedSchema,
-};
+use schema_registry_converter::schema_registry_common::{get_bytes_result, get_payload, BytesResult};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -32,7 +29,7 @@ struct Registered {
 }
 
 pub struct Encoder {
-    settings: SrSettings,
+    client: RegistryClient,
     /// (subject, schema JSON) -> registration; a new schema for the same
     /// subject is a new entry (that is how a schema change reaches the registry).
     registered: Mutex<HashMap<(String, String), Registered>>,
@@ -44,7 +41,7 @@ pub struct Encoder {
 impl Encoder {
     pub fn new(registry: &RegistryConfig) -> Result<Self> {
         Ok(Self {
-            settings: registry.settings()?,
+            client: RegistryClient::new(registry)?,
             registered: Mutex::new(HashMap::new()),
             prepared: Mutex::new(Vec::new()),
         })
@@ -63,20 +60,9 @@ impl Encoder {
         let schema = Schema::parse_str(&cache_key.1).map_err(|e| {
             Error::internal(format!("invalid Avro schema for `{}`", cache_key.0)).with_source(e)
         })?;
-        let supplied = SuppliedSchema::new(None, SchemaType::Avro, cache_key.1.clone());
-        let registered = post_schema(&self.settings, cache_key.0.clone(), supplied)
-            .await
-            .map_err(|e| {
-                registry_error(
-                    e,
-                    format!(
-                        "schema registry refused the schema of subject `{}`",
-                        cache_key.0
-                    ),
-                )
-            })?;
+        let id = self.client.register(&cache_key.0, &cache_key.1).await?;
         let r = Registered {
-            id: registered.id,
+            id,
             schema: Arc::new(schema),
         };
         self.registered
@@ -193,16 +179,6 @@ fn envelope(table: &TableSchema, event: &ChangeEvent) -> Result<Value> {
     }
 }
 
-/// A registry client error as a syncline error: retriable ones are transient.
-fn registry_error(e: SRCError, what: String) -> Error {
-    let kind = if e.retriable {
-        ErrorKind::Transient
-    } else {
-        ErrorKind::Data
-    };
-    Error::new(kind, format!("{what}: {}", e.error))
-}
-
 fn frame(reg: &Registered, value: Value) -> Result<Vec<u8>> {
     let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&reg.schema)
         .build()
@@ -274,19 +250,57 @@ pub struct Decoded {
 /// The row columns of one value schema, and Avro field name -> column name.
 type RowShape = (Arc<Vec<Column>>, HashMap<String, String>);
 
+/// Reads syncline change records back, through the registry, within
+/// [`DecodeLimits`] (see `crate::limits` for why): a record that breaks a
+/// limit, names a schema the registry does not have, or does not decode is
+/// a `Data` error (its stage dead-letters it); a registry that is away or
+/// refuses the credentials is `Transient` or `Config`, never `Data`.
 pub struct Decoder {
-    inner: AvroDecoder,
+    client: RegistryClient,
+    limits: DecodeLimits,
+    /// Writer schemas by id, checked and parsed once.
+    schemas: Mutex<HashMap<u32, Arc<Schema>>>,
     shapes: Mutex<HashMap<u32, RowShape>>,
     key_shapes: Mutex<HashMap<u32, Arc<Vec<String>>>>,
 }
 
 impl Decoder {
     pub fn new(registry: &RegistryConfig) -> Result<Self> {
+        Self::with_limits(registry, DecodeLimits::default())
+    }
+
+    pub fn with_limits(registry: &RegistryConfig, limits: DecodeLimits) -> Result<Self> {
+        limits.install();
         Ok(Self {
-            inner: AvroDecoder::new(registry.settings()?),
+            client: RegistryClient::new(registry)?,
+            limits,
+            schemas: Mutex::new(HashMap::new()),
             shapes: Mutex::new(HashMap::new()),
             key_shapes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The writer schema `id`, checked against the limits, then parsed.
+    async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>> {
+        if let Some(s) = self.schemas.lock().expect("decoder cache poisoned").get(&id) {
+            return Ok(s.clone());
+        }
+        let text = self.client.schema_text(id).await?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::data(format!("writer schema {id} is not JSON")).with_source(e)
+        })?;
+        self.limits
+            .check_schema(&json)
+            .map_err(|why| Error::data(format!("writer schema {id} is refused: {why}")))?;
+        let schema = Schema::parse(&json).map_err(|e| {
+            Error::data(format!("writer schema {id} is not a valid Avro schema")).with_source(e)
+        })?;
+        let schema = Arc::new(schema);
+        self.schemas
+            .lock()
+            .expect("decoder cache poisoned")
+            .insert(id, schema.clone());
+        Ok(schema)
     }
 
     fn schema_id(bytes: &[u8], what: &str) -> Result<u32> {
@@ -298,24 +312,33 @@ impl Decoder {
         }
     }
 
-    async fn decode_value(&self, bytes: &[u8]) -> Result<Value> {
-        self.inner
-            .decode(Some(bytes))
-            .await
-            .map(|r| r.value)
-            .map_err(|e| registry_error(e, "cannot decode Avro record".into()))
+    /// The Avro value of a Confluent frame, decoded with its writer schema.
+    async fn decode_value(&self, bytes: &[u8], what: &str) -> Result<Value> {
+        let id = Self::schema_id(bytes, what)?;
+        let schema = self.writer_schema(id).await?;
+        let mut body = &bytes[5..];
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .and_then(|r| r.read_value(&mut body))
+            .map_err(|e| {
+                Error::data(format!("{what} does not decode with its writer schema {id}"))
+                    .with_source(e)
+            })?;
+        if !body.is_empty() {
+            return Err(Error::data(format!(
+                "{what} has {} bytes after its Avro value (writer schema {id})",
+                body.len()
+            )));
+        }
+        Ok(value)
     }
 
     async fn row_shape(&self, id: u32) -> Result<RowShape> {
         if let Some(s) = self.shapes.lock().expect("decoder cache poisoned").get(&id) {
             return Ok(s.clone());
         }
-        let schema = self
-            .inner
-            .get_schema(id)
-            .await
-            .map_err(|e| registry_error(e, format!("cannot fetch schema {id}")))?;
-        let row = envelope_row_schema(&schema.parsed)?;
+        let schema = self.writer_schema(id).await?;
+        let row = envelope_row_schema(&schema)?;
         let columns = TableSchema::columns_from_record(row)?;
         let field_to_col = columns
             .iter()
@@ -338,12 +361,8 @@ impl Decoder {
         {
             return Ok(s.clone());
         }
-        let schema = self
-            .inner
-            .get_schema(id)
-            .await
-            .map_err(|e| registry_error(e, format!("cannot fetch schema {id}")))?;
-        let cols = TableSchema::columns_from_record(&schema.parsed)?;
+        let schema = self.writer_schema(id).await?;
+        let cols = TableSchema::columns_from_record(&schema)?;
         let names = Arc::new(cols.into_iter().map(|c| c.name).collect::<Vec<_>>());
         self.key_shapes
             .lock()
@@ -363,7 +382,7 @@ impl Decoder {
         let value_id = Self::schema_id(value, "record value")?;
         let (columns, field_to_col) = self.row_shape(value_id).await?;
         let rename = |f: String| field_to_col.get(&f).cloned().unwrap_or(f);
-        let Value::Record(env) = self.decode_value(value).await? else {
+        let Value::Record(env) = self.decode_value(value, "record value").await? else {
             return Err(Error::data("record value is not an Avro record"));
         };
         let mut op = None;
@@ -387,7 +406,7 @@ impl Decoder {
         let (key_vals, key_columns) = match key {
             Some(key) => {
                 let key_columns = self.key_shape(Self::schema_id(key, "record key")?).await?;
-                let key_fields = match self.decode_value(key).await? {
+                let key_fields = match self.decode_value(key, "record key").await? {
                     Value::Record(f) => f,
                     other => {
                         return Err(Error::data(format!(

@@ -175,12 +175,29 @@ impl KafkaConfig {
     /// Create `topic` if it does not exist. `compacted` topics hold state
     /// (cursors, schemas) where only the latest value per key matters.
     pub async fn ensure_topic(&self, topic: &str, partitions: i32, compacted: bool) -> Result<()> {
+        // Asking for a missing topic's metadata must not create it (with the
+        // broker's default partition count) before CreateTopics can.
         let admin: AdminClient<DefaultClientContext> = self
             .client_config()
+            .set("allow.auto.create.topics", "false")
             .create()
             .context(ErrorKind::Config, || {
                 "cannot create Kafka admin client".into()
             })?;
+        // A topic that exists needs no CreateTopics request (one request
+        // less to a controller that may be moving, and no error to read).
+        let (admin, exists) = {
+            let name = topic.to_string();
+            tokio::task::spawn_blocking(move || {
+                let exists = topic_partitions(admin.inner(), &name).is_ok_and(|p| !p.is_empty());
+                (admin, exists)
+            })
+            .await
+            .map_err(|e| Error::internal("metadata task failed").with_source(e))?
+        };
+        if exists {
+            return Ok(());
+        }
         let mut new = NewTopic::new(
             topic,
             partitions,

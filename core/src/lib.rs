@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod kafka;
+pub mod limits;
 pub mod registry;
 pub mod runtime;
 pub mod schema;

@@ -17,9 +17,16 @@ pub struct ComponentContext {
     /// Where stateful components keep local state (`--state-dir`); each
     /// uses `<state_dir>/<pipeline>/<component>`.
     pub state_dir: std::path::PathBuf,
+    /// What one record may make a decoder do (`limits:`).
+    pub limits: crate::limits::DecodeLimits,
 }
 
 impl ComponentContext {
+    /// A decoder of change records within this pipeline's limits.
+    pub fn decoder(&self) -> crate::Result<crate::codec::Decoder> {
+        crate::codec::Decoder::with_limits(&self.registry, self.limits.clone())
+    }
+
     /// A name unique to this component of this pipeline, e.g. for a consumer group.
     pub fn qualified_name(&self) -> String {
         format!("syncline.{}.{}", self.pipeline, self.component)

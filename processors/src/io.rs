@@ -326,6 +326,16 @@ impl Transactional {
     }
 }
 
+/// The group metadata a transaction's offsets are sent with (it carries
+/// the group generation that fences a member that lost its partitions).
+pub fn group_metadata<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl rdkafka::consumer::Consumer<C>,
+) -> Result<rdkafka::consumer::ConsumerGroupMetadata> {
+    consumer
+        .group_metadata()
+        .ok_or_else(|| Error::transient("the consumer has no group metadata for the transaction"))
+}
+
 /// This instance's id: kept in `<state_dir>/<pipeline>/<component>.instance`
 /// (created with a random id on first start), so a restart of the same
 /// instance reuses its transactional id and fences what it left behind,

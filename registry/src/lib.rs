@@ -54,7 +54,9 @@ pub struct ServerConfig {
 /// Serve the REST API until `shutdown` is cancelled: read the whole log
 /// first, then listen, then keep applying the log while serving.
 pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> Result<()> {
+    tracing::info!(topic = %config.topic, bootstrap = %config.kafka.bootstrap_servers, "opening the schema log");
     let store = store::Store::open(&config.kafka, &config.topic).await?;
+    tracing::info!(topic = %config.topic, "reading the schema log");
     let applier_stop = CancellationToken::new();
     let mut applier = tokio::spawn({
         let (store, stop) = (store.clone(), applier_stop.clone());

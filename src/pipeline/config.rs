@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use syncline_core::kafka::KafkaConfig;
+use syncline_core::limits::DecodeLimits;
 use syncline_core::registry::RegistryConfig;
 use syncline_processors::{DedupProcessorConfig, RulesProcessorConfig};
 use syncline_sinks::postgres::PostgresSinkConfig;
@@ -43,6 +44,11 @@ pub struct PipelineConfig {
     /// error, not an idle sink.
     #[serde(default)]
     pub external_topics: Vec<String>,
+    /// Bounds on what one record may make a consumer do (nesting of its
+    /// writer schema, decimal precision, allocation sizes). A record beyond
+    /// them goes to its stage's dead-letter topic with the reason.
+    #[serde(default)]
+    pub limits: DecodeLimits,
 }
 
 /// A source: `type` picks the kind.

@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "processors",
     "sinks",
     "external_topics",
+    "limits",
 ];
 
 /// One problem in a pipeline file.
@@ -311,6 +312,10 @@ pub fn load_str(
             .de(&root_path.key("external_topics"), v)
             .unwrap_or_default(),
     };
+    let limits = match take("limits") {
+        None => Default::default(),
+        Some(v) => l.de(&root_path.key("limits"), v).unwrap_or_default(),
+    };
     check_references(&mut l, &sources, &processors, &sinks, &external_topics);
     if declared == 0 {
         l.at_key(&Path::default(), "the pipeline has no sources, processors or sinks: add at least one under `sources:`, `processors:` or `sinks:`");
@@ -328,6 +333,7 @@ pub fn load_str(
         processors,
         sinks,
         external_topics,
+        limits,
     })
 }
 

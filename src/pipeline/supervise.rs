@@ -85,6 +85,7 @@ pub async fn run(pipeline: PipelineConfig, options: &RunOptions, shutdown: Shutd
             kafka: pipeline.kafka.clone(),
             registry: pipeline.registry.clone(),
             state_dir: options.state_dir.clone(),
+            limits: pipeline.limits.clone(),
         };
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -84,8 +84,10 @@ where
 }
 
 /// Wait until `proc` listens on `port`; a failure shows the end of its log.
+/// Three minutes: a process that starts while a broker of its cluster is
+/// down waits for the partition leaders and the controller to move.
 fn wait_for_port(port: u16, proc: &mut Proc, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
@@ -98,7 +100,7 @@ fn wait_for_port(port: u16, proc: &mut Proc, what: &str) {
         }
         assert!(
             Instant::now() < deadline,
-            "{what} did not listen on {port} within 60s; its log ends:\n{}",
+            "{what} did not listen on {port} within 180 s; its log ends:\n{}",
             proc.log_tail(30)
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -280,13 +282,41 @@ impl Broker {
     }
 }
 
-/// Wait until the cluster behind `bootstrap` reports `n` live brokers.
-pub fn wait_for_brokers(bootstrap: &str, n: usize) {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = syncline_core::kafka::KafkaConfig::new(bootstrap)
+/// The shape of table `events` for tests and benches that write change
+/// records themselves: NOT NULL `columns` (name, type, SQL type), keyed by
+/// the first.
+pub fn events_table(
+    namespace: &str,
+    columns: &[(&str, syncline_core::ColumnType, &str)],
+) -> syncline_core::TableSchema {
+    syncline_core::TableSchema {
+        namespace: namespace.into(),
+        name: "events".into(),
+        columns: columns
+            .iter()
+            .map(|(name, ty, sql)| syncline_core::Column {
+                name: (*name).into(),
+                ty: ty.clone(),
+                nullable: false,
+                sql_type: (*sql).into(),
+            })
+            .collect(),
+        primary_key: vec![columns[0].0.into()],
+    }
+}
+
+/// A client for metadata and watermark requests (no group, no commits).
+pub fn metadata_client(bootstrap: &str) -> rdkafka::consumer::BaseConsumer {
+    syncline_core::kafka::KafkaConfig::new(bootstrap)
         .reader_config()
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// Wait until the cluster behind `bootstrap` reports `n` live brokers.
+pub fn wait_for_brokers(bootstrap: &str, n: usize) {
+    use rdkafka::consumer::Consumer;
+    let c = metadata_client(bootstrap);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let seen = c
@@ -351,11 +381,8 @@ impl Cluster {
     /// The index in [`Self::brokers`] of the broker that leads most of
     /// `topic`'s partitions now.
     pub fn leader_of(&self, topic: &str) -> usize {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let c: BaseConsumer = syncline_core::kafka::KafkaConfig::new(self.bootstrap())
-            .reader_config()
-            .create()
-            .unwrap();
+        use rdkafka::consumer::Consumer;
+        let c = metadata_client(&self.bootstrap());
         let md = c
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .unwrap();
@@ -373,14 +400,24 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no broker has node id {leader}"))
     }
 
+    /// The replica count of every partition of `topic`.
+    pub fn replicas(&self, topic: &str) -> Vec<usize> {
+        use rdkafka::consumer::Consumer;
+        let md = metadata_client(&self.bootstrap())
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        md.topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| p.replicas().len())
+            .collect()
+    }
+
     /// Wait until every partition of `topic` has all three replicas in sync
     /// again (after a broker came back).
     pub fn wait_in_sync(&self, topic: &str) {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let c: BaseConsumer = syncline_core::kafka::KafkaConfig::new(self.bootstrap())
-            .reader_config()
-            .create()
-            .unwrap();
+        use rdkafka::consumer::Consumer;
+        let c = metadata_client(&self.bootstrap());
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let ok = c
@@ -624,11 +661,8 @@ pub fn validate(pipeline: &Path) -> (i32, String, String) {
 /// Records in `topic` now (sum over partitions of high minus low watermark;
 /// 0 when the topic does not exist yet).
 pub fn topic_records(bootstrap: &str, topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = syncline_core::kafka::KafkaConfig::new(bootstrap)
-        .reader_config()
-        .create()
-        .unwrap();
+    use rdkafka::consumer::Consumer;
+    let c = metadata_client(bootstrap);
     let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
         return 0;
     };

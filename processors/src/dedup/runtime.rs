@@ -269,7 +269,7 @@ impl Repartition {
             &s.from,
             rdkafka::consumer::DefaultConsumerContext,
         )?;
-        let decoder = Decoder::new(&self.ctx.registry)?;
+        let decoder = self.ctx.decoder()?;
         let producer = match &self.txn {
             Some(t) => t.producer().clone(),
             None => self.ctx.kafka.producer()?,
@@ -301,9 +301,7 @@ impl Repartition {
                     .map(|r| (r.topic.as_str(), r.partition, r.offset)),
             );
             if let Some(txn) = &self.txn {
-                let group = consumer.group_metadata().ok_or_else(|| {
-                    Error::transient("the consumer has no group metadata for the transaction")
-                })?;
+                let group = io::group_metadata(&consumer)?;
                 txn.commit(io::offset_list(&next)?, group).await?;
             } else if let Err(e) = consumer.commit(&io::offset_list(&next)?, CommitMode::Sync) {
                 tracing::warn!(processor = %component, error = %e, "cannot commit repartition offsets; those records will be re-keyed again (the dedup stage drops the copies)");
@@ -529,7 +527,7 @@ impl DedupStage {
         let mut lp = Loop {
             stage: &self,
             consumer: &consumer,
-            decoder: Decoder::new(&self.ctx.registry)?,
+            decoder: self.ctx.decoder()?,
             encoder: Encoder::new(&self.ctx.registry)?,
             producer: match &self.txn {
                 Some(t) => t.producer().clone(),
@@ -788,9 +786,7 @@ impl Loop<'_> {
         }
         // With transactions: outputs, changelog and offsets commit now, as one.
         if let Some(txn) = &self.stage.txn {
-            let group = self.consumer.group_metadata().ok_or_else(|| {
-                Error::transient("the consumer has no group metadata for the transaction")
-            })?;
+            let group = io::group_metadata(self.consumer)?;
             txn.commit_blocking(&tpl, &group)?;
         }
         // 4: state and offsets, one write per partition.

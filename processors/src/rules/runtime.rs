@@ -88,7 +88,7 @@ impl RulesProcessor {
             settings: s,
             component: &self.ctx.component,
             namespace: format!("syncline.{}", avro_name(&self.ctx.component)),
-            decoder: Decoder::new(&self.ctx.registry)?,
+            decoder: self.ctx.decoder()?,
             encoder: Encoder::new(&self.ctx.registry)?,
             producer,
             txn,
@@ -182,9 +182,7 @@ impl Loop<'_> {
                     .map(|r| (r.topic.as_str(), r.partition, r.offset)),
             );
             if let Some(txn) = &self.txn {
-                let group = consumer.group_metadata().ok_or_else(|| {
-                    Error::transient("the consumer has no group metadata for the transaction")
-                })?;
+                let group = io::group_metadata(consumer)?;
                 txn.commit(io::offset_list(&next)?, group).await?;
             } else if let Err(e) = consumer.commit(&io::offset_list(&next)?, CommitMode::Sync) {
                 // A failed commit (e.g. the partition moved to another
