@@ -101,6 +101,7 @@ fn items_table() -> TableSchema {
 
 fn change(op: Op, pos: i64, id: i64, after: Option<Vec<(String, Value)>>) -> ChangeEvent {
     ChangeEvent {
+        unchanged: Vec::new(),
         op,
         key: vec![("id".into(), Value::Long(id))],
         before: None,
@@ -192,15 +193,6 @@ async fn start_sink(stack: &Stack, cfg: &PostgresSinkConfig) -> RunningSink {
 }
 
 impl RunningSink {
-    /// Wait for the sink to stop on its own, with an error.
-    async fn stopped_with_error(self) -> syncline_core::Error {
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the sink stops")
-            .unwrap()
-            .unwrap_err()
-    }
-
     async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
@@ -252,6 +244,19 @@ fn pipeline_file(
     topic: &str,
     batch_size: usize,
 ) -> std::path::PathBuf {
+    pipeline_file_with(dir, stack, db, name, topic, batch_size, "")
+}
+
+/// [`pipeline_file`] with more librdkafka properties (YAML lines under `kafka.properties`).
+fn pipeline_file_with(
+    dir: &TempDir,
+    stack: &Stack,
+    db: &PgDb,
+    name: &str,
+    topic: &str,
+    batch_size: usize,
+    properties: &str,
+) -> std::path::PathBuf {
     let path = dir.path().join(format!("{name}.yaml"));
     let yaml = format!(
         "name: {name}
@@ -260,7 +265,7 @@ kafka:
   properties:
     session.timeout.ms: \"6000\"
     heartbeat.interval.ms: \"500\"
-registry:
+{properties}registry:
   url: {registry}
 external_topics: [{topic}]
 sinks:
@@ -442,6 +447,7 @@ async fn every_type_lands_exactly_in_a_table_created_from_the_schema() {
     ];
     let key = |id| vec![("id".to_string(), Value::Long(id))];
     let ev = |pos, id, after| ChangeEvent {
+        unchanged: Vec::new(),
         after: Some(after),
         key: key(id),
         ..change(Op::Insert, pos, id, None)
@@ -798,10 +804,11 @@ async fn a_registry_outage_is_waited_out() {
     sink.stop().await;
 }
 
-/// A record that is not a change record stops the sink with an error that
-/// names it; nothing after it is applied and its offset is not stored.
+/// Without `dead_letter_topic`, a poison record goes to the default one
+/// (`<pipeline>.<sink>.dead`) and the sink goes on: nothing stops, the
+/// records around it land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_record_stops_the_sink_and_is_named() {
+async fn a_poison_record_goes_to_the_default_dead_letter_topic() {
     let stack = Stack::start();
     let db = PgDb::create("sink_poison").await;
     let p = Producer::new(&stack);
@@ -817,20 +824,38 @@ async fn a_poison_record_stops_the_sink_and_is_named() {
         db.url()
     ));
     let sink = start_sink(&stack, &cfg).await;
-    let err = sink.stopped_with_error().await;
-    let msg = err.to_string();
-    assert!(
-        msg.contains("topic `poison.items` partition 0 offset 1"),
-        "{msg}"
-    );
-    assert!(msg.contains("Confluent wire format"), "{msg}");
-    assert_eq!(err.kind(), syncline_core::ErrorKind::Data);
     let c = db.client().await;
-    assert_eq!(consumed(&c, &group("test")).await, 1);
+    wait_consumed(&c, &group("test"), 3, "records around the poison one").await;
     assert_eq!(
         rows(&c, "poison_items").await,
-        BTreeMap::from([(1, "a".into())])
+        BTreeMap::from([(1, "a".into()), (2, "b".into())])
     );
+    sink.stop().await;
+    let m = first_dead_letter(&stack, "test.warehouse.dead");
+    assert_eq!(rdkafka::message::Message::key(&m), Some(&b"not avro"[..]));
+}
+
+/// The first record of `topic` (waits for it).
+fn first_dead_letter(stack: &Stack, topic: &str) -> rdkafka::message::OwnedMessage {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = KafkaConfig::new(stack.bootstrap())
+        .reader_config()
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "nothing in the dead-letter topic `{topic}`"
+        );
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            return m.detach();
+        }
+    }
 }
 
 /// With `dead_letter_topic`, a poison record goes there unchanged with the
@@ -838,7 +863,6 @@ async fn a_poison_record_stops_the_sink_and_is_named() {
 /// around it are applied and every offset is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_with_its_reason() {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let stack = Stack::start();
     let db = PgDb::create("sink_dlq").await;
@@ -863,24 +887,7 @@ async fn a_poison_record_is_dead_lettered_with_its_reason() {
     );
     sink.stop().await;
 
-    let reader: BaseConsumer = KafkaConfig::new(stack.bootstrap())
-        .reader_config()
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("dlq.items.dead", 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    reader.assign(&tpl).unwrap();
-    let deadline = Instant::now() + WAIT;
-    let m = loop {
-        assert!(
-            Instant::now() < deadline,
-            "nothing in the dead-letter topic"
-        );
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
-            break m.detach();
-        }
-    };
+    let m = first_dead_letter(&stack, "dlq.items.dead");
     assert_eq!(m.key(), Some(&b"not avro"[..]));
     assert_eq!(m.payload(), Some(&b"not avro either"[..]));
     let headers = m.headers().expect("headers");
@@ -899,8 +906,9 @@ async fn a_poison_record_is_dead_lettered_with_its_reason() {
         .contains("Confluent wire format"));
 }
 
-/// A record the target refuses (a decimal too wide for its column) stops the
-/// sink with an error naming that record, inside a batch of several.
+/// A record the target refuses (a decimal too wide for its column), inside a
+/// batch of several, goes to the dead-letter topic with the database's
+/// reason and its origin; the rest of its batch lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_does_not_fit_its_column_is_named() {
     let stack = Stack::start();
@@ -943,24 +951,39 @@ async fn a_record_that_does_not_fit_its_column_is_named() {
     )
     .await;
     let cfg = sink_config(&format!(
-        "connection: {}\ntopics: [fit.prices]\nbatch_timeout_ms: 2000\n",
+        "connection: {}\ntopics: [fit.prices]\nbatch_timeout_ms: 2000\nbatch_linger_ms: 1000\n",
         db.url()
     ));
     let sink = start_sink(&stack, &cfg).await;
-    let err = sink.stopped_with_error().await;
-    let msg = err.to_string();
-    assert!(
-        msg.contains("topic `fit.prices` partition 0 offset 1"),
-        "{msg}"
-    );
-    assert!(msg.contains("numeric field overflow"), "{msg}");
-    assert_eq!(err.kind(), syncline_core::ErrorKind::Data);
     let c = db.client().await;
-    assert_eq!(
-        consumed(&c, &group("test")).await,
-        0,
-        "nothing of the refused batch is committed"
+    wait_consumed(&c, &group("test"), 3, "the batch around the refused record").await;
+    let prices: Vec<(i64, String)> = c
+        .query("SELECT id, price::text FROM fit_prices ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(prices, [(1, "999.99".to_string()), (3, "1.00".to_string())]);
+    sink.stop().await;
+    use rdkafka::message::{Headers, Message};
+    let m = first_dead_letter(&stack, "test.warehouse.dead");
+    let headers = m.headers().expect("headers");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("syncline.offset"), "1");
+    let reason = header("syncline.reason");
+    assert!(
+        reason.contains("topic `fit.prices` partition 0 offset 1"),
+        "{reason}"
     );
+    assert!(reason.contains("numeric field overflow"), "{reason}");
 }
 
 /// `syncline run` with only this sink, killed with SIGKILL at random moments
@@ -1026,7 +1049,7 @@ async fn two_instances_share_partitions_and_take_over_exactly() {
     let mut b = SynclineRun::start(&pipeline);
     let last_assignment = |log: &str| {
         log.lines()
-            .rfind(|l| l.contains("assigned; resuming"))
+            .rfind(|l| l.contains("partitions assigned"))
             .map(|l| l.matches("group.items[").count())
     };
     let deadline = Instant::now() + WAIT;
@@ -1071,4 +1094,60 @@ async fn two_instances_share_partitions_and_take_over_exactly() {
         have == expected(&events),
         "rows differ from what was produced"
     );
+}
+
+/// Three instances with the cooperative protocol (`cooperative-sticky`):
+/// they join one by one while records flow, and two of them are killed
+/// with SIGKILL and come back, so partitions move incrementally many times.
+/// The target is still exact: nothing lost, nothing applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_cooperative_instances_joining_and_killed_stay_exact() {
+    let stack = Stack::start();
+    let db = PgDb::create("sink_coop").await;
+    let dir = TempDir::new("sink-coop");
+    let p = Producer::new(&stack);
+    p.topic("coop.items", 6).await;
+    let pipeline = pipeline_file_with(
+        &dir,
+        &stack,
+        &db,
+        "coop",
+        "coop.items",
+        500,
+        "    partition.assignment.strategy: cooperative-sticky\n",
+    );
+    let events = workload(45_000, 9_000);
+    let chunks: Vec<&[ChangeEvent]> = events.chunks(events.len() / 5 + 1).collect();
+    let c = db.client().await;
+    let g = group("coop");
+    let mut a = SynclineRun::start(&pipeline);
+    p.send("coop.items", &items_table(), chunks[0]).await;
+    wait_progress(&mut a, &c, &g, "A under way", |n| n > 0).await;
+    let mut b = SynclineRun::start(&pipeline);
+    p.send("coop.items", &items_table(), chunks[1]).await;
+    let mut cc = SynclineRun::start(&pipeline);
+    p.send("coop.items", &items_table(), chunks[2]).await;
+    b.kill9();
+    p.send("coop.items", &items_table(), chunks[3]).await;
+    b.restart();
+    cc.kill9();
+    for chunk in &chunks[4..] {
+        p.send("coop.items", &items_table(), chunk).await;
+    }
+    cc.restart();
+    let total = events.len() as i64;
+    wait_progress(&mut a, &c, &g, "every record committed", |n| n >= total).await;
+    let logs = format!("A:\n{}\nB:\n{}\nC:\n{}", a.log(), b.log(), cc.log());
+    assert_eq!(consumed(&c, &g).await, total, "{logs}");
+    assert!(
+        logs.contains("cooperative=true"),
+        "the cooperative protocol was not in use:\n{logs}"
+    );
+    let have = rows(&c, "items").await;
+    let want = expected(&events);
+    assert_eq!(have.len(), want.len(), "row count");
+    assert!(have == want, "rows differ from what was produced");
+    for (name, run) in [("A", &mut a), ("B", &mut b), ("C", &mut cc)] {
+        assert!(run.exit_code().is_none(), "{name} exited:\n{}", run.log());
+    }
 }

@@ -20,30 +20,79 @@ use ErrorKind::{Config, Data, Internal, Transient};
 
 /// SQLSTATE codes or class prefixes; the longest matching prefix wins.
 pub const TABLE: &[Row] = &[
-    ("08", Transient, "connection exception: the server or the network is away"),
+    (
+        "08",
+        Transient,
+        "connection exception: the server or the network is away",
+    ),
     ("0A", Config, "feature not supported by this server"),
     ("21", Data, "cardinality violation"),
     ("22", Data, "data exception: a value the column refuses"),
     ("23", Data, "integrity constraint violation"),
-    ("25006", Transient, "read-only transaction: a failover made the server a standby"),
+    (
+        "25006",
+        Transient,
+        "read-only transaction: a failover made the server a standby",
+    ),
     ("25", Internal, "invalid transaction state"),
     ("27", Data, "a trigger refused the change"),
-    ("28", Config, "invalid authorization: check the user and password"),
+    (
+        "28",
+        Config,
+        "invalid authorization: check the user and password",
+    ),
     ("3D", Config, "the database does not exist"),
     ("3F", Config, "the schema does not exist"),
-    ("40", Transient, "transaction rollback: serialization failure or deadlock"),
-    ("42", Config, "a missing table, column or privilege, or a statement the server refuses"),
+    (
+        "40",
+        Transient,
+        "transaction rollback: serialization failure or deadlock",
+    ),
+    (
+        "42804",
+        Data,
+        "datatype mismatch: a value's type does not fit the target column",
+    ),
+    (
+        "42",
+        Config,
+        "a missing table, column or privilege, or a statement the server refuses",
+    ),
     ("44", Data, "WITH CHECK OPTION violation"),
-    ("53", Transient, "insufficient resources: disk, memory or connections"),
-    ("54", Data, "program limit exceeded: a row or value too large for the target"),
-    ("55006", Transient, "object in use (e.g. a replication slot still held)"),
+    (
+        "53",
+        Transient,
+        "insufficient resources: disk, memory or connections",
+    ),
+    (
+        "54",
+        Data,
+        "program limit exceeded: a row or value too large for the target",
+    ),
+    (
+        "55006",
+        Transient,
+        "object in use (e.g. a replication slot still held)",
+    ),
     ("55P03", Transient, "lock not available"),
-    ("55", Config, "object not in prerequisite state (e.g. wal_level)"),
-    ("57", Transient, "operator intervention: shutdown, restart or a cancelled query"),
+    (
+        "55",
+        Config,
+        "object not in prerequisite state (e.g. wal_level)",
+    ),
+    (
+        "57",
+        Transient,
+        "operator intervention: shutdown, restart or a cancelled query",
+    ),
     ("58", Transient, "system error: an I/O error on the server"),
     ("72", Transient, "snapshot too old"),
     ("F0", Config, "configuration file error on the server"),
-    ("P0", Data, "a trigger or function raised an error for this row"),
+    (
+        "P0",
+        Data,
+        "a trigger or function raised an error for this row",
+    ),
     ("XX", Internal, "internal error of the server"),
 ];
 
@@ -100,6 +149,7 @@ mod tests {
             ("3D000", Config),    // invalid catalog name
             ("3F000", Config),    // invalid schema name
             ("40P01", Transient), // deadlock detected
+            ("42804", Data),      // datatype mismatch (a text value into a uuid column)
             ("42P01", Config),    // undefined table
             ("44000", Data),      // with check option violation
             ("53300", Transient), // too many connections
@@ -122,7 +172,9 @@ mod tests {
 
     #[test]
     fn values_the_target_refuses_are_data() {
-        for code in ["22P02", "22P05", "22003", "22001", "22021", "23502", "23503", "23514"] {
+        for code in [
+            "22P02", "22P05", "22003", "22001", "22021", "23502", "23503", "23514",
+        ] {
             assert_eq!(classify_sqlstate(code).0, Data, "{code}");
         }
     }

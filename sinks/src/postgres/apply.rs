@@ -48,29 +48,12 @@ use bytes::Bytes;
 use futures::SinkExt;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::sync::Arc;
 use syncline_core::codec::Decoded;
 use syncline_core::{Column, Error, ErrorKind, Op, Position, Result};
 use tokio_postgres::Client;
 
-/// Where a record was read from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "topic `{}` partition {} offset {}",
-            self.topic, self.partition, self.offset
-        )
-    }
-}
+pub use syncline_runtime::record::Origin;
 
 /// One decoded change, bound for one target table.
 #[derive(Debug, Clone)]
@@ -103,11 +86,20 @@ impl Change {
                 unchanged: Vec::new(),
             });
         }
+        if let Some(c) = decoded.columns.iter().find(|c| {
+            c.name == SOURCE_COLUMN || c.name == POSITION_COLUMN || c.name.starts_with("_syncline_")
+        }) {
+            return Err(format!(
+                "its column `{}` is named like one of the sink's own columns (`_syncline_*`); rename it before the sink (a `rules` step `rename`)",
+                c.name
+            ));
+        }
         let delete = op.removes_row();
         if !delete && decoded.event.after.is_none() {
             return Err(format!("{} change without an `after` row", op.symbol()));
         }
         let key = key_bytes(&decoded)?;
+        let unchanged = decoded.event.unchanged.clone();
         Ok(Change {
             table,
             key,
@@ -115,7 +107,7 @@ impl Change {
             truncate: false,
             decoded,
             origin,
-            unchanged: Vec::new(),
+            unchanged,
         })
     }
 
@@ -324,7 +316,7 @@ impl Writer {
             tx.batch_execute(&sql).await.map_err(|e| {
                 let err = pg_error(
                     e,
-                    &format!(
+                    format!(
                         "cannot apply a batch to {}",
                         qualified(&self.schema, &g.table)
                     ),
@@ -615,6 +607,7 @@ mod tests {
                     position_text: pos.to_string(),
                     ts_us: 0,
                 },
+                unchanged: Vec::new(),
             },
             value_schema_id: 1,
             columns,

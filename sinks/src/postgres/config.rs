@@ -42,6 +42,14 @@ pub struct PostgresSinkConfig {
     /// written anyway, in milliseconds.
     #[serde(default = "default_batch_timeout_ms")]
     pub batch_timeout_ms: u64,
+    /// A batch is written as soon as no record arrived for this many
+    /// milliseconds: at a trickle, each change lands within this time of
+    /// reaching Kafka; under load, batches still fill to `batch_size`.
+    #[serde(default = "default_batch_linger_ms")]
+    pub batch_linger_ms: u64,
+    /// Most bytes (keys, values and headers of the records) in one batch.
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
     /// Kafka consumer group. Instances with the same group share the
     /// partitions. Default: `syncline.<pipeline>.<sink name>`.
     #[serde(default)]
@@ -53,15 +61,16 @@ pub struct PostgresSinkConfig {
     /// stops the sink with an error naming it.
     #[serde(default = "default_true")]
     pub create_tables: bool,
-    /// Topic for poison records: records this sink cannot decode, or that are
-    /// not syncline change records. Each goes there unchanged (key and value
-    /// bytes) with headers `syncline.reason`, `syncline.topic`,
-    /// `syncline.partition` and `syncline.offset`, and the sink goes on; its
-    /// offset is stored with the next batch, so after a crash a poison record
-    /// may be dead-lettered twice, with equal headers. Without this key a
-    /// poison record stops the sink with that error and nothing after it is
-    /// applied. A record the database refuses (e.g. a value too wide for its
-    /// column) always stops the sink, naming the record.
+    /// Topic for poison records: records this sink cannot decode, that are
+    /// not syncline change records, or whose values the database refuses
+    /// (bad uuid or numeric text, a NUL in text or jsonb, a value too wide
+    /// or out of range, a constraint). Each goes there unchanged (key and
+    /// value bytes) with headers `syncline.reason`, `syncline.topic`,
+    /// `syncline.partition` and `syncline.offset`, and the rest of its
+    /// batch lands (a refused batch is split until the refused record is
+    /// found). A dead letter is acknowledged before the offset past it is
+    /// stored; after a crash in between it may be dead-lettered twice, with
+    /// equal headers. Default: `<pipeline>.<sink name>.dead`.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
     /// When a column's type changes at the source (a new schema version with
@@ -143,6 +152,12 @@ fn default_batch_size() -> usize {
 fn default_batch_timeout_ms() -> u64 {
     200
 }
+fn default_batch_linger_ms() -> u64 {
+    5
+}
+fn default_batch_max_bytes() -> usize {
+    16 << 20
+}
 fn default_true() -> bool {
     true
 }
@@ -155,13 +170,12 @@ pub(crate) struct Settings {
     pub topics: Vec<String>,
     /// Target table per topic, every topic present.
     pub tables: BTreeMap<String, String>,
-    pub batch_size: usize,
-    pub batch_timeout: Duration,
+    pub batch: syncline_runtime::BatchSettings,
     pub group_id: String,
     pub create_tables: bool,
     pub evolution: Evolution,
     pub on_truncate: OnTruncate,
-    pub dead_letter_topic: Option<String>,
+    pub dead_letter_topic: String,
 }
 
 /// `shop.orders` -> `shop_orders`.
@@ -210,6 +224,11 @@ impl PostgresSinkConfig {
                 issues.push(Issue::new(
                     format!("topics[{i}]"),
                     "a topic name cannot be empty",
+                ));
+            } else if t.starts_with('^') {
+                issues.push(Issue::new(
+                    format!("topics[{i}]"),
+                    format!("`{t}` would be read as a pattern (a leading `^`); list topic names"),
                 ));
             } else if !seen.insert(t) {
                 issues.push(Issue::new(
@@ -261,6 +280,18 @@ impl PostgresSinkConfig {
                 "must be at least 1 (records per transaction)",
             ));
         }
+        if self.batch_max_bytes == 0 {
+            issues.push(Issue::new(
+                "batch_max_bytes",
+                "must be at least 1 (bytes per transaction)",
+            ));
+        }
+        if self.dead_letter_topic.as_deref() == Some("") {
+            issues.push(Issue::new(
+                "dead_letter_topic",
+                "cannot be empty; remove it to use the default topic",
+            ));
+        }
         if self.batch_timeout_ms == 0 {
             issues.push(Issue::new(
                 "batch_timeout_ms",
@@ -307,8 +338,12 @@ impl PostgresSinkConfig {
                 .iter()
                 .map(|t| (t.clone(), self.table_for(t)))
                 .collect(),
-            batch_size: self.batch_size,
-            batch_timeout: Duration::from_millis(self.batch_timeout_ms),
+            batch: syncline_runtime::BatchSettings {
+                max_records: self.batch_size,
+                max_bytes: self.batch_max_bytes,
+                linger: Duration::from_millis(self.batch_linger_ms),
+                max_wait: Duration::from_millis(self.batch_timeout_ms),
+            },
             group_id: self
                 .group_id
                 .clone()
@@ -320,7 +355,10 @@ impl PostgresSinkConfig {
                 on_dropped_column: self.on_dropped_column,
             },
             on_truncate: self.on_truncate,
-            dead_letter_topic: self.dead_letter_topic.clone(),
+            dead_letter_topic: self
+                .dead_letter_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}.{}.dead", ctx.pipeline, ctx.component)),
         })
     }
 

@@ -334,9 +334,11 @@ pub async fn ensure_table(
             }
             let key_set: BTreeSet<String> = key.iter().cloned().collect();
             if !existing.unique_keys.contains(&key_set) {
-                return Err(Error::config(format!(
-                    "target table {name} has no primary key or unique index on exactly ({}); \
-                     upserts need one",
+                // The record's key is what does not fit this table: its
+                // records are set aside, the others go on.
+                return Err(Error::data(format!(
+                    "the record key ({}) is not the primary key or a unique index of target table {name}; \
+                     upserts need one (add the index, or map the topic to another table under `tables`)",
                     key.join(", ")
                 )));
             }
@@ -353,7 +355,7 @@ pub async fn ensure_table(
     client
         .batch_execute(&sql)
         .await
-        .map_err(|e| pg_error(e, &format!("cannot create or alter {name}")))
+        .map_err(|e| pg_error(e, format!("cannot create or alter {name}")))
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ pub async fn apply(tx: &Transaction<'_>, schema: &str, floors: &Floors) -> Resul
                 &[source, &position.as_bytes()],
             )
             .await
-            .map_err(|e| pg_error(e, &format!("cannot apply a TRUNCATE to {target}")))?;
+            .map_err(|e| pg_error(e, format!("cannot apply a TRUNCATE to {target}")))?;
         tracing::info!(table = %target, source = %source, position = ?position, rows_deleted = deleted,
             "postgres sink: TRUNCATE applied");
     }

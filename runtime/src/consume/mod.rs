@@ -1,0 +1,526 @@
+//! The consuming side of every sink and processor: one loop, written once.
+//!
+//! A stage implements [`Stage`]; [`run`] owns everything else:
+//!
+//! 1. **The consumer thread.** A `BaseConsumer` member of the stage's group
+//!    polls on a dedicated thread (never a runtime worker); the stage's
+//!    async calls run on the pipeline's runtime through its handle.
+//! 2. **Rebalancing** (`rebalance.rs`), eager or cooperative as
+//!    `partition.assignment.strategy` in `kafka.properties` says: each
+//!    assigned partition starts at the offset the stage stored
+//!    ([`Stage::assigned`]) or at the group's committed offset
+//!    ([`OffsetsHome`]).
+//! 3. **Batching.** A batch closes at `max_records` records, at `max_bytes`
+//!    bytes, when the input is idle for `linger` (no record arrived in that
+//!    time: nothing is gained by waiting), or `max_wait` after its first
+//!    record, whichever comes first. Under load batches fill; at a trickle
+//!    each change is written within `linger` of its arrival.
+//! 4. **Decoding** every record through the registry within the pipeline's
+//!    `limits:`, the unchanged-columns header read into the change.
+//! 5. **Poison isolation.** A record that cannot be decoded, or that
+//!    [`Stage::prepare`] refuses (`Data`), goes to the dead-letter topic.
+//!    When [`Stage::write`] refuses a batch as `Data` (the target refused a
+//!    value), the batch is split in halves and each half written on its own,
+//!    down to the one refused record, which is dead-lettered: the rest of the
+//!    batch lands, in order, and only that record is set aside.
+//! 6. **Retries** of transient errors, with the one backoff policy
+//!    ([`crate::backoff`]), the same batch again.
+//! 7. **Offsets**: the offsets that follow a batch are given to
+//!    [`Stage::write`] with it (the stage stores them atomically with its
+//!    effects), or committed to Kafka by the runtime after it
+//!    ([`OffsetsHome::Kafka`]).
+//! 8. **Graceful shutdown**: on the signal, the loop stops between polls or
+//!    between retries; what was polled but not written is read again on the
+//!    next start from the stored offsets.
+//!
+//! # Guarantee
+//! No offset moves past a record before that record's effect is written
+//! (in the same atomic write, for [`OffsetsHome::Stage`]) or its dead letter
+//! is acknowledged by the broker. So nothing is lost, whatever moment the
+//! process is killed at; what is repeated after a crash has the same
+//! identity, and the stage's writes are idempotent by position.
+//! Per-partition order is kept: items reach [`Stage::write`] in offset
+//! order, and a split batch is written prefix first.
+
+mod batch;
+mod rebalance;
+
+pub use batch::BatchSettings;
+
+use crate::backoff::Backoff;
+use crate::dead_letter::DeadLetters;
+use crate::events::Events;
+use crate::record::{next_offsets, offset_list, Offsets, Record, TopicPartition};
+use batch::Batch;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
+use rebalance::{News, StageContext};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use syncline_core::codec::{Decoded, Decoder};
+use syncline_core::error::{Context, ErrorKind};
+use syncline_core::runtime::{ComponentContext, Shutdown};
+use syncline_core::{Error, Result};
+use tokio::runtime::Handle;
+
+/// Where a stage keeps the offsets that say how far it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetsHome {
+    /// With its effects (the target database, a state store): the stage
+    /// stores [`Commit::next`] in the same atomic write as the batch and
+    /// returns them from [`Stage::assigned`]. Kafka gets them afterwards,
+    /// best-effort, only so lag tools show progress; they are never read back.
+    Stage,
+    /// The consumer group's committed offsets in Kafka: the runtime commits
+    /// them after each written batch (at least once: the stage's effects
+    /// must be idempotent, as identities make them).
+    Kafka,
+    /// Kafka's committed offsets, sent by the stage itself inside its Kafka
+    /// transaction ([`Commit::group_metadata`]); on assignment the runtime
+    /// first waits until no transaction is open on the partitions.
+    KafkaTransaction,
+}
+
+/// What [`Stage::write`] gets beside its items.
+pub struct Commit<'a> {
+    next: &'a Offsets,
+    group: Option<ConsumerGroupMetadata>,
+}
+
+impl Commit<'_> {
+    /// Per partition, the offset after the last record this write covers
+    /// (records dead-lettered or skipped included).
+    pub fn next(&self) -> &Offsets {
+        self.next
+    }
+
+    /// The consumer's group metadata, for `send_offsets_to_transaction`: it
+    /// carries the group generation that fences a member that lost its
+    /// partitions.
+    pub fn group_metadata(&self) -> Result<&ConsumerGroupMetadata> {
+        self.group
+            .as_ref()
+            .ok_or_else(|| Error::transient("the consumer has no group metadata yet"))
+    }
+}
+
+/// What a sink or processor implements to run on the consuming side.
+///
+/// Dead letters are produced by the runtime's own (idempotent, not
+/// transactional) producer, acknowledged before the offsets past them are
+/// stored: at least once, also for a stage with Kafka transactions.
+///
+/// The runtime calls every method from its consumer thread, one at a time.
+/// Errors are told apart by kind: `Transient` is retried (the same call
+/// again, after a backoff), `Data` sets the record aside in the dead-letter
+/// topic, anything else stops the component with that error.
+pub trait Stage: Send + 'static {
+    /// One record, ready to write (decoded, checked, mapped).
+    type Item: Send;
+
+    /// Where this stage's offsets live.
+    fn offsets_home(&self) -> OffsetsHome;
+
+    /// Partitions were assigned: return the offsets stored for them (next
+    /// record to read; a partition without one is read from its beginning)
+    /// and prepare any per-partition state (restore it). Called before any
+    /// record of them is given. With [`OffsetsHome::Kafka`] the map is not
+    /// used.
+    fn assigned(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> impl Future<Output = Result<HashMap<TopicPartition, i64>>>;
+
+    /// Partitions were revoked: forget their per-partition state.
+    fn revoked(&mut self, _partitions: &[TopicPartition]) {}
+
+    /// Turn one decoded record into an item, without I/O (what needs I/O
+    /// belongs in [`Self::write`]). `Ok(None)`: nothing to write for it (its
+    /// offset is still stored with the batch). `Data`: this record goes to
+    /// the dead-letter topic with the error as reason; any other error
+    /// stops the component.
+    fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Self::Item>>;
+
+    /// Write `items` and store `commit.next()` in one atomic step (with
+    /// [`OffsetsHome::Stage`]), all or nothing: on any error nothing of the
+    /// call may remain, because the runtime calls again with the same items
+    /// (transient), or with parts of them (`Data`, to find the refused
+    /// record). `items` may be empty: store the offsets only. Returns the
+    /// number of effects (rows, output records), for the counters.
+    fn write(
+        &mut self,
+        items: &[Self::Item],
+        commit: &Commit<'_>,
+    ) -> impl Future<Output = Result<usize>>;
+}
+
+/// How a stage consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumeSettings {
+    /// The stage's type, for logs and metrics (`postgres`, `rules`, ...).
+    pub kind: &'static str,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    pub batch: BatchSettings,
+    pub dead_letter_topic: String,
+}
+
+/// Run `stage` until `shutdown`, or until an error that retrying cannot fix.
+///
+/// Needs a multi-thread runtime: the consumer thread blocks on it
+/// (`Handle::block_on`) for the stage's calls.
+pub async fn run<S: Stage>(
+    ctx: &ComponentContext,
+    settings: ConsumeSettings,
+    stage: S,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let kafka = &ctx.kafka;
+    kafka
+        .ensure_topic(&settings.dead_letter_topic, kafka.partitions, false)
+        .await?;
+    let dead = DeadLetters::new(kafka.producer()?, settings.dead_letter_topic.clone());
+    let decoder = ctx.decoder()?;
+    let events = Events::new(ctx, settings.kind);
+    let home = stage.offsets_home();
+    let context = StageContext {
+        stage: Mutex::new(stage),
+        home,
+        handle: Handle::current(),
+        shutdown: shutdown.clone(),
+        events: events.clone(),
+        group: settings.group_id.clone(),
+        news: Mutex::new(News::default()),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let component = ctx.component.clone();
+    let kafka = kafka.clone();
+    std::thread::Builder::new()
+        .name(format!("{}-{}", settings.kind, ctx.component))
+        .spawn(move || {
+            let result = (|| {
+                let consumer: BaseConsumer<StageContext<S>> =
+                    kafka.subscribed(&settings.group_id, &settings.topics, context)?;
+                tracing::info!(component = %component, r#type = settings.kind, group = %settings.group_id,
+                    topics = ?settings.topics, "consuming");
+                Loop {
+                    settings: &settings,
+                    consumer: &consumer,
+                    decoder,
+                    dead,
+                    events,
+                    home,
+                    handle: consumer.context().handle.clone(),
+                    shutdown: &shutdown,
+                }
+                .run()
+            })();
+            let _ = tx.send(result);
+        })
+        .context(ErrorKind::Internal, || {
+            "cannot start the consumer thread".into()
+        })?;
+    rx.await
+        .unwrap_or_else(|_| Err(Error::internal("the consumer thread panicked")))
+}
+
+/// Longest wait between two checks of the shutdown signal while polling.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+
+struct Loop<'a, S: Stage> {
+    settings: &'a ConsumeSettings,
+    consumer: &'a BaseConsumer<StageContext<S>>,
+    decoder: Decoder,
+    dead: DeadLetters,
+    events: Events,
+    home: OffsetsHome,
+    handle: Handle,
+    shutdown: &'a Shutdown,
+}
+
+/// A batch being written: its records, the items made of them, and the
+/// index of each item's record.
+struct Prepared<I> {
+    records: Vec<Record>,
+    items: Vec<I>,
+    index: Vec<usize>,
+}
+
+impl<S: Stage> Loop<'_, S> {
+    fn run(&mut self) -> Result<()> {
+        let mut batch = Batch::new(self.settings.batch.clone());
+        while !self.shutdown.is_cancelled() {
+            let wait = batch.wait(POLL_SLICE);
+            let polled_at = Instant::now();
+            let polled = self.consumer.poll(wait);
+            // The rebalance callback ran inside poll, before the record it
+            // returns (which already belongs to the new assignment).
+            {
+                let mut news = self
+                    .consumer
+                    .context()
+                    .news
+                    .lock()
+                    .expect("rebalance news poisoned");
+                if let Some(e) = news.error.take() {
+                    return Err(e);
+                }
+                batch.discard(&std::mem::take(&mut news.reset));
+            }
+            let idle = match polled {
+                // `poll` also returns `None` early after serving a rebalance
+                // or an offset-commit answer: idle only after the full wait.
+                None => polled_at.elapsed() >= wait,
+                Some(Ok(m)) => {
+                    batch.push(Record::from_message(&m));
+                    false
+                }
+                Some(Err(e)) => {
+                    let e =
+                        syncline_core::error::kafka::kafka_error(e, "the Kafka consumer failed");
+                    if !e.is_transient() {
+                        return Err(e);
+                    }
+                    tracing::warn!(component = %self.events.component(), error = %e, "Kafka consumer error");
+                    false
+                }
+            };
+            if batch.ready(idle) {
+                let (records, started) = batch.take();
+                if !self.flush(records, started)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decode, prepare and write one batch. `false`: shutdown came first and
+    /// nothing more of the batch was stored.
+    fn flush(&mut self, records: Vec<Record>, started: Instant) -> Result<bool> {
+        self.events.records_in(records.len());
+        let Some(prepared) = self.prepare(records)? else {
+            return Ok(false);
+        };
+        // Dead letters are safe before any offset moves past their records.
+        if !self
+            .handle
+            .clone()
+            .block_on(self.dead.flush(self.shutdown))?
+        {
+            return Ok(false);
+        }
+        let writing = Instant::now();
+        let Some(written) = self.land(&prepared, 0, prepared.items.len())? else {
+            return Ok(false);
+        };
+        let next = next_offsets(&prepared.records);
+        match self.home {
+            OffsetsHome::Stage => {
+                if let Err(e) = self.consumer.commit(&offset_list(&next), CommitMode::Async) {
+                    tracing::debug!(component = %self.events.component(), error = %e, "best-effort Kafka offset commit failed");
+                }
+            }
+            OffsetsHome::Kafka => {
+                // A failure repeats the batch after a restart: at least once.
+                if let Err(e) = self.consumer.commit(&offset_list(&next), CommitMode::Sync) {
+                    tracing::warn!(component = %self.events.component(), error = %e, "cannot commit consumed offsets; those records are read again");
+                }
+            }
+            OffsetsHome::KafkaTransaction => {}
+        }
+        self.events.batch_done(
+            prepared.records.len(),
+            written,
+            started.elapsed(),
+            writing.elapsed(),
+        );
+        Ok(true)
+    }
+
+    /// Decode every record and hand it to the stage; dead-letter what
+    /// either refuses. `None`: shutdown came first.
+    fn prepare(&mut self, records: Vec<Record>) -> Result<Option<Prepared<S::Item>>> {
+        let mut items = Vec::with_capacity(records.len());
+        let mut index = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let Some(decoded) = self.decode(r)? else {
+                return Ok(None);
+            };
+            let decoded = match decoded {
+                Ok(d) => d,
+                Err(reason) => {
+                    self.dead.send(r, &reason, &self.events)?;
+                    continue;
+                }
+            };
+            let item = self
+                .consumer
+                .context()
+                .stage
+                .lock()
+                .expect("stage poisoned")
+                .prepare(r, decoded);
+            match item {
+                Ok(Some(item)) => {
+                    items.push(item);
+                    index.push(i);
+                }
+                Ok(None) => self.events.skipped(1),
+                Err(e) if e.kind() == ErrorKind::Data => {
+                    let reason = format!("the record at {}: {e}", r.origin());
+                    self.dead.send(r, &reason, &self.events)?;
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        e.kind(),
+                        format!("cannot prepare the record at {}", r.origin()),
+                    )
+                    .with_source(e))
+                }
+            }
+        }
+        Ok(Some(Prepared {
+            records,
+            items,
+            index,
+        }))
+    }
+
+    /// Decode `r` (retrying while the registry is away). `Ok(Some(Err))`:
+    /// a poison record, with the reason. `None`: shutdown came first.
+    fn decode(&self, r: &Record) -> Result<Option<Result<Decoded, String>>> {
+        let mut backoff = Backoff::default();
+        loop {
+            let decoded = self
+                .handle
+                .block_on(self.decoder.decode(r.change_key(), r.value.as_deref()));
+            match decoded {
+                Ok(mut d) => {
+                    d.event.unchanged = syncline_core::change::unchanged_columns(
+                        r.header(syncline_core::change::UNCHANGED_HEADER),
+                    );
+                    return Ok(Some(Ok(d)));
+                }
+                Err(e) if e.is_transient() => {
+                    if self.shutdown.is_cancelled() {
+                        return Ok(None);
+                    }
+                    let delay = backoff.next_delay();
+                    self.events
+                        .retrying("cannot decode a record", &e, backoff.attempts(), delay);
+                    std::thread::sleep(delay);
+                }
+                Err(e) if e.kind() == ErrorKind::Data => {
+                    return Ok(Some(Err(format!(
+                        "cannot decode the record at {}: {e}",
+                        r.origin()
+                    ))))
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        e.kind(),
+                        format!("cannot decode the record at {}", r.origin()),
+                    )
+                    .with_source(e))
+                }
+            }
+        }
+    }
+
+    /// Call the stage until it succeeds or fails for good; transient errors
+    /// are retried with backoff. `Ok(Some(Err))`: a `Data` error, for the
+    /// caller to isolate. `None`: shutdown came first.
+    fn retrying<T>(
+        &self,
+        what: &str,
+        mut f: impl AsyncFnMut(&mut S) -> Result<T>,
+    ) -> Result<Option<Result<T>>> {
+        let mut backoff = Backoff::default();
+        loop {
+            let attempt = {
+                let mut stage = self
+                    .consumer
+                    .context()
+                    .stage
+                    .lock()
+                    .expect("stage poisoned");
+                self.handle.block_on(f(&mut *stage))
+            };
+            match attempt {
+                Ok(v) => return Ok(Some(Ok(v))),
+                Err(e) if e.kind() == ErrorKind::Data => return Ok(Some(Err(e))),
+                Err(e) if e.is_transient() && !e.restarts_component() => {
+                    if self.shutdown.is_cancelled() {
+                        return Ok(None);
+                    }
+                    let delay = backoff.next_delay();
+                    self.events.retrying(what, &e, backoff.attempts(), delay);
+                    std::thread::sleep(delay);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Write items `lo..hi` with the offsets that follow them; on `Data`,
+    /// split (see the module doc). The effects written; `None`: shutdown.
+    fn land(&mut self, p: &Prepared<S::Item>, lo: usize, hi: usize) -> Result<Option<usize>> {
+        // The write covers every record before the next item's (the
+        // dead-lettered and skipped ones too), the whole batch at the end.
+        let end = p.index.get(hi).map_or(p.records.len(), |i| *i);
+        let next = next_offsets(&p.records[..end]);
+        let written = self.write(&p.items[lo..hi], &next)?;
+        match written {
+            None => Ok(None),
+            Some(Ok(n)) => Ok(Some(n)),
+            Some(Err(e)) if hi - lo > 1 => {
+                tracing::info!(component = %self.events.component(), records = hi - lo, error = %e,
+                    "the target refused a batch; splitting it to find the refused records");
+                let mid = lo + (hi - lo) / 2;
+                let Some(a) = self.land(p, lo, mid)? else {
+                    return Ok(None);
+                };
+                let Some(b) = self.land(p, mid, hi)? else {
+                    return Ok(None);
+                };
+                Ok(Some(a + b))
+            }
+            Some(Err(e)) if hi > lo => {
+                let record = &p.records[p.index[lo]];
+                let reason = format!("the target refused the record at {}: {e}", record.origin());
+                self.dead.send(record, &reason, &self.events)?;
+                if !self
+                    .handle
+                    .clone()
+                    .block_on(self.dead.flush(self.shutdown))?
+                {
+                    return Ok(None);
+                }
+                // Store the offsets past it, without it.
+                match self.write(&[], &next)? {
+                    None => Ok(None),
+                    Some(Ok(n)) => Ok(Some(n)),
+                    Some(Err(e)) => Err(e),
+                }
+            }
+            Some(Err(e)) => Err(Error::new(
+                e.kind(),
+                "the target refused to store the consumed offsets",
+            )
+            .with_source(e)),
+        }
+    }
+
+    fn write(&mut self, items: &[S::Item], next: &Offsets) -> Result<Option<Result<usize>>> {
+        let group = match self.home {
+            OffsetsHome::KafkaTransaction => self.consumer.group_metadata(),
+            _ => None,
+        };
+        let commit = Commit { next, group };
+        self.retrying("cannot write a batch", async |stage| {
+            stage.write(items, &commit).await
+        })
+    }
+}

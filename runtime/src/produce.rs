@@ -1,0 +1,54 @@
+//! Producing with back-pressure and waiting for the broker, for every stage.
+
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+use syncline_core::error::kafka::kafka_error;
+use syncline_core::runtime::Shutdown;
+use syncline_core::{Error, Result};
+
+/// Enqueue a record; when the producer's queue is full, wait for it to
+/// drain (back-pressure instead of an error).
+pub fn send<K, P>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(f) => return Ok(f),
+            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                producer.poll(Duration::from_millis(10));
+                record = r;
+            }
+            Err((e, _)) => return Err(kafka_error(e, "cannot enqueue a record")),
+        }
+    }
+}
+
+/// Wait until the broker has acknowledged every delivery, in order; each
+/// one's (partition, offset). `None`: shutdown came first. A refusal is
+/// classified by the Kafka error table (a record too large is `Data`).
+pub async fn acknowledged(
+    shutdown: &Shutdown,
+    pending: Vec<DeliveryFuture>,
+) -> Result<Option<Vec<(i32, i64)>>> {
+    let mut out = Vec::with_capacity(pending.len());
+    for delivery in pending {
+        let acked = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            d = delivery => d,
+        };
+        match acked {
+            Ok(Ok(d)) => out.push((d.partition, d.offset)),
+            Ok(Err((e, _))) => {
+                return Err(kafka_error(e, "the broker did not acknowledge a record"))
+            }
+            Err(_) => return Err(Error::transient("the producer dropped a record")),
+        }
+    }
+    Ok(Some(out))
+}

@@ -1,0 +1,126 @@
+//! The producing side of every source and processor: one publisher.
+//!
+//! [`Publisher::publish`] encodes a change in the Confluent wire format
+//! (its key and value schemas registered once per table shape and topic),
+//! sets the change's headers (the unchanged columns), hands the record to
+//! the producer with back-pressure (a full queue waits instead of failing)
+//! and returns a [`Pending`] delivery. [`Publisher::publish_truncate`] sends a
+//! TRUNCATE to every partition of the topic, so that in each it follows every
+//! earlier change of that partition's keys. [`Publisher::acknowledged`] waits
+//! for deliveries in the order they were published.
+//!
+//! # Guarantee
+//! Publishing is at least once: a caller stores its own progress (a cursor,
+//! a replication slot position, consumed offsets) only after
+//! [`Publisher::acknowledged`] returned for every record that progress
+//! covers, so nothing is lost; what is published again after a crash carries
+//! the same identity (source + position), which every syncline sink uses to
+//! apply it once. The producer is idempotent (no duplicates or reordering
+//! from its own retries) unless a transactional producer is given.
+//!
+//! Errors keep their kind: an incompatible schema is `Config` (the caller
+//! stops before anything encoded with it is written), a registry away is
+//! `Transient`, a record the broker refuses as too large is `Data`.
+
+use crate::events::Events;
+use crate::produce;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use syncline_core::codec::Encoder;
+use syncline_core::runtime::Shutdown;
+use syncline_core::{ChangeEvent, Result, TableSchema};
+
+/// A record handed to the producer, not yet acknowledged.
+pub struct Pending(DeliveryFuture);
+
+pub struct Publisher {
+    encoder: Encoder,
+    producer: FutureProducer,
+    events: Option<Events>,
+}
+
+impl Publisher {
+    pub fn new(encoder: Encoder, producer: FutureProducer) -> Self {
+        Self {
+            encoder,
+            producer,
+            events: None,
+        }
+    }
+
+    /// Count acknowledged records as this component's `records_out`.
+    pub fn counting(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// Register `table`'s schemas for `topic` now (once per shape), so an
+    /// incompatible change stops the caller before anything is produced.
+    pub async fn prepare(&self, topic: &str, table: &TableSchema) -> Result<()> {
+        self.encoder.prepare(topic, table).await
+    }
+
+    /// Encode `event` with `table`'s shape and hand it to the producer.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        table: &TableSchema,
+        event: &ChangeEvent,
+    ) -> Result<Pending> {
+        let (key, value) = self.encoder.encode(topic, table, event).await?;
+        let mut record = FutureRecord::to(topic).key(&key).payload(&value);
+        if let Some(h) = syncline_core::kafka::change_headers(event) {
+            record = record.headers(h);
+        }
+        Ok(Pending(produce::send(&self.producer, record)?))
+    }
+
+    /// A TRUNCATE, keyless, to every partition of `topic`.
+    pub async fn publish_truncate(
+        &self,
+        topic: &str,
+        table: &TableSchema,
+        event: &ChangeEvent,
+    ) -> Result<Vec<Pending>> {
+        let value = self.encoder.encode_truncate(topic, table, event).await?;
+        let mut out = Vec::new();
+        for p in syncline_core::kafka::partitions_of(&self.producer, topic).await? {
+            let record = FutureRecord::<(), [u8]>::to(topic)
+                .partition(p)
+                .payload(&value[..]);
+            out.push(Pending(produce::send(&self.producer, record)?));
+        }
+        Ok(out)
+    }
+
+    /// Wait until the broker has every one of `pending`, in order; each
+    /// one's (partition, offset). `None`: shutdown came first.
+    pub async fn acknowledged(
+        &self,
+        shutdown: &Shutdown,
+        pending: Vec<Pending>,
+    ) -> Result<Option<Vec<(i32, i64)>>> {
+        let n = pending.len();
+        let acked =
+            produce::acknowledged(shutdown, pending.into_iter().map(|p| p.0).collect()).await?;
+        if acked.is_some() {
+            if let Some(e) = &self.events {
+                e.records_out(n);
+            }
+        }
+        Ok(acked)
+    }
+}
+
+impl From<DeliveryFuture> for Pending {
+    fn from(f: DeliveryFuture) -> Self {
+        Pending(f)
+    }
+}
