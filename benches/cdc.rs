@@ -22,10 +22,10 @@
 //! is not on Maven Central; see benches/peers/README.md), lz4-compressed
 //! like syncline's records.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
 #[path = "peers/driver.rs"]
 mod peers;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use futures::StreamExt;
 use peers::Peers;
@@ -152,7 +152,8 @@ async fn commit_to_kafka(
     let parts = syncline_core::kafka::topic_partitions(consumer.client(), topic).unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in parts {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::End).unwrap();
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::End)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     // Let the consumer reach the partitions' ends before the first commit.
@@ -162,7 +163,8 @@ async fn commit_to_kafka(
         let mut count = 0;
         let deadline = Instant::now() + Duration::from_secs(120);
         while count < total && Instant::now() < deadline {
-            let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await else {
+            let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
+            else {
                 continue;
             };
             let now = Instant::now();
@@ -243,7 +245,10 @@ impl Peer<'_> {
 
 fn ratio(label: &str, syncline: f64, peer: Option<f64>) {
     if let Some(peer) = peer {
-        println!("  {label}: syncline / Debezium = {:.2}x", syncline / peer.max(1e-9));
+        println!(
+            "  {label}: syncline / Debezium = {:.2}x",
+            syncline / peer.max(1e-9)
+        );
     }
 }
 
@@ -313,7 +318,14 @@ async fn main() {
     let file = dir.path().join("capture.yaml");
     std::fs::write(
         &file,
-        pipeline(&stack, "bench-cap", &cap_url, &target.url(), "never", "bench.cap"),
+        pipeline(
+            &stack,
+            "bench-cap",
+            &cap_url,
+            &target.url(),
+            "never",
+            "bench.cap",
+        ),
     )
     .unwrap();
     let mut src = SynclineRun::start_with_args(&file, &["--component", "src"]);
@@ -400,7 +412,14 @@ async fn main() {
     let file = dir.path().join("snap.yaml");
     std::fs::write(
         &file,
-        pipeline(&stack, "bench-snap", &snap_url, &target.url(), "initial", "bench.snap"),
+        pipeline(
+            &stack,
+            "bench-snap",
+            &snap_url,
+            &target.url(),
+            "initial",
+            "bench.snap",
+        ),
     )
     .unwrap();
     let mut src = SynclineRun::start_with_args(&file, &["--component", "src"]);
@@ -423,7 +442,9 @@ async fn main() {
             );
             connect.assert_not_failed().await;
             connect.stop();
-            snap.batch_execute(&drop_slot_sql("dbz.snap")).await.unwrap();
+            snap.batch_execute(&drop_slot_sql("dbz.snap"))
+                .await
+                .unwrap();
             Some((all, first_to_last))
         }
     };
@@ -443,11 +464,22 @@ async fn main() {
         "commit -> record in Kafka, one row per transaction at {LATENCY_RATE} rows/s for {LATENCY_SECONDS} s"
     );
     let lat_url = pg.create_db("latency_kafka").await;
-    pg_connect(&lat_url).await.batch_execute(TABLE).await.unwrap();
+    pg_connect(&lat_url)
+        .await
+        .batch_execute(TABLE)
+        .await
+        .unwrap();
     let file = dir.path().join("latency-kafka.yaml");
     std::fs::write(
         &file,
-        pipeline(&stack, "bench-latk", &lat_url, &target.url(), "never", "bench.latk"),
+        pipeline(
+            &stack,
+            "bench-latk",
+            &lat_url,
+            &target.url(),
+            "never",
+            "bench.latk",
+        ),
     )
     .unwrap();
     let mut src = SynclineRun::start_with_args(&file, &["--component", "src"]);
@@ -516,7 +548,14 @@ async fn main() {
     let file = dir.path().join("latency.yaml");
     std::fs::write(
         &file,
-        pipeline(&stack, "bench-lat", &lat_url, &target.url(), "never", "bench.lat"),
+        pipeline(
+            &stack,
+            "bench-lat",
+            &lat_url,
+            &target.url(),
+            "never",
+            "bench.lat",
+        ),
     )
     .unwrap();
     let mut both = SynclineRun::start(&file);

@@ -32,12 +32,13 @@
 //! a du-style walk (allocated blocks) of the state directory just before the
 //! process is killed; peak RSS is its `VmHWM`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
 #[path = "peers/driver.rs"]
 mod peers;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use apache_avro::types::Value;
+use peers::Peers;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -48,7 +49,6 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use peers::Peers;
 use support::{free_port, Stack, TempDir};
 use syncline_core::codec::Encoder;
 use syncline_core::kafka::KafkaConfig;
@@ -112,6 +112,7 @@ fn event(rng: &mut Rng, seq: i64) -> ChangeEvent {
         ),
     ];
     ChangeEvent {
+        unchanged: Vec::new(),
         op: Op::Upsert,
         key: vec![("id".to_string(), Value::Long(id))],
         before: None,

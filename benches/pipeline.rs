@@ -12,10 +12,10 @@
 //!   the same rows as Debezium change events (upsert by key);
 //! - end to end: source table -> target table, both running.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
 #[path = "peers/driver.rs"]
 mod peers;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use futures::SinkExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -97,7 +97,10 @@ fn plain_consumer(bootstrap: &str, topic: &str, n: i64) -> Duration {
             m.unwrap();
             got += 1;
         }
-        assert!(start.elapsed() < Duration::from_secs(600), "plain consumer stalled");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "plain consumer stalled"
+        );
     }
     start.elapsed()
 }
@@ -230,9 +233,15 @@ async fn main() {
     src.kill9();
 
     let read = plain_consumer(&bootstrap, "bench.items", ROWS);
-    println!("plain librdkafka consumer of the topic {}", rate(ROWS, read));
+    println!(
+        "plain librdkafka consumer of the topic {}",
+        rate(ROWS, read)
+    );
     let copy = copy_in(&PgDb::create("bench_copy").await).await;
-    println!("Postgres COPY FROM STDIN of the rows   {}", rate(ROWS, copy));
+    println!(
+        "Postgres COPY FROM STDIN of the rows   {}",
+        rate(ROWS, copy)
+    );
     let mut sink = SynclineRun::start_with_args(&file, &["--component", "dst"]);
     let (d, d_rows) = rows_landing(&target).await;
     println!(

@@ -169,6 +169,7 @@ fn event(c: &Change) -> ChangeEvent {
     ];
     let position = Position::builder().i64(c.seq).build();
     ChangeEvent {
+        unchanged: Vec::new(),
         op: c.op,
         key,
         before: None,

@@ -440,6 +440,106 @@ async fn unchanged_toast_values_and_tables_without_primary_key_reach_the_target(
     assert_eq!(nulls, 0, "an unchanged TOAST value was written as null");
 }
 
+/// Unchanged TOASTed values through a `rules` and a `dedup` processor on
+/// the way to the sink: the fact that a column is unchanged travels with
+/// the change through both (ChangeEvent::unchanged, the header on the
+/// wire), so the target keeps the large value instead of the placeholder.
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_toast_values_survive_rules_and_dedup_on_the_way() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("toast_proc").await;
+    let target = PgDb::create("cdc_toast_proc").await;
+    let src = pg_connect(&source).await;
+    src.batch_execute(
+        r#"CREATE TABLE docs (id int PRIMARY KEY, big text, counter int, note text);
+        INSERT INTO docs SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 3000) i), 0, 'n'
+          FROM generate_series(1, 20) g;"#,
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("cdc-toast-proc");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: cdc-toast-proc
+kafka:
+  bootstrap_servers: {bootstrap}
+  partitions: 2
+registry:
+  url: {registry}
+sources:
+  cdc:
+    type: postgres_cdc
+    connection: {source}
+    heartbeat_interval_ms: 300
+    tables:
+      - {{ table: public.docs, topic: cdc.docs }}
+processors:
+  shape:
+    type: rules
+    from: [cdc.docs]
+    to: cdc.docs.shaped
+    steps:
+      - set: {{ origin: "'cdc'" }}
+  once:
+    type: dedup
+    from: [cdc.docs.shaped]
+    to: cdc.docs.once
+    by: content
+sinks:
+  warehouse:
+    type: postgres
+    connection: {target}
+    topics: [cdc.docs.once]
+    tables: {{ cdc.docs.once: docs }}
+    batch_size: 200
+"#,
+            bootstrap = stack.bootstrap(),
+            registry = stack.registry_url(),
+            target = target.url(),
+        ),
+    )
+    .unwrap();
+    let run = SynclineRun::start(&file);
+    let tables: &[(&str, &str, &str)] = &[("docs", "id, md5(big) AS big, counter, note", "id")];
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the snapshot",
+        &[&run],
+    )
+    .await;
+    for round in 0..4 {
+        src.batch_execute(&format!(
+            "UPDATE docs SET counter = counter + 1, note = 'round {round}' WHERE id % 2 = {}",
+            round % 2
+        ))
+        .await
+        .unwrap();
+    }
+    src.batch_execute("UPDATE docs SET big = big || 'changed' WHERE id = 3; UPDATE docs SET counter = -1 WHERE id = 3")
+        .await
+        .unwrap();
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after updates that leave TOAST values unchanged, through rules and dedup",
+        &[&run],
+    )
+    .await;
+    let nulls: i64 = pg_connect(&target.url())
+        .await
+        .query_one("SELECT count(*) FROM docs WHERE big IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nulls, 0, "an unchanged TOAST value was written as null");
+}
+
 /// Bytes of WAL the slot keeps: pg_current_wal_lsn() - restart_lsn.
 async fn retained(client: &tokio_postgres::Client) -> (i64, i64) {
     let row = client

@@ -41,6 +41,7 @@ fn table() -> TableSchema {
 fn event(seq: i64) -> ChangeEvent {
     let id = seq % 700;
     ChangeEvent {
+        unchanged: Vec::new(),
         op: Op::Upsert,
         key: vec![("id".to_string(), Value::Long(id))],
         before: None,
@@ -157,7 +158,12 @@ async fn run_with_kills(
         let state = dir.join(format!("state-{i}"));
         SynclineRun::start_with_args(
             file,
-            &["--component", component, "--state-dir", state.to_str().unwrap()],
+            &[
+                "--component",
+                component,
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
         )
     };
     let mut runs = [start(0), start(1)];
@@ -226,14 +232,39 @@ async fn check_exactly_once(stack: &Stack, topic: &str, want: &HashMap<i64, i64>
     // Anything still open from a killed instance ends by the next start
     // (fenced) or at the transaction timeout; committed data is final.
     let committed = outputs(stack, topic, "read_committed").await;
-    let twice: Vec<_> = committed.iter().filter(|(_, (n, _))| *n > 1).take(5).collect();
-    assert!(twice.is_empty(), "{topic}: changes committed more than once: {twice:?}");
-    let missing: Vec<_> = want.keys().filter(|s| !committed.contains_key(s)).take(5).collect();
-    assert!(missing.is_empty(), "{topic}: changes never committed: {missing:?}");
-    let extra: Vec<_> = committed.keys().filter(|s| !want.contains_key(s)).take(5).collect();
-    assert!(extra.is_empty(), "{topic}: changes that should not pass: {extra:?}");
+    let twice: Vec<_> = committed
+        .iter()
+        .filter(|(_, (n, _))| *n > 1)
+        .take(5)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{topic}: changes committed more than once: {twice:?}"
+    );
+    let missing: Vec<_> = want
+        .keys()
+        .filter(|s| !committed.contains_key(s))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{topic}: changes never committed: {missing:?}"
+    );
+    let extra: Vec<_> = committed
+        .keys()
+        .filter(|s| !want.contains_key(s))
+        .take(5)
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "{topic}: changes that should not pass: {extra:?}"
+    );
     for (seq, (_, amount)) in &committed {
-        assert_eq!(Some(amount), want.get(seq), "{topic}: change {seq} carries another value");
+        assert_eq!(
+            Some(amount),
+            want.get(seq),
+            "{topic}: change {seq} carries another value"
+        );
     }
     let uncommitted: usize = outputs(stack, topic, "read_uncommitted")
         .await
@@ -266,7 +297,11 @@ async fn scenario(
         .await
         .unwrap();
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline(&stack, &format!("txn-{component}"), processor)).unwrap();
+    std::fs::write(
+        &file,
+        pipeline(&stack, &format!("txn-{component}"), processor),
+    )
+    .unwrap();
     let runs = run_with_kills(&stack, &file, dir.path(), component, deliveries).await;
     wait_committed(&stack, output, want.len(), &runs).await;
     check_exactly_once(&stack, output, want).await;

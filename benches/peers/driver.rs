@@ -18,7 +18,10 @@ impl Peers {
     /// The classpath `scripts/peers.sh` installed, if it did.
     pub fn installed() -> Result<Peers, String> {
         let cache = std::env::var("SYNCLINE_CACHE").unwrap_or_else(|_| {
-            format!("{}/.cache/syncline", std::env::var("HOME").unwrap_or_default())
+            format!(
+                "{}/.cache/syncline",
+                std::env::var("HOME").unwrap_or_default()
+            )
         });
         let libs = PathBuf::from(cache).join("peers/libs");
         if libs.join(".complete").exists() {
@@ -48,7 +51,13 @@ impl Peers {
     /// with `name` and `connector.class`), its files in `dir`. JSON
     /// converters with schemas: Confluent's Avro converter is not on Maven
     /// Central, and the JDBC sink needs the schemas.
-    pub fn connect(&self, bootstrap: &str, dir: &Path, name: &str, props: &[(&str, String)]) -> Connect {
+    pub fn connect(
+        &self,
+        bootstrap: &str,
+        dir: &Path,
+        name: &str,
+        props: &[(&str, String)],
+    ) -> Connect {
         std::fs::create_dir_all(dir).unwrap();
         let rest_port = free_port();
         let worker = dir.join(format!("{name}-worker.properties"));
@@ -95,7 +104,14 @@ impl Peers {
     ) -> Command {
         let mut cmd = self.java("512m", "io.syncline.peers.StreamsDedup");
         cmd.args(["--broker", bootstrap, "--registry", registry])
-            .args(["--input", input, "--output", output, "--application-id", app_id])
+            .args([
+                "--input",
+                input,
+                "--output",
+                output,
+                "--application-id",
+                app_id,
+            ])
             .arg("--state-dir")
             .arg(state_dir);
         cmd
@@ -177,7 +193,12 @@ impl Connect {
 /// `url` (`postgres://user@host:port/db`), publishing to
 /// `<prefix>.public.<table>` with one partition per topic; `snapshot` is
 /// Debezium's `snapshot.mode` (`initial`, `no_data`).
-pub fn debezium_postgres(url: &str, table: &str, prefix: &str, snapshot: &str) -> Vec<(&'static str, String)> {
+pub fn debezium_postgres(
+    url: &str,
+    table: &str,
+    prefix: &str,
+    snapshot: &str,
+) -> Vec<(&'static str, String)> {
     let (user, rest) = url
         .trim_start_matches("postgres://")
         .split_once('@')
@@ -185,7 +206,10 @@ pub fn debezium_postgres(url: &str, table: &str, prefix: &str, snapshot: &str) -
     let (hostport, db) = rest.split_once('/').expect("a database name");
     let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5432"));
     vec![
-        ("connector.class", "io.debezium.connector.postgresql.PostgresConnector".into()),
+        (
+            "connector.class",
+            "io.debezium.connector.postgresql.PostgresConnector".into(),
+        ),
         ("database.hostname", host.into()),
         ("database.port", port.into()),
         ("database.user", user.into()),
@@ -194,8 +218,14 @@ pub fn debezium_postgres(url: &str, table: &str, prefix: &str, snapshot: &str) -
         ("topic.prefix", prefix.into()),
         ("table.include.list", format!("public.{table}")),
         ("plugin.name", "pgoutput".into()),
-        ("slot.name", format!("{}_slot", prefix.replace(['.', '-'], "_"))),
-        ("publication.name", format!("{}_pub", prefix.replace(['.', '-'], "_"))),
+        (
+            "slot.name",
+            format!("{}_slot", prefix.replace(['.', '-'], "_")),
+        ),
+        (
+            "publication.name",
+            format!("{}_pub", prefix.replace(['.', '-'], "_")),
+        ),
         ("publication.autocreate.mode", "filtered".into()),
         ("snapshot.mode", snapshot.into()),
         ("topic.creation.default.partitions", "3".into()),
@@ -217,7 +247,10 @@ pub fn debezium_jdbc_sink(url: &str, topic: &str, table: &str) -> Vec<(&'static 
         .split_once('@')
         .expect("postgres://user@host:port/db");
     vec![
-        ("connector.class", "io.debezium.connector.jdbc.JdbcSinkConnector".into()),
+        (
+            "connector.class",
+            "io.debezium.connector.jdbc.JdbcSinkConnector".into(),
+        ),
         ("topics", topic.into()),
         ("connection.url", format!("jdbc:postgresql://{rest}")),
         ("connection.username", user.into()),

@@ -26,6 +26,24 @@ use std::fmt;
 /// already has for those columns (never the null placeholder).
 pub const UNCHANGED_HEADER: &str = "syncline.unchanged";
 
+/// Kafka header carrying a record's original Kafka key through a dedup
+/// repartition topic (whose Kafka key is the dedup key).
+pub const ORIGINAL_KEY_HEADER: &str = "syncline.key";
+
+/// The columns an [`UNCHANGED_HEADER`] value names (comma-separated; an
+/// absent or non-UTF-8 header names none).
+pub fn unchanged_columns(header: Option<&[u8]>) -> Vec<String> {
+    header
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What happened to the row (the `syncline.Op` enum in schemas/syncline.Op.avsc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -162,6 +180,12 @@ pub struct ChangeEvent {
     pub before: Option<Vec<(String, Value)>>,
     pub after: Option<Vec<(String, Value)>>,
     pub source: SourceInfo,
+    /// Columns of `after` whose value did not change and is not carried
+    /// (`after` holds null for them): a CDC source cannot read an unchanged
+    /// TOASTed value. Every stage carries this with the change (a processor
+    /// renames or drops them with their columns); on the wire it is the
+    /// [`UNCHANGED_HEADER`]. A sink keeps the target's value for them.
+    pub unchanged: Vec<String>,
 }
 
 impl ChangeEvent {
@@ -174,6 +198,15 @@ impl ChangeEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unchanged_header_names_its_columns() {
+        assert_eq!(unchanged_columns(Some(b"a,b")), ["a", "b"]);
+        assert_eq!(unchanged_columns(Some(b",a,,")), ["a"]);
+        assert!(unchanged_columns(Some(b"")).is_empty());
+        assert!(unchanged_columns(Some(b"\xff")).is_empty());
+        assert!(unchanged_columns(None).is_empty());
+    }
 
     #[test]
     fn integer_positions_sort_like_numbers() {

@@ -17,7 +17,9 @@ use crate::schema::{envelope_row_schema, nullable_value, Column, TableSchema};
 use crate::value::unwrap_union;
 use apache_avro::schema::Schema;
 use apache_avro::types::Value;
-use schema_registry_converter::schema_registry_common::{get_bytes_result, get_payload, BytesResult};
+use schema_registry_converter::schema_registry_common::{
+    get_bytes_result, get_payload, BytesResult,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -282,13 +284,17 @@ impl Decoder {
 
     /// The writer schema `id`, checked against the limits, then parsed.
     async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>> {
-        if let Some(s) = self.schemas.lock().expect("decoder cache poisoned").get(&id) {
+        if let Some(s) = self
+            .schemas
+            .lock()
+            .expect("decoder cache poisoned")
+            .get(&id)
+        {
             return Ok(s.clone());
         }
         let text = self.client.schema_text(id).await?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::data(format!("writer schema {id} is not JSON")).with_source(e)
-        })?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::data(format!("writer schema {id} is not JSON")).with_source(e))?;
         self.limits
             .check_schema(&json)
             .map_err(|why| Error::data(format!("writer schema {id} is refused: {why}")))?;
@@ -321,8 +327,10 @@ impl Decoder {
             .build()
             .and_then(|r| r.read_value(&mut body))
             .map_err(|e| {
-                Error::data(format!("{what} does not decode with its writer schema {id}"))
-                    .with_source(e)
+                Error::data(format!(
+                    "{what} does not decode with its writer schema {id}"
+                ))
+                .with_source(e)
             })?;
         if !body.is_empty() {
             return Err(Error::data(format!(
@@ -430,6 +438,7 @@ impl Decoder {
                 before,
                 after,
                 source,
+                unchanged: Vec::new(),
             },
             value_schema_id: value_id,
             columns,

@@ -25,19 +25,24 @@ pub struct Raw {
     /// The `syncline.key` header: the original Kafka key of a record that
     /// went through a repartition topic (whose key is the dedup key).
     pub original_key: Option<Vec<u8>>,
+    /// The `syncline.unchanged` header, as is: set into the decoded change.
+    pub unchanged: Option<Vec<u8>>,
 }
 
-/// The header that carries a record's original Kafka key through a
-/// repartition topic.
-pub const ORIGINAL_KEY_HEADER: &str = "syncline.key";
+pub use syncline_core::change::ORIGINAL_KEY_HEADER;
+use syncline_core::change::UNCHANGED_HEADER;
 
 impl Raw {
     pub fn from_message<M: Message>(m: &M) -> Raw {
-        let original_key = m.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == ORIGINAL_KEY_HEADER)
-                .and_then(|h| h.value.map(<[u8]>::to_vec))
-        });
+        let header = |name: &str| {
+            m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value.map(<[u8]>::to_vec))
+            })
+        };
+        let original_key = header(ORIGINAL_KEY_HEADER);
+        let unchanged = header(UNCHANGED_HEADER);
         Raw {
             topic: m.topic().to_string(),
             partition: m.partition(),
@@ -45,7 +50,13 @@ impl Raw {
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
             original_key,
+            unchanged,
         }
+    }
+
+    /// The columns its `syncline.unchanged` header names.
+    pub fn unchanged_columns(&self) -> Vec<String> {
+        syncline_core::change::unchanged_columns(self.unchanged.as_deref())
     }
 
     /// `topic[partition]@offset`, for messages.
@@ -217,8 +228,9 @@ where
 /// stage (`kafka.exactly_once: transactions`).
 ///
 /// # Guarantee
-/// [`Transactional::commit`] makes the batch's records (outputs, dead
-/// letters, changelog records: everything produced since
+/// [`Transactional::commit`] makes the batch's records (outputs,
+/// changelog records, and a stage's own dead letters: everything produced
+/// with this producer since
 /// [`Transactional::begin`]) and its consumer group's input offsets one
 /// atomic step: a `read_committed` consumer sees all of them or none, and
 /// the group resumes after them or before them. Stale instances are fenced
@@ -264,7 +276,9 @@ impl Transactional {
     /// Open the batch's transaction: what is produced from now on belongs to it.
     pub fn begin(&self) -> Result<()> {
         self.producer.begin_transaction().map_err(|e| {
-            Error::transient(format!("cannot begin a transaction of `{}`", self.id)).with_source(e)
+            Error::transient(format!("cannot begin a transaction of `{}`", self.id))
+                .with_source(e)
+                .restarting_component()
         })?;
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
@@ -289,11 +303,14 @@ impl Transactional {
             }
             Err(e) => {
                 self.abort_blocking();
+                // The producer may be fenced or stuck mid-commit, and the
+                // group generation stale: build the component again.
                 Err(Error::transient(format!(
                     "the transaction of `{}` was aborted; its batch is read again",
                     self.id
                 ))
-                .with_source(e))
+                .with_source(e)
+                .restarting_component())
             }
         }
     }

@@ -142,6 +142,7 @@ mod tests {
             ),
         ];
         ChangeEvent {
+            unchanged: Vec::new(),
             op,
             key: vec![("id".to_string(), Value::Long(id))],
             before: None,

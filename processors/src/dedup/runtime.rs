@@ -350,12 +350,21 @@ impl Repartition {
                     if let Some(v) = &r.value {
                         record = record.payload(&v[..]);
                     }
+                    // The original key, and the unchanged columns, ride along.
+                    let mut headers = OwnedHeaders::new();
                     if let Some(k) = &r.key {
-                        record = record.headers(OwnedHeaders::new().insert(Header {
+                        headers = headers.insert(Header {
                             key: ORIGINAL_KEY_HEADER,
                             value: Some(&k[..]),
-                        }));
+                        });
                     }
+                    if let Some(u) = &r.unchanged {
+                        headers = headers.insert(Header {
+                            key: syncline_core::change::UNCHANGED_HEADER,
+                            value: Some(&u[..]),
+                        });
+                    }
+                    record = record.headers(headers);
                     pending.push(io::send(producer, record)?);
                 }
                 Err(reason) => {
@@ -417,7 +426,10 @@ impl ConsumerContext for DedupContext {
             .extend(parts.iter().map(|(_, p)| *p));
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                match self.await_stable(consumer, tpl).and_then(|()| self.restore_all(&parts)) {
+                match self
+                    .await_stable(consumer, tpl)
+                    .and_then(|()| self.restore_all(&parts))
+                {
                     Ok(offsets) => {
                         for ((topic, partition), offset) in parts.iter().zip(offsets) {
                             let _ = tpl.set_partition_offset(topic, *partition, offset);
@@ -665,7 +677,10 @@ impl Loop<'_> {
                 || self.decoder.decode(change_key, r.value.as_deref()),
             ));
             let decoded = match decoded {
-                Ok(Some(d)) => Ok(d),
+                Ok(Some(mut d)) => {
+                    d.event.unchanged = r.unchanged_columns();
+                    Ok(d)
+                }
                 Ok(None) => return Ok(None),
                 Err(e) if e.kind() == ErrorKind::Data => Err(format!("cannot decode: {e}")),
                 Err(e) => return Err(e),
@@ -883,9 +898,10 @@ impl Loop<'_> {
         let Some((key, value)) = encoded else {
             return Err(Error::transient("shut down while publishing"));
         };
-        io::send(
-            &self.producer,
-            FutureRecord::to(&s.to).key(&key).payload(&value),
-        )
+        let mut record = FutureRecord::to(&s.to).key(&key).payload(&value);
+        if let Some(h) = syncline_core::kafka::change_headers(&decoded.event) {
+            record = record.headers(h);
+        }
+        io::send(&self.producer, record)
     }
 }

@@ -88,6 +88,18 @@ fn apply_step(
             }
         }
         Step::Set(fields) => {
+            // A column computed from an unchanged one (whose value the change
+            // does not carry) is unchanged too: the target keeps its value,
+            // never one computed from the null placeholder. Any other
+            // column it writes now has a value.
+            let derived: Vec<&str> = fields
+                .iter()
+                .filter(|(_, e)| ev.unchanged.iter().any(|u| mentions(&e.text, u)))
+                .map(|(col, _)| col.name.as_str())
+                .collect();
+            ev.unchanged
+                .retain(|u| !fields.iter().any(|(col, _)| &col.name == u));
+            ev.unchanged.extend(derived.into_iter().map(str::to_string));
             // Every expression sees the row as it was before this step, so
             // the order of the fields in one `set` does not matter.
             let mut images = [ev.before.clone(), ev.after.clone()];
@@ -104,6 +116,11 @@ fn apply_step(
             [ev.before, ev.after] = images;
         }
         Step::Rename(pairs) => {
+            for name in ev.unchanged.iter_mut() {
+                if let Some((_, new)) = pairs.iter().find(|(old, _)| old == name) {
+                    *name = new.clone();
+                }
+            }
             for (name, _) in rows_and_key(ev) {
                 if let Some((_, new)) = pairs.iter().find(|(old, _)| old == name) {
                     *name = new.clone();
@@ -111,6 +128,7 @@ fn apply_step(
             }
         }
         Step::Drop(names) => {
+            ev.unchanged.retain(|u| !names.contains(u));
             for img in [&mut ev.before, &mut ev.after].into_iter().flatten() {
                 img.retain(|(n, _)| !names.contains(n));
             }
@@ -154,6 +172,17 @@ fn apply_step(
         }
     }
     Ok(true)
+}
+
+/// Whether expression `text` names column `column` (as a whole word: an
+/// over-approximation that errs towards keeping the target's value).
+fn mentions(text: &str, column: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(column).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + column.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
 }
 
 /// Every (name, value) of both row images and of the key: rename, cast and
@@ -298,7 +327,32 @@ mod tests {
                 position_text: "42".into(),
                 ts_us: 1_700_000_000_000_000,
             },
+            unchanged: Vec::new(),
         }
+    }
+
+    #[test]
+    fn unchanged_columns_follow_renames_drops_and_derived_values() {
+        let r = rules(
+            r#"
+steps:
+  - rename: { email: contact }
+  - drop: [internal_notes]
+  - set: { email_domain: "row.contact + '!'", country: "'FR'" }
+"#,
+        );
+        let mut ev = insert("1.00", "DE");
+        ev.unchanged = vec!["email".into(), "internal_notes".into(), "country".into()];
+        let (_, out) = emitted(r.apply(&ev));
+        let mut got = out.unchanged.clone();
+        got.sort();
+        // `contact` is `email` renamed; `email_domain` is computed from it,
+        // so the target keeps its value; `country` was set: it has a value;
+        // `internal_notes` is gone.
+        assert_eq!(got, ["contact", "email_domain"]);
+        assert!(mentions("row.contact + 'x'", "contact"));
+        assert!(!mentions("row.contacts", "contact"));
+        assert!(!mentions("row.my_contact", "contact"));
     }
 
     fn insert(amount: &str, country: &str) -> ChangeEvent {

@@ -51,7 +51,6 @@ use apache_avro::types::Value;
 use decode::TypeInfo;
 use progress::ProgressStore;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use slot::Resolved;
 use std::collections::HashMap;
@@ -210,23 +209,13 @@ impl PostgresCdcSource {
 
     /// Encode `event` and hand it to the producer, in call order (the
     /// producer keeps that order per partition). Returns the delivery future.
-    async fn enqueue(
-        &self,
-        t: usize,
-        event: &ChangeEvent,
-        unchanged: &[String],
-    ) -> Result<DeliveryFuture> {
+    async fn enqueue(&self, t: usize, event: &ChangeEvent) -> Result<DeliveryFuture> {
         let table = &self.tables[t];
         let (k, v) = self
             .encoder
             .encode(&table.resolved.topic, &table.schema, event)
             .await?;
-        let headers = (!unchanged.is_empty()).then(|| {
-            OwnedHeaders::new().insert(Header {
-                key: UNCHANGED_HEADER,
-                value: Some(unchanged.join(",").as_bytes()),
-            })
-        });
+        let headers = syncline_core::kafka::change_headers(event);
         let mut record = FutureRecord::to(&table.resolved.topic).key(&k).payload(&v);
         if let Some(h) = headers {
             record = record.headers(h);

@@ -171,9 +171,7 @@ pub async fn resolve_tables(client: &Client, entries: &[CdcTableConfig]) -> Resu
             let columns: Vec<RawColumn> = client
                 .query(COLUMNS_SQL, &[&oid])
                 .await
-                .map_err(|e| {
-                    pg_error(e, format!("cannot read the columns of {schema}.{table}"))
-                })?
+                .map_err(|e| pg_error(e, format!("cannot read the columns of {schema}.{table}")))?
                 .iter()
                 .map(|r| RawColumn {
                     name: r.get(0),

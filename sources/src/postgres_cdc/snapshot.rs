@@ -178,9 +178,7 @@ async fn snapshot_connection(source: &PostgresCdcSource, snapshot: &str) -> Resu
             snapshot.replace('\'', "")
         ))
         .await
-        .map_err(|e| {
-            slot::pg_error(e, "snapshot: cannot import the exported snapshot")
-        })?;
+        .map_err(|e| slot::pg_error(e, "snapshot: cannot import the exported snapshot"))?;
     Ok(client)
 }
 
@@ -458,8 +456,9 @@ impl PostgresCdcSource {
                     before: None,
                     after: Some(values),
                     source: self.source_info(name, position.clone(), text.clone(), now_us),
+                    unchanged: Vec::new(),
                 };
-                deliveries.push(self.enqueue(t, &ev, &[]).await?);
+                deliveries.push(self.enqueue(t, &ev).await?);
             }
             let n = rows.len();
             if let Some(last) = rows.last() {

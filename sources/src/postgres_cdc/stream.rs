@@ -580,6 +580,7 @@ impl PostgresCdcSource {
                 ),
                 tx.ts_us,
             ),
+            unchanged: Vec::new(),
         };
         tx.deliveries.extend(self.enqueue_truncate(t, &ev).await?);
         tracing::info!(source = %self.name, table = %ev.source.table, position = %ev.source.position_text,
@@ -612,8 +613,9 @@ impl PostgresCdcSource {
             before,
             after,
             source: self.source_info(&self.tables[t].resolved.name(), position, text, tx.ts_us),
+            unchanged,
         };
-        tx.deliveries.push(self.enqueue(t, &ev, &unchanged).await?);
+        tx.deliveries.push(self.enqueue(t, &ev).await?);
         Ok(())
     }
 }

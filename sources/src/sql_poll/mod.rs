@@ -352,6 +352,7 @@ impl SqlPollSource {
                     before: None,
                     after: Some(row.values),
                     source: self.source_info(plan, position, position_text, now_us),
+                    unchanged: Vec::new(),
                 }
             })
             .collect();
@@ -482,6 +483,7 @@ impl SqlPollSource {
                     before: None,
                     after: None,
                     source: self.source_info(plan, position, text, now_us),
+                    unchanged: Vec::new(),
                 }
             })
             .collect();

@@ -6,11 +6,11 @@ use super::config::TableConfig;
 use super::cursor::{Cursor, CursorPart};
 use super::fence::{FenceDecision, FenceState, Running};
 use super::plan::{plain_query, quote_ident, quote_table, subquery, SourceRow, TablePlan};
-use syncline_core::error::postgres::pg_error;
 use apache_avro::types::Value;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{pin_mut, TryStreamExt};
 use std::time::Instant;
+use syncline_core::error::postgres::pg_error;
 use syncline_core::schema::nullable_value;
 use syncline_core::value::decimal_from_text;
 use syncline_core::{Column, ColumnType, Error, Result};
@@ -238,9 +238,7 @@ impl PgSource {
                     plain_query(query)
                 ))
                 .await
-                .map_err(|e| {
-                    pg_error(e, format!("the query of `{name}` is not a valid SELECT"))
-                })?;
+                .map_err(|e| pg_error(e, format!("the query of `{name}` is not a valid SELECT")))?;
                 view.to_string()
             }
             (None, None) => return Err(Error::config(format!("`{name}`: set `table` or `query`"))),
