@@ -40,7 +40,8 @@ pub struct RulesProcessorConfig {
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Longest time a record waits for its batch to fill before the batch is
-    /// flushed anyway, in milliseconds.
+    /// flushed anyway, in milliseconds. A batch is also flushed as soon as
+    /// the input is idle for 5 ms, so at a trickle changes do not wait.
     #[serde(default = "default_batch_timeout_ms")]
     pub batch_timeout_ms: u64,
 }
@@ -90,8 +91,11 @@ impl RulesProcessorConfig {
             from: self.from.clone(),
             to: self.to.clone(),
             steps: self.steps.clone(),
-            batch_size: self.batch_size,
-            batch_timeout: std::time::Duration::from_millis(self.batch_timeout_ms),
+            batch: syncline_runtime::BatchSettings {
+                max_records: self.batch_size,
+                max_wait: std::time::Duration::from_millis(self.batch_timeout_ms),
+                ..Default::default()
+            },
         };
         RulesProcessor::new(settings, ctx)
     }

@@ -1,10 +1,18 @@
 //! The running `rules` processor: consume the input topics in a consumer
 //! group, apply the compiled steps to each change, produce the outputs.
 //!
+//! The processor is a [`Stage`] of the connector runtime
+//! (`syncline_runtime::consume`), which consumes, batches, decodes,
+//! dead-letters, retries and commits; it publishes through the runtime's
+//! [`Publisher`]. What is particular to `rules`: [`Stage::prepare`] compiles
+//! the steps for each input shape and applies them to one change, and
+//! [`Stage::write`] publishes a batch's outputs.
+//!
 //! # Guarantee and commit order
 //! At least once, with stable identity. For each batch of consumed records:
-//! 1. every output (and every dead-lettered record) is handed to an
-//!    idempotent producer, in input order;
+//! 1. every output is handed to an idempotent producer, in input order, and
+//!    every record that cannot be decoded, whose shape the steps do not fit,
+//!    or on which a step fails, to the dead-letter topic;
 //! 2. the processor waits until the broker has acknowledged every one of them;
 //! 3. only then are the batch's input offsets committed to Kafka.
 //!
@@ -17,25 +25,29 @@
 //! offset is never committed before its outputs are safe on the broker.
 //!
 //! With `kafka.exactly_once: transactions`, steps 1-3 are also one Kafka
-//! transaction ([`crate::io::Transactional`]): the batch's outputs, dead
-//! letters and input offsets commit together or not at all, so a
-//! `read_committed` consumer of the outputs sees each change once, and an
-//! instance that lost its partitions cannot commit.
+//! transaction ([`crate::io::Transactional`]): the batch's outputs and
+//! input offsets commit together or not at all, so a `read_committed`
+//! consumer of the outputs sees each change once, and an instance that lost
+//! its partitions cannot commit. A failed transaction is aborted and the
+//! processor is built again (new producer, fresh group generation), resuming
+//! from the committed offsets. Dead letters go through the runtime's own
+//! producer, outside the transaction: at least once.
 
 use super::{CompiledRules, Outcome, StepConfig};
-use crate::io::{self, retry, Raw, Transactional};
+use crate::io::Transactional;
 use crate::metrics::ProcessorMetrics;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use syncline_core::codec::{Decoded, Decoder, Encoder};
+use syncline_core::codec::{Decoded, Encoder};
 use syncline_core::error::ErrorKind;
-use syncline_core::kafka::{DeadLetter, ExactlyOnce};
+use syncline_core::kafka::ExactlyOnce;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
-use syncline_core::{Error, Op, Result, TableSchema};
+use syncline_core::{ChangeEvent, Error, Op, Result, TableSchema};
+use syncline_runtime::consume::{self, ConsumeSettings};
+use syncline_runtime::publish::{Pending, Publisher};
+use syncline_runtime::record::offset_list;
+use syncline_runtime::{BatchSettings, Commit, OffsetsHome, Record, Stage, TopicPartition};
 
 /// The typed settings the running processor gets (no raw user words).
 #[derive(Debug, Clone)]
@@ -45,8 +57,7 @@ pub struct Settings {
     pub from: Vec<String>,
     pub to: String,
     pub steps: Vec<StepConfig>,
-    pub batch_size: usize,
-    pub batch_timeout: Duration,
+    pub batch: BatchSettings,
 }
 
 /// A built `rules` processor, ready to run.
@@ -66,16 +77,9 @@ impl RulesProcessor {
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
         let s = &self.settings;
         let kafka = &self.ctx.kafka;
-        let mut outputs = outputs(s);
-        outputs.push(s.dead_letter_topic.clone());
-        for t in &outputs {
+        for t in &outputs(s) {
             kafka.ensure_topic(t, kafka.partitions, false).await?;
         }
-        let consumer: StreamConsumer = kafka.subscribed(
-            &s.group_id,
-            &s.from,
-            rdkafka::consumer::DefaultConsumerContext,
-        )?;
         let txn = match kafka.exactly_once {
             ExactlyOnce::Identity => None,
             ExactlyOnce::Transactions => Some(Transactional::new(&self.ctx, "").await?),
@@ -84,20 +88,24 @@ impl RulesProcessor {
             Some(t) => t.producer().clone(),
             None => kafka.producer()?,
         };
-        let mut lp = Loop {
-            settings: s,
-            component: &self.ctx.component,
+        let stage = RulesStage {
+            settings: s.clone(),
             namespace: format!("syncline.{}", avro_name(&self.ctx.component)),
-            decoder: self.ctx.decoder()?,
-            encoder: Encoder::new(&self.ctx.registry)?,
-            producer,
+            publisher: Publisher::new(Encoder::new(&self.ctx.registry)?, producer),
             txn,
             compiled: HashMap::new(),
-            shutdown: &shutdown,
+            shutdown: shutdown.clone(),
             metrics: ProcessorMetrics::new(&self.ctx),
         };
+        let consume = ConsumeSettings {
+            kind: "rules",
+            group_id: s.group_id.clone(),
+            topics: s.from.clone(),
+            batch: s.batch.clone(),
+            dead_letter_topic: s.dead_letter_topic.clone(),
+        };
         tracing::info!(processor = %self.ctx.component, group = %s.group_id, from = ?s.from, to = %s.to, "rules processor started");
-        let result = lp.run(&consumer).await;
+        let result = consume::run(&self.ctx, consume, stage, shutdown).await;
         match &result {
             Ok(()) => tracing::info!(processor = %self.ctx.component, "rules processor stopped"),
             Err(e) => {
@@ -128,187 +136,135 @@ pub(crate) fn output_topics(to: &str, steps: &[StepConfig]) -> Vec<String> {
     out
 }
 
-struct Loop<'a> {
-    settings: &'a Settings,
-    component: &'a str,
+/// One change the steps made, ready to publish.
+pub(crate) struct Output {
+    /// The output topic (`to`, or the one a `route` step chose).
+    topic: String,
+    rules: Arc<CompiledRules>,
+    event: ChangeEvent,
+    /// The input record's origin, for error messages.
+    at: String,
+}
+
+struct RulesStage {
+    settings: Settings,
     namespace: String,
-    decoder: Decoder,
-    encoder: Encoder,
-    producer: FutureProducer,
-    /// Set with `kafka.exactly_once: transactions` (`producer` is its producer).
+    publisher: Publisher,
+    /// Set with `kafka.exactly_once: transactions` (the publisher's producer is its producer).
     txn: Option<Transactional>,
     /// Compiled steps per input value schema id: a new id (the input's shape
     /// changed) compiles the steps again.
     compiled: HashMap<u32, Arc<CompiledRules>>,
-    shutdown: &'a Shutdown,
+    shutdown: Shutdown,
     metrics: ProcessorMetrics,
 }
 
-impl Loop<'_> {
-    async fn run(&mut self, consumer: &StreamConsumer) -> Result<()> {
-        let s = self.settings;
-        while !self.shutdown.is_cancelled() {
-            let Some(batch) = io::collect_batch(
-                consumer,
-                self.shutdown,
-                self.component,
-                s.batch_size,
-                s.batch_timeout,
-            )
-            .await?
-            else {
-                return Ok(());
-            };
-            if batch.is_empty() {
-                continue;
-            }
-            self.metrics.records_in.increment(batch.len() as u64);
-            if let Some(txn) = &self.txn {
-                txn.begin()?;
-            }
-            let processed = self.process(&batch).await;
-            if !matches!(processed, Ok(Some(()))) {
-                // Shutdown or a failure in the middle of the batch: nothing
-                // of it may count.
-                if let Some(txn) = &self.txn {
-                    txn.abort_blocking();
-                }
-                return processed.map(|_| ());
-            }
-            let started = Instant::now();
-            let next = io::next_offsets(
-                batch
-                    .iter()
-                    .map(|r| (r.topic.as_str(), r.partition, r.offset)),
-            );
-            if let Some(txn) = &self.txn {
-                let group = io::group_metadata(consumer)?;
-                txn.commit(io::offset_list(&next)?, group).await?;
-            } else if let Err(e) = consumer.commit(&io::offset_list(&next)?, CommitMode::Sync) {
-                // A failed commit (e.g. the partition moved to another
-                // member) only means those records are read again: their
-                // outputs are replays with equal identity.
-                tracing::warn!(processor = %self.component, error = %e, "cannot commit input offsets; they will be read again");
-            }
-            self.metrics
-                .commit_seconds
-                .record(started.elapsed().as_secs_f64());
+impl Stage for RulesStage {
+    type Item = Output;
+
+    fn offsets_home(&self) -> OffsetsHome {
+        match self.txn {
+            Some(_) => OffsetsHome::KafkaTransaction,
+            None => OffsetsHome::Kafka,
         }
-        Ok(())
     }
 
-    /// Produce the outputs of `batch` and wait until the broker has every
-    /// one. `None`: shutdown came first (nothing may be committed).
-    async fn process(&mut self, batch: &[Raw]) -> Result<Option<()>> {
-        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(batch.len());
-        let (mut emitted, mut filtered, mut dead) = (0usize, 0usize, 0usize);
-        for r in batch {
-            let at = r.at();
-            let decoded = retry(
-                self.shutdown,
-                self.component,
-                "schema registry unavailable",
-                || self.decoder.decode(r.key.as_deref(), r.value.as_deref()),
-            )
-            .await;
-            let decoded = match decoded {
-                Ok(Some(d)) => d,
-                Ok(None) => return Ok(None),
-                Err(e) if e.kind() == ErrorKind::Data => {
-                    let reason = format!("cannot decode the record at {at}: {e}");
-                    pending.push(self.dead_letter(r, &reason)?);
-                    dead += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let rules = match self.rules_for(&decoded, &r.topic) {
-                Ok(rules) => rules,
-                // Steps that name `key.*` cannot compile without the key
-                // columns, which a keyless TRUNCATE does not carry.
-                Err(e) if decoded.event.op == Op::Truncate => {
-                    let reason =
-                        format!("a TRUNCATE at {at} came before any row of its shape, and {e}");
-                    pending.push(self.dead_letter(r, &reason)?);
-                    dead += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            match rules.apply(&decoded.event) {
-                Outcome::Filtered => filtered += 1,
-                Outcome::Failed { reason } => {
-                    let reason = format!("the steps failed on the record at {at}: {reason}");
-                    pending.push(self.dead_letter(r, &reason)?);
-                    dead += 1;
-                }
-                Outcome::Emit { event, .. } if event.op == Op::Truncate => {
-                    if self.settings.from.len() > 1 {
-                        let reason = format!(
-                            "the record at {at} is a TRUNCATE of one of several input topics merged into one \
-                             output; applying it would empty the rows of the others too, so it is not forwarded"
-                        );
-                        pending.push(self.dead_letter(r, &reason)?);
-                        dead += 1;
-                        continue;
-                    }
-                    // Every output may hold rows of the truncated table.
-                    for topic in outputs(self.settings) {
-                        let sent = retry(
-                            self.shutdown,
-                            self.component,
-                            "cannot publish a TRUNCATE",
-                            || async {
-                                let value = self
-                                    .encoder
-                                    .encode_truncate(&topic, rules.output_schema(), &event)
-                                    .await?;
-                                io::broadcast(&self.producer, &topic, &value).await
-                            },
-                        )
-                        .await?;
-                        let Some(sent) = sent else {
-                            return Ok(None);
-                        };
-                        pending.extend(sent);
-                    }
-                    emitted += 1;
-                }
-                Outcome::Emit { topic, event } => {
-                    let topic = topic.as_deref().unwrap_or(&self.settings.to);
-                    let schema = rules.output_schema();
-                    // Registers the output schemas once per shape: an
-                    // incompatible one is a Data error, before anything is produced.
-                    let encoded = retry(
-                        self.shutdown,
-                        self.component,
-                        "schema registry unavailable",
-                        || self.encoder.encode(topic, schema, &event),
-                    )
-                    .await
-                    .map_err(|e| {
-                        Error::new(
-                            e.kind(),
-                            format!("cannot publish the output of the record at {at} to `{topic}`"),
-                        )
-                        .with_source(e)
-                    })?;
-                    let Some((key, value)) = encoded else {
-                        return Ok(None);
-                    };
-                    pending.push(self.send(FutureRecord::to(topic).key(&key).payload(&value))?);
-                    emitted += 1;
-                }
+    async fn assigned(&mut self, _: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
+        Ok(HashMap::new())
+    }
+
+    fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Output>> {
+        let at = record.origin().to_string();
+        let rules = match self.rules_for(&decoded, &record.topic) {
+            Ok(rules) => rules,
+            // Steps that name `key.*` cannot compile without the key
+            // columns, which a keyless TRUNCATE does not carry.
+            Err(e) if decoded.event.op == Op::Truncate => {
+                return Err(Error::data(format!(
+                    "a TRUNCATE came before any row of its shape, and {e}"
+                )))
             }
+            Err(e) => return Err(e),
+        };
+        match rules.apply(&decoded.event) {
+            Outcome::Filtered => {
+                self.metrics.filtered.increment(1);
+                Ok(None)
+            }
+            Outcome::Failed { reason } => Err(Error::data(format!("the steps failed: {reason}"))),
+            Outcome::Emit { event, .. }
+                if event.op == Op::Truncate && self.settings.from.len() > 1 =>
+            {
+                Err(Error::data(
+                    "it is a TRUNCATE of one of several input topics merged into one output; \
+                     applying it would empty the rows of the others too, so it is not forwarded",
+                ))
+            }
+            Outcome::Emit { topic, event } => Ok(Some(Output {
+                topic: topic.unwrap_or_else(|| self.settings.to.clone()),
+                rules,
+                event,
+                at,
+            })),
         }
-        if io::acknowledged(self.shutdown, pending).await?.is_none() {
-            return Ok(None);
+    }
+
+    async fn write(&mut self, items: &[Output], commit: &Commit<'_>) -> Result<usize> {
+        let group = match &self.txn {
+            Some(txn) => {
+                let group = commit.group_metadata()?;
+                txn.begin()?;
+                Some(group)
+            }
+            None => None,
+        };
+        let published = self.publish(items).await;
+        match (&self.txn, group, published) {
+            (Some(txn), Some(group), Ok(n)) => {
+                // Outputs and input offsets commit together, or not at all.
+                txn.commit_blocking(&offset_list(commit.next()), group)?;
+                Ok(n)
+            }
+            (Some(txn), _, Err(e)) => {
+                txn.abort_blocking();
+                Err(e)
+            }
+            (_, _, result) => result,
         }
-        self.metrics.records_out.increment(emitted as u64);
-        self.metrics.filtered.increment(filtered as u64);
-        self.metrics.dead_lettered.increment(dead as u64);
-        tracing::debug!(processor = %self.component, records = batch.len(), emitted, filtered, dead_lettered = dead, "batch published");
-        Ok(Some(()))
+    }
+}
+
+impl RulesStage {
+    /// Publish `items` and wait until the broker has every one.
+    async fn publish(&self, items: &[Output]) -> Result<usize> {
+        let mut pending: Vec<Pending> = Vec::with_capacity(items.len());
+        for o in items {
+            let schema = o.rules.output_schema();
+            if o.event.op == Op::Truncate {
+                // Every output may hold rows of the truncated table.
+                for topic in outputs(&self.settings) {
+                    pending.extend(
+                        self.publisher
+                            .publish_truncate(&topic, schema, &o.event)
+                            .await
+                            .map_err(|e| output_error(e, &o.at, &topic))?,
+                    );
+                }
+                continue;
+            }
+            // Registers the output schemas once per shape: an incompatible
+            // one stops the processor before anything of the shape is produced.
+            pending.push(
+                self.publisher
+                    .publish(&o.topic, schema, &o.event)
+                    .await
+                    .map_err(|e| output_error(e, &o.at, &o.topic))?,
+            );
+        }
+        match self.publisher.acknowledged(&self.shutdown, pending).await? {
+            Some(_) => Ok(items.len()),
+            None => Err(Error::transient("shut down while publishing")),
+        }
     }
 
     /// The steps compiled for this record's input shape (compiled on first sight).
@@ -337,7 +293,8 @@ impl Loop<'_> {
                     )
                 })
                 .collect();
-            Error::config(format!(
+            // This shape's records are set aside; others go on.
+            Error::data(format!(
                 "the steps do not fit the records of `{topic}` (value schema id {}): {}",
                 d.value_schema_id,
                 text.join("; ")
@@ -351,27 +308,19 @@ impl Loop<'_> {
         }
         Ok(rules)
     }
+}
 
-    /// Send a record to the dead-letter topic, unchanged, with the reason
-    /// and where it came from. Acknowledged with the rest of the batch.
-    fn dead_letter(&self, r: &Raw, reason: &str) -> Result<DeliveryFuture> {
-        let record = DeadLetter {
-            topic: &r.topic,
-            partition: r.partition,
-            offset: r.offset,
-            key: r.key.as_deref(),
-            value: r.value.as_deref(),
-            reason,
-        }
-        .record(&self.settings.dead_letter_topic);
-        tracing::warn!(processor = %self.component, dead_letter_topic = %self.settings.dead_letter_topic, reason, "record dead-lettered");
-        self.send(record)
-    }
-
-    fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
-        &self,
-        record: FutureRecord<'_, K, P>,
-    ) -> Result<DeliveryFuture> {
-        io::send(&self.producer, record)
-    }
+/// An output that cannot be published, named by its input. An output the
+/// encoder cannot encode is this record's problem (`Data`: dead-lettered);
+/// a registry away or refusing the schema keeps its kind.
+fn output_error(e: Error, at: &str, topic: &str) -> Error {
+    let kind = match e.kind() {
+        ErrorKind::Internal => ErrorKind::Data,
+        k => k,
+    };
+    Error::new(
+        kind,
+        format!("cannot publish the output of the record at {at} to `{topic}`"),
+    )
+    .with_source(e)
 }
