@@ -138,7 +138,12 @@ impl DecodeLimits {
                             }
                         }
                         Some(Json::String(t)) if t == "record" || t == "error" => {
-                            for f in o.get("fields").and_then(Json::as_array).into_iter().flatten() {
+                            for f in o
+                                .get("fields")
+                                .and_then(Json::as_array)
+                                .into_iter()
+                                .flatten()
+                            {
                                 if let Some(ft) = f.get("type") {
                                     self.check(ft, depth + 1, defining, &ns)?;
                                 }

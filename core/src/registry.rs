@@ -72,7 +72,10 @@ impl RegistryClient {
             .no_proxy()
             .build()
             .context(ErrorKind::Config, || {
-                format!("cannot set up the schema registry client for {}", config.url)
+                format!(
+                    "cannot set up the schema registry client for {}",
+                    config.url
+                )
             })?;
         Ok(Self {
             http,
@@ -87,7 +90,10 @@ impl RegistryClient {
     /// The text of the schema with `id`.
     pub async fn schema_text(&self, id: u32) -> Result<String> {
         let answer = self
-            .call(self.http.get(format!("{}/schemas/ids/{id}", self.base)), &format!("schema id {id}"))
+            .call(
+                self.http.get(format!("{}/schemas/ids/{id}", self.base)),
+                &format!("schema id {id}"),
+            )
             .await?;
         answer
             .get("schema")
@@ -107,7 +113,11 @@ impl RegistryClient {
         let body = serde_json::json!({ "schema": schema });
         let request = self
             .http
-            .post(format!("{}/subjects/{}/versions", self.base, path_segment(subject)))
+            .post(format!(
+                "{}/subjects/{}/versions",
+                self.base,
+                path_segment(subject)
+            ))
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .body(body.to_string());
         let answer = self
@@ -127,7 +137,11 @@ impl RegistryClient {
 
     /// Send `request`; a JSON answer, or an error whose kind comes from the
     /// registry table. `what` names the object for messages.
-    async fn call(&self, request: reqwest::RequestBuilder, what: &str) -> Result<serde_json::Value> {
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<serde_json::Value> {
         let request = match &self.auth {
             Some((user, password)) => request.basic_auth(user, password.as_deref()),
             None => request,
@@ -142,8 +156,11 @@ impl RegistryClient {
         let status = response.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| {
-            Error::transient(format!("the schema registry at {} broke off its answer", self.base))
-                .with_source(e.without_url())
+            Error::transient(format!(
+                "the schema registry at {} broke off its answer",
+                self.base
+            ))
+            .with_source(e.without_url())
         })? {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
                 return Err(Error::data(format!(
@@ -176,15 +193,28 @@ impl RegistryClient {
             .take(500)
             .collect::<String>();
         let (kind, why) = crate::error::registry::classify(status, code);
-        Err(Error::new(
+        let error = Error::new(
             kind,
             format!(
                 "schema registry at {}: {what}: {why} (HTTP {status}{}{})",
                 self.base,
-                if code == 0 { String::new() } else { format!(", error {code}") },
-                if message.is_empty() { String::new() } else { format!(": {message}") },
+                if code == 0 {
+                    String::new()
+                } else {
+                    format!(", error {code}")
+                },
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                },
             ),
-        ))
+        );
+        // A refused schema stops the pipeline, before any partial write.
+        Err(match status {
+            409 | 422 => error.stopping_pipeline(),
+            _ => error,
+        })
     }
 }
 

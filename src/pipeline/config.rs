@@ -49,6 +49,13 @@ pub struct PipelineConfig {
     /// them goes to its stage's dead-letter topic with the reason.
     #[serde(default)]
     pub limits: DecodeLimits,
+    /// When a component stops with an error that retrying cannot fix (it
+    /// needs an operator), stop the whole pipeline too. Default `false`: only
+    /// that component stops, says so in the log and in the metric
+    /// `syncline_component_stopped`, and the others go on; `syncline run`
+    /// exits with an error once every component has ended.
+    #[serde(default)]
+    pub fail_fast: bool,
 }
 
 /// A source: `type` picks the kind.

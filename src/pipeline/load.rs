@@ -23,6 +23,7 @@ const TOP_KEYS: &[&str] = &[
     "sinks",
     "external_topics",
     "limits",
+    "fail_fast",
 ];
 
 /// One problem in a pipeline file.
@@ -316,6 +317,10 @@ pub fn load_str(
         None => Default::default(),
         Some(v) => l.de(&root_path.key("limits"), v).unwrap_or_default(),
     };
+    let fail_fast = match take("fail_fast") {
+        None => false,
+        Some(v) => l.de(&root_path.key("fail_fast"), v).unwrap_or_default(),
+    };
     check_references(&mut l, &sources, &processors, &sinks, &external_topics);
     if declared == 0 {
         l.at_key(&Path::default(), "the pipeline has no sources, processors or sinks: add at least one under `sources:`, `processors:` or `sinks:`");
@@ -334,6 +339,7 @@ pub fn load_str(
         sinks,
         external_topics,
         limits,
+        fail_fast,
     })
 }
 

@@ -90,9 +90,7 @@ fn render(
             match (tag, value) {
                 (Some(t), _) => out.push_str(&format!("- `type: {t}`: {desc}\n")),
                 (None, Some(c)) => out.push_str(&format!("- `{c}`: {desc}\n")),
-                (None, None) => {
-                    out.push_str(&format!("- {}: {desc}\n", type_of(v, &mut nested)))
-                }
+                (None, None) => out.push_str(&format!("- {}: {desc}\n", type_of(v, &mut nested))),
             }
         }
         out.push('\n');

@@ -20,6 +20,11 @@ pub enum ErrorKind {
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
+    /// The whole pipeline must stop, not only the component that met it.
+    pipeline_wide: bool,
+    /// Retrying the failed call is useless: the component must be built
+    /// again (new clients) and resume from its stored position.
+    restart: bool,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -30,6 +35,8 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
+            pipeline_wide: false,
+            restart: false,
             message: message.into(),
             source: None,
         }
@@ -53,6 +60,40 @@ impl Error {
     }
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+    /// Mark an error that must stop the whole pipeline, not only the
+    /// component that met it: a schema the registry refuses (the pipeline's
+    /// data no longer fits what its consumers expect, so nothing of it may
+    /// go on until an operator decides).
+    pub fn stopping_pipeline(mut self) -> Self {
+        self.pipeline_wide = true;
+        self
+    }
+    /// Whether this error, or one it wraps, must stop the whole pipeline.
+    pub fn stops_pipeline(&self) -> bool {
+        self.any_in_chain(|e| e.pipeline_wide)
+    }
+    /// Mark a (transient) error after which the component must be built
+    /// again rather than the call retried in place: e.g. a Kafka
+    /// transaction that failed (the producer may be fenced or its state
+    /// stuck, the consumer's group generation stale).
+    pub fn restarting_component(mut self) -> Self {
+        self.restart = true;
+        self
+    }
+    /// Whether this error, or one it wraps, asks for the component to be built again.
+    pub fn restarts_component(&self) -> bool {
+        self.any_in_chain(|e| e.restart)
+    }
+    fn any_in_chain(&self, f: impl Fn(&Error) -> bool) -> bool {
+        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = e {
+            if err.downcast_ref::<Error>().is_some_and(&f) {
+                return true;
+            }
+            e = err.source();
+        }
+        false
     }
     pub fn is_transient(&self) -> bool {
         self.kind == ErrorKind::Transient

@@ -2,13 +2,16 @@
 //! status and Confluent error code, for the encoder and the decoder alike.
 //!
 //! - `Transient`: the registry is away or overloaded (no answer, 408, 429,
-//!   5xx): retry with backoff; nothing is dead-lettered for it.
+//!   5xx), or refuses the credentials (401, 403: a registry restarted with
+//!   other users, a password being rotated): retry with backoff and say
+//!   what to check; nothing is dead-lettered for it, and the stream resumes
+//!   once the registry answers again.
 //! - `Data`: this record names a schema id the registry does not have
 //!   (40403): that record goes to the dead-letter topic.
-//! - `Config`: the operator must act: wrong credentials (401, 403), a URL
-//!   that is not a registry (404 without a Confluent code), a schema the
-//!   registry refuses as incompatible (409) or invalid (422). The component
-//!   stops, before anything encoded with such a schema is written.
+//! - `Config`: the operator must act: a URL that is not a registry (404
+//!   without a Confluent code), a schema the registry refuses as
+//!   incompatible (409) or invalid (422). A refused schema stops the whole
+//!   pipeline, before anything encoded with it is written.
 
 use super::ErrorKind;
 use ErrorKind::{Config, Data, Transient};
@@ -19,20 +22,70 @@ pub const ANY: u32 = 0;
 /// (HTTP status, Confluent `error_code` or [`ANY`], kind, why). The first
 /// row whose status matches and whose code matches (or is `ANY`) wins.
 pub const TABLE: &[(u16, u32, ErrorKind, &str)] = &[
-    (401, ANY, Config, "the registry refused the credentials (registry.username / registry.password)"),
-    (403, ANY, Config, "the registry does not allow this user to do that"),
-    (404, 40403, Data, "the record names a schema id the registry does not have"),
-    (404, 40401, Config, "the subject does not exist in the registry"),
-    (404, ANY, Config, "not a schema registry at this URL (registry.url)"),
+    (
+        401,
+        ANY,
+        Transient,
+        "the registry refused the credentials (check registry.username / registry.password)",
+    ),
+    (
+        403,
+        ANY,
+        Transient,
+        "the registry does not allow this user to do that (check its roles)",
+    ),
+    (
+        404,
+        40403,
+        Data,
+        "the record names a schema id the registry does not have",
+    ),
+    (
+        404,
+        40401,
+        Config,
+        "the subject does not exist in the registry",
+    ),
+    (
+        404,
+        ANY,
+        Config,
+        "not a schema registry at this URL (registry.url)",
+    ),
     (408, ANY, Transient, "the registry timed out"),
-    (409, ANY, Config, "the registry refused the schema as incompatible with the subject's earlier versions"),
-    (415, ANY, Config, "the registry refused the request's content type"),
-    (422, ANY, Config, "the registry refused the schema as invalid"),
+    (
+        409,
+        ANY,
+        Config,
+        "the registry refused the schema as incompatible with the subject's earlier versions",
+    ),
+    (
+        415,
+        ANY,
+        Config,
+        "the registry refused the request's content type",
+    ),
+    (
+        422,
+        ANY,
+        Config,
+        "the registry refused the schema as invalid",
+    ),
     (429, ANY, Transient, "the registry asks to slow down"),
     (500, ANY, Transient, "the registry failed (500)"),
-    (502, ANY, Transient, "a proxy in front of the registry failed (502)"),
+    (
+        502,
+        ANY,
+        Transient,
+        "a proxy in front of the registry failed (502)",
+    ),
     (503, ANY, Transient, "the registry is unavailable (503)"),
-    (504, ANY, Transient, "a proxy in front of the registry timed out (504)"),
+    (
+        504,
+        ANY,
+        Transient,
+        "a proxy in front of the registry timed out (504)",
+    ),
 ];
 
 /// What an answer with `status` and Confluent `code` means: (kind, why).
@@ -58,8 +111,8 @@ mod tests {
     #[test]
     fn every_row_decides_its_answer() {
         let cases = [
-            ((401, 40101), Config),
-            ((403, 40301), Config),
+            ((401, 40101), Transient),
+            ((403, 40301), Transient),
             ((404, 40403), Data),
             ((404, 40401), Config),
             ((404, 0), Config),
