@@ -152,7 +152,13 @@ fn workload(source: &PgDb, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<i64
     })
 }
 
-async fn wait_equal(source: &PgDb, target: &PgDb, what: &str, run: &SynclineRun, cluster: &Cluster) {
+async fn wait_equal(
+    source: &PgDb,
+    target: &PgDb,
+    what: &str,
+    run: &SynclineRun,
+    cluster: &Cluster,
+) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (want, got) = (expected(source).await, actual(target).await);
@@ -244,10 +250,14 @@ async fn leader_killed_and_rolling_restart_leave_the_target_equal_to_the_source(
     let stop = Arc::new(AtomicBool::new(false));
     let load = workload(&source, stop.clone());
     let run = SynclineRun::start(&file);
-    wait_until(Duration::from_secs(120), "the first rows at the target", || {
-        let t = &target;
-        async move { target_rows(t).await > 100 }
-    })
+    wait_until(
+        Duration::from_secs(120),
+        "the first rows at the target",
+        || {
+            let t = &target;
+            async move { target_rows(t).await > 100 }
+        },
+    )
     .await;
     for t in TOPICS.iter().chain(&["_schemas"]) {
         assert!(

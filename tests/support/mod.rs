@@ -209,7 +209,12 @@ impl Broker {
     /// A one-node cluster, ready to serve.
     pub fn start() -> Self {
         let (port, controller_port) = (free_port(), free_port());
-        let mut b = Self::new(1, port, controller_port, format!("1@127.0.0.1:{controller_port}"));
+        let mut b = Self::new(
+            1,
+            port,
+            controller_port,
+            format!("1@127.0.0.1:{controller_port}"),
+        );
         b.start_again();
         wait_for_brokers(&b.bootstrap(), 1);
         b
@@ -423,9 +428,10 @@ impl Cluster {
             let ok = c
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
                 .map(|md| {
-                    md.topics().iter().flat_map(|t| t.partitions()).all(|p| {
-                        p.error().is_none() && p.isr().len() == 3 && p.leader() >= 0
-                    })
+                    md.topics()
+                        .iter()
+                        .flat_map(|t| t.partitions())
+                        .all(|p| p.error().is_none() && p.isr().len() == 3 && p.leader() >= 0)
                 })
                 .unwrap_or(false);
             if ok {

@@ -19,6 +19,7 @@ use super::{Error, ErrorKind, Row};
 use ErrorKind::{Config, Data, Internal, Transient};
 
 /// SQLSTATE codes or class prefixes; the longest matching prefix wins.
+#[rustfmt::skip]
 pub const TABLE: &[Row] = &[
     (
         "08",

@@ -21,6 +21,7 @@ pub const ANY: u32 = 0;
 
 /// (HTTP status, Confluent `error_code` or [`ANY`], kind, why). The first
 /// row whose status matches and whose code matches (or is `ANY`) wins.
+#[rustfmt::skip]
 pub const TABLE: &[(u16, u32, ErrorKind, &str)] = &[
     (
         401,
