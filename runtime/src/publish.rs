@@ -29,8 +29,41 @@ use syncline_core::codec::Encoder;
 use syncline_core::runtime::Shutdown;
 use syncline_core::{ChangeEvent, Result, TableSchema};
 
-/// A record handed to the producer, not yet acknowledged.
+/// A record handed to the producer, not yet acknowledged: a future of the
+/// broker's answer, (partition, offset) or the error classified by the
+/// Kafka table (a record too large is `Data`, a broker away `Transient`).
 pub struct Pending(DeliveryFuture);
+
+impl std::future::Future for Pending {
+    type Output = Result<(i32, i64)>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| match answer {
+                Ok(Ok(d)) => Ok((d.partition, d.offset)),
+                Ok(Err((e, _))) => Err(syncline_core::error::kafka::kafka_error(
+                    e,
+                    "the broker did not acknowledge a record",
+                )),
+                Err(_) => Err(syncline_core::Error::transient(
+                    "the producer dropped a record",
+                )),
+            })
+    }
+}
+
+/// Wait for every one of `pending`, in order.
+pub async fn all(pending: Vec<Pending>) -> Result<Vec<(i32, i64)>> {
+    let mut out = Vec::with_capacity(pending.len());
+    for p in pending {
+        out.push(p.await?);
+    }
+    Ok(out)
+}
 
 pub struct Publisher {
     encoder: Encoder,
@@ -55,6 +88,12 @@ impl Publisher {
 
     pub fn producer(&self) -> &FutureProducer {
         &self.producer
+    }
+
+    /// Publish with a new producer from now on (after a broker failure left
+    /// the old one fenced or fatal); the schema registrations are kept.
+    pub fn replace_producer(&mut self, producer: FutureProducer) {
+        self.producer = producer;
     }
 
     pub fn encoder(&self) -> &Encoder {

@@ -50,15 +50,13 @@ pub use stream::{ResnapshotRequest, RESNAPSHOT_PREFIX};
 use apache_avro::types::Value;
 use decode::TypeInfo;
 use progress::ProgressStore;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use slot::Resolved;
 use std::collections::HashMap;
-use std::time::Duration;
 use stream::StreamEnd;
 use syncline_core::codec::Encoder;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{ChangeEvent, Error, Position, Result, SourceInfo, TableSchema};
+use syncline_runtime::publish::{Pending, Publisher};
 
 pub use syncline_core::change::UNCHANGED_HEADER;
 
@@ -80,8 +78,9 @@ pub struct PostgresCdcSource {
     cfg: PostgresCdcConfig,
     tables: Vec<Table>,
     types: HashMap<(u32, i32), TypeInfo>,
-    encoder: Encoder,
-    producer: FutureProducer,
+    /// Encodes and produces every change (the runtime's publisher); its
+    /// producer also writes the snapshot progress.
+    publisher: Publisher,
     progress: ProgressStore,
 }
 
@@ -130,7 +129,7 @@ impl PostgresCdcSource {
             });
         }
         Ok(PostgresCdcSource {
-            producer: ctx.kafka.producer()?,
+            publisher: Publisher::new(encoder, ctx.kafka.producer()?),
             progress: ProgressStore::new(ctx.kafka.clone(), &ctx.pipeline, &ctx.component),
             name: ctx.component,
             pipeline: ctx.pipeline,
@@ -142,7 +141,6 @@ impl PostgresCdcSource {
             cfg: cfg.clone(),
             tables,
             types,
-            encoder,
         })
     }
 
@@ -158,7 +156,9 @@ impl PostgresCdcSource {
         match &status {
             None => {
                 let stored = self.progress.restore().await?;
-                self.progress.reset(&self.producer, stored.keys()).await?;
+                self.progress
+                    .reset(self.publisher.producer(), stored.keys())
+                    .await?;
                 let e = slot::create_slot(&self.url, &self.slot, false).await?;
                 tracing::info!(source = %self.name, slot = %self.slot, consistent_point = %slot::format_lsn(e.lsn),
                     "postgres_cdc: created the replication slot");
@@ -209,57 +209,19 @@ impl PostgresCdcSource {
 
     /// Encode `event` and hand it to the producer, in call order (the
     /// producer keeps that order per partition). Returns the delivery future.
-    async fn enqueue(&self, t: usize, event: &ChangeEvent) -> Result<DeliveryFuture> {
+    async fn enqueue(&self, t: usize, event: &ChangeEvent) -> Result<Pending> {
         let table = &self.tables[t];
-        let (k, v) = self
-            .encoder
-            .encode(&table.resolved.topic, &table.schema, event)
-            .await?;
-        let headers = syncline_core::kafka::change_headers(event);
-        let mut record = FutureRecord::to(&table.resolved.topic).key(&k).payload(&v);
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
-        self.send(record).await
-    }
-
-    /// Enqueue `record`; while the producer's queue is full, wait for room.
-    async fn send<K: rdkafka::message::ToBytes + ?Sized>(
-        &self,
-        mut record: FutureRecord<'_, K, Vec<u8>>,
-    ) -> Result<DeliveryFuture> {
-        loop {
-            match self.producer.send_result(record) {
-                Ok(f) => return Ok(f),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, r)) => {
-                    return Err(
-                        Error::transient(format!("cannot produce to `{}`", r.topic)).with_source(e)
-                    )
-                }
-            }
-        }
+        self.publisher
+            .publish(&table.resolved.topic, &table.schema, event)
+            .await
     }
 
     /// Hand a TRUNCATE of table `t` to the producer, once per partition of its topic.
-    async fn enqueue_truncate(&self, t: usize, event: &ChangeEvent) -> Result<Vec<DeliveryFuture>> {
+    async fn enqueue_truncate(&self, t: usize, event: &ChangeEvent) -> Result<Vec<Pending>> {
         let table = &self.tables[t];
-        let topic = &table.resolved.topic;
-        let v = self
-            .encoder
-            .encode_truncate(topic, &table.schema, event)
-            .await?;
-        let mut out = Vec::new();
-        for p in syncline_core::kafka::partitions_of(&self.producer, topic).await? {
-            out.push(
-                self.send(FutureRecord::<(), _>::to(topic).partition(p).payload(&v))
-                    .await?,
-            );
-        }
-        Ok(out)
+        self.publisher
+            .publish_truncate(&table.resolved.topic, &table.schema, event)
+            .await
     }
 
     fn metric_labels(&self) -> [(&'static str, String); 2] {
@@ -325,20 +287,13 @@ pub async fn request_resnapshot(
     Ok((names, lsn))
 }
 
-/// Wait for deliveries; any failure is transient (the broker was away).
-async fn await_deliveries(topic: &str, futures: Vec<DeliveryFuture>) -> Result<()> {
-    for f in futures {
-        match f.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                return Err(Error::transient(format!(
-                    "the broker did not acknowledge a record of `{topic}`"
-                ))
-                .with_source(e))
-            }
-            Err(_) => return Err(Error::transient("the producer was dropped")),
-        }
-    }
+/// Wait for deliveries, in order. A refusal keeps its kind (a record larger
+/// than the broker accepts is `Data`: the source stops and says so).
+async fn await_deliveries(topic: &str, futures: Vec<Pending>) -> Result<()> {
+    syncline_runtime::publish::all(futures).await.map_err(|e| {
+        syncline_core::Error::new(e.kind(), format!("publishing to `{topic}` failed"))
+            .with_source(e)
+    })?;
     Ok(())
 }
 

@@ -316,7 +316,9 @@ impl PostgresCdcSource {
             let estimate = if p.segments.is_empty() {
                 let (segments, estimate) = plan_segments(&planner, self, t, &reader).await?;
                 p.segments = segments;
-                self.progress.store(&self.producer, &name, &p).await?;
+                self.progress
+                    .store(self.publisher.producer(), &name, &p)
+                    .await?;
                 estimate
             } else {
                 table_size(&planner, &self.tables[t].resolved).await?.0
@@ -479,7 +481,9 @@ impl PostgresCdcSource {
                 seg.after = lower.clone();
                 seg.done = finished;
                 p.done = p.segments.iter().all(|s| s.done);
-                self.progress.store(&self.producer, name, &p).await?;
+                self.progress
+                    .store(self.publisher.producer(), name, &p)
+                    .await?;
                 (p.rows, p.done)
             };
             metrics::counter!("syncline_cdc_snapshot_rows_total", &run.labels).increment(n as u64);

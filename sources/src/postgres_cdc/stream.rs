@@ -48,11 +48,11 @@ use pg_walstream::{
     CancellationToken, ChangeEvent as WalEvent, ColumnValue, EventType, LogicalReplicationStream,
     ReplicationStreamConfig, RowData, StreamingMode,
 };
-use rdkafka::producer::DeliveryFuture;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use syncline_core::runtime::Shutdown;
 use syncline_core::{ChangeEvent, Error, Op, Position, Result};
+use syncline_runtime::publish::Pending;
 
 /// The prefix of the logical message that asks a running source for a re-snapshot.
 pub const RESNAPSHOT_PREFIX: &str = "syncline_snapshot";
@@ -84,7 +84,7 @@ struct Tx {
     commit_lsn: u64,
     ts_us: i64,
     records: u64,
-    deliveries: Vec<DeliveryFuture>,
+    deliveries: Vec<Pending>,
     /// Tables whose re-snapshot this transaction asks for.
     resnapshot: Vec<usize>,
 }
@@ -313,7 +313,7 @@ impl PostgresCdcSource {
                 for name in &requested {
                     answered.insert(name.clone(), at);
                 }
-                let (store, producer) = (self.progress.clone(), self.producer.clone());
+                let (store, producer) = (self.progress.clone(), self.publisher.producer().clone());
                 let resnapshot = !requested.is_empty();
                 inflight.push_back(
                     async move {
@@ -476,7 +476,7 @@ impl PostgresCdcSource {
             &self.types,
         )?;
         let topic = self.tables[t].resolved.topic.clone();
-        self.encoder.prepare(&topic, &schema).await.map_err(|e| {
+        self.publisher.prepare(&topic, &schema).await.map_err(|e| {
             Error::new(
                 e.kind(),
                 format!("`{name}` changed shape and its new schema cannot be used for topic `{topic}`; nothing of it was published"),

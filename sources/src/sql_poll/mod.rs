@@ -37,7 +37,6 @@ use cursor::{
 use delete_detection::PublishedKeys;
 use plan::{SourceRow, TablePlan};
 use postgres::PgSource;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use schedule::Schedule;
 use sqlite::SqliteSource;
 use std::collections::HashSet;
@@ -46,6 +45,7 @@ use syncline_core::codec::Encoder;
 use syncline_core::kafka::KafkaConfig;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{ChangeEvent, Column, ColumnType, Error, Op, Result, SourceInfo};
+use syncline_runtime::publish::Publisher;
 
 enum Database {
     Postgres(Box<PgSource>),
@@ -110,8 +110,9 @@ pub struct SqlPollSource {
     db: Database,
     db_name: String,
     tables: Vec<TableState>,
-    encoder: Encoder,
-    producer: FutureProducer,
+    /// Encodes and produces every change (the runtime's publisher); its
+    /// producer also writes the cursors.
+    publisher: Publisher,
     kafka: KafkaConfig,
     cursors: CursorStore,
     schedule: Schedule,
@@ -194,8 +195,7 @@ impl SqlPollSource {
             connection,
             db,
             tables,
-            encoder,
-            producer,
+            publisher: Publisher::new(encoder, producer),
             kafka: ctx.kafka,
             cursors,
             schedule: cfg.schedule()?,
@@ -254,7 +254,7 @@ impl SqlPollSource {
         if let Database::Postgres(pg) = &mut self.db {
             pg.reconnect(&self.connection.display()).await?;
         }
-        self.producer = self.kafka.producer()?;
+        self.publisher.replace_producer(self.kafka.producer()?);
         Ok(())
     }
 
@@ -364,7 +364,7 @@ impl SqlPollSource {
             cursor: last_cursor.clone(),
         };
         self.cursors
-            .store(&self.producer, &plan.name, &stored)
+            .store(self.publisher.producer(), &plan.name, &stored)
             .await?;
         let lag_ms = self.lag_ms(plan, &last_cursor);
         let table = &mut self.tables[t];
@@ -412,25 +412,17 @@ impl SqlPollSource {
 
     /// Encode and produce `events`, then wait for every acknowledgement.
     async fn send_all(&self, plan: &TablePlan, events: &[ChangeEvent]) -> Result<()> {
-        let mut encoded = Vec::with_capacity(events.len());
+        let mut pending = Vec::with_capacity(events.len());
         for ev in events {
-            encoded.push(self.encoder.encode(&plan.topic, &plan.schema, ev).await?);
+            pending.push(
+                self.publisher
+                    .publish(&plan.topic, &plan.schema, ev)
+                    .await?,
+            );
         }
-        let sends = encoded.iter().map(|(k, v)| {
-            self.producer.send(
-                FutureRecord::to(&plan.topic).key(k).payload(v),
-                Duration::from_secs(60),
-            )
-        });
-        for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| {
-                Error::transient(format!(
-                    "the broker did not acknowledge a record of `{}`",
-                    plan.topic
-                ))
-                .with_source(e)
-            })?;
-        }
+        syncline_runtime::publish::all(pending).await.map_err(|e| {
+            Error::new(e.kind(), format!("publishing to `{}` failed", plan.topic)).with_source(e)
+        })?;
         Ok(())
     }
 
