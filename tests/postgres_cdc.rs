@@ -355,6 +355,41 @@ sources:
     )
 }
 
+/// `docs.big`: ~100 kB of incompressible text per row, so it is stored out
+/// of line (TOAST).
+const DOCS_DDL: &str = r#"CREATE TABLE docs (id int PRIMARY KEY, big text, counter int, note text);
+    INSERT INTO docs SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 3000) i), 0, 'n'
+      FROM generate_series(1, 20) g;"#;
+
+/// Updates that leave `big` unchanged (pgoutput sends it as "unchanged
+/// TOAST"), several per row and batch, then one that changes it.
+async fn update_docs_leaving_big_unchanged(src: &tokio_postgres::Client) {
+    for round in 0..5 {
+        src.batch_execute(&format!(
+            "UPDATE docs SET counter = counter + 1, note = 'round {round}' WHERE id % 2 = {}",
+            round % 2
+        ))
+        .await
+        .unwrap();
+        src.batch_execute("UPDATE docs SET counter = counter + 10 WHERE id <= 5")
+            .await
+            .unwrap();
+    }
+    src.batch_execute("UPDATE docs SET big = big || 'changed' WHERE id = 3; UPDATE docs SET counter = -1 WHERE id = 3")
+        .await
+        .unwrap();
+}
+
+async fn assert_no_null_big(target: &str) {
+    let nulls: i64 = pg_connect(target)
+        .await
+        .query_one("SELECT count(*) FROM docs WHERE big IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nulls, 0, "an unchanged TOAST value was written as null");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unchanged_toast_values_and_tables_without_primary_key_reach_the_target() {
     let stack = Stack::start();
@@ -363,11 +398,9 @@ async fn unchanged_toast_values_and_tables_without_primary_key_reach_the_target(
     let target = PgDb::create("cdc_toast").await;
     let src = pg_connect(&source).await;
     // `big`: ~100 kB of incompressible text, so it is stored out of line (TOAST)
+    src.batch_execute(DOCS_DDL).await.unwrap();
     src.batch_execute(
-        r#"CREATE TABLE docs (id int PRIMARY KEY, big text, counter int, note text);
-        INSERT INTO docs SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 3000) i), 0, 'n'
-          FROM generate_series(1, 20) g;
-        CREATE TABLE events (ev_id int NOT NULL, kind text, payload text);
+        r#"CREATE TABLE events (ev_id int NOT NULL, kind text, payload text);
         ALTER TABLE events REPLICA IDENTITY FULL;
         INSERT INTO events SELECT g, 'k' || g % 3, 'p' || g FROM generate_series(1, 300) g;"#,
     )
@@ -400,22 +433,7 @@ async fn unchanged_toast_values_and_tables_without_primary_key_reach_the_target(
         &[&run],
     )
     .await;
-    // Updates that leave `big` unchanged (pgoutput sends it as "unchanged
-    // TOAST"), several per row and batch, one that changes it, then more.
-    for round in 0..5 {
-        src.batch_execute(&format!(
-            "UPDATE docs SET counter = counter + 1, note = 'round {round}' WHERE id % 2 = {}",
-            round % 2
-        ))
-        .await
-        .unwrap();
-        src.batch_execute("UPDATE docs SET counter = counter + 10 WHERE id <= 5")
-            .await
-            .unwrap();
-    }
-    src.batch_execute("UPDATE docs SET big = big || 'changed' WHERE id = 3; UPDATE docs SET counter = -1 WHERE id = 3")
-        .await
-        .unwrap();
+    update_docs_leaving_big_unchanged(&src).await;
     src.batch_execute("INSERT INTO docs VALUES (100, repeat(md5('x'), 4000), 1, 'new'); UPDATE docs SET note = 'after insert' WHERE id = 100")
         .await
         .unwrap();
@@ -431,13 +449,7 @@ async fn unchanged_toast_values_and_tables_without_primary_key_reach_the_target(
         &[&run],
     )
     .await;
-    let nulls: i64 = pg_connect(&target.url())
-        .await
-        .query_one("SELECT count(*) FROM docs WHERE big IS NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(nulls, 0, "an unchanged TOAST value was written as null");
+    assert_no_null_big(&target.url()).await;
 }
 
 /// Unchanged TOASTed values through a `rules` and a `dedup` processor on
@@ -451,13 +463,7 @@ async fn unchanged_toast_values_survive_rules_and_dedup_on_the_way() {
     let source = pg.create_db("toast_proc").await;
     let target = PgDb::create("cdc_toast_proc").await;
     let src = pg_connect(&source).await;
-    src.batch_execute(
-        r#"CREATE TABLE docs (id int PRIMARY KEY, big text, counter int, note text);
-        INSERT INTO docs SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 3000) i), 0, 'n'
-          FROM generate_series(1, 20) g;"#,
-    )
-    .await
-    .unwrap();
+    src.batch_execute(DOCS_DDL).await.unwrap();
     let dir = TempDir::new("cdc-toast-proc");
     let file = dir.path().join("pipeline.yaml");
     std::fs::write(
@@ -512,17 +518,7 @@ sinks:
         &[&run],
     )
     .await;
-    for round in 0..4 {
-        src.batch_execute(&format!(
-            "UPDATE docs SET counter = counter + 1, note = 'round {round}' WHERE id % 2 = {}",
-            round % 2
-        ))
-        .await
-        .unwrap();
-    }
-    src.batch_execute("UPDATE docs SET big = big || 'changed' WHERE id = 3; UPDATE docs SET counter = -1 WHERE id = 3")
-        .await
-        .unwrap();
+    update_docs_leaving_big_unchanged(&src).await;
     wait_equal(
         &source,
         &target.url(),
@@ -531,13 +527,7 @@ sinks:
         &[&run],
     )
     .await;
-    let nulls: i64 = pg_connect(&target.url())
-        .await
-        .query_one("SELECT count(*) FROM docs WHERE big IS NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(nulls, 0, "an unchanged TOAST value was written as null");
+    assert_no_null_big(&target.url()).await;
 }
 
 /// Bytes of WAL the slot keeps: pg_current_wal_lsn() - restart_lsn.

@@ -835,6 +835,15 @@ async fn a_poison_record_goes_to_the_default_dead_letter_topic() {
     assert_eq!(rdkafka::message::Message::key(&m), Some(&b"not avro"[..]));
 }
 
+/// The value of header `name` of `m` ("" when it has none).
+fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
+    use rdkafka::message::{Headers, Message};
+    m.headers()
+        .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
 /// The first record of `topic` (waits for it).
 fn first_dead_letter(stack: &Stack, topic: &str) -> rdkafka::message::OwnedMessage {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -863,7 +872,7 @@ fn first_dead_letter(stack: &Stack, topic: &str) -> rdkafka::message::OwnedMessa
 /// around it are applied and every offset is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_with_its_reason() {
-    use rdkafka::message::{Headers, Message};
+    use rdkafka::message::Message;
     let stack = Stack::start();
     let db = PgDb::create("sink_dlq").await;
     let p = Producer::new(&stack);
@@ -890,20 +899,10 @@ async fn a_poison_record_is_dead_lettered_with_its_reason() {
     let m = first_dead_letter(&stack, "dlq.items.dead");
     assert_eq!(m.key(), Some(&b"not avro"[..]));
     assert_eq!(m.payload(), Some(&b"not avro either"[..]));
-    let headers = m.headers().expect("headers");
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    assert_eq!(header("syncline.topic").as_deref(), Some("dlq.items"));
-    assert_eq!(header("syncline.partition").as_deref(), Some("0"));
-    assert_eq!(header("syncline.offset").as_deref(), Some("1"));
-    assert!(header("syncline.reason")
-        .unwrap()
-        .contains("Confluent wire format"));
+    assert_eq!(header(&m, "syncline.topic"), "dlq.items");
+    assert_eq!(header(&m, "syncline.partition"), "0");
+    assert_eq!(header(&m, "syncline.offset"), "1");
+    assert!(header(&m, "syncline.reason").contains("Confluent wire format"));
 }
 
 /// A record the target refuses (a decimal too wide for its column), inside a
@@ -966,19 +965,9 @@ async fn a_record_that_does_not_fit_its_column_is_named() {
         .collect();
     assert_eq!(prices, [(1, "999.99".to_string()), (3, "1.00".to_string())]);
     sink.stop().await;
-    use rdkafka::message::{Headers, Message};
     let m = first_dead_letter(&stack, "test.warehouse.dead");
-    let headers = m.headers().expect("headers");
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    assert_eq!(header("syncline.offset"), "1");
-    let reason = header("syncline.reason");
+    assert_eq!(header(&m, "syncline.offset"), "1");
+    let reason = header(&m, "syncline.reason");
     assert!(
         reason.contains("topic `fit.prices` partition 0 offset 1"),
         "{reason}"

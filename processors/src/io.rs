@@ -1,18 +1,16 @@
-//! Kafka plumbing every processor stage shares: owned records, batching a
-//! consumer, producing with back-pressure, waiting for the broker's
-//! acknowledgements, retrying the registry.
+//! Kafka plumbing of the `dedup` stages, which do not run on the connector
+//! runtime yet: owned records, batching a consumer, broadcasting a
+//! truncate, and Kafka transactions (shared with `rules`). Producing,
+//! acknowledgements and retries are the runtime's (re-exported here).
 
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
-
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// A record as consumed, owned so that it outlives the poll.
 #[derive(Debug, Clone)]
@@ -130,26 +128,8 @@ pub fn offset_list(next: &BTreeMap<(String, i32), i64>) -> Result<rdkafka::Topic
     Ok(tpl)
 }
 
-/// Enqueue a record; when the producer's queue is full, wait for it to drain.
-pub fn send<K, P>(
-    producer: &FutureProducer,
-    mut record: FutureRecord<'_, K, P>,
-) -> Result<DeliveryFuture>
-where
-    K: rdkafka::message::ToBytes + ?Sized,
-    P: rdkafka::message::ToBytes + ?Sized,
-{
-    loop {
-        match producer.send_result(record) {
-            Ok(f) => return Ok(f),
-            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                producer.poll(Duration::from_millis(50));
-                record = r;
-            }
-            Err((e, _)) => return Err(Error::transient("cannot enqueue an output").with_source(e)),
-        }
-    }
-}
+pub use syncline_runtime::backoff::retry;
+pub use syncline_runtime::produce::{acknowledged, send};
 
 /// Send a TRUNCATE's value, keyless, to every partition of `topic` (see
 /// `syncline_core::kafka::partitions_of` for why every partition).
@@ -168,60 +148,6 @@ pub async fn broadcast(
         )?);
     }
     Ok(out)
-}
-
-/// Wait until the broker has acknowledged every delivery, in order.
-/// Returns each one's (partition, offset); `None`: shutdown came first.
-pub async fn acknowledged(
-    shutdown: &Shutdown,
-    pending: Vec<DeliveryFuture>,
-) -> Result<Option<Vec<(i32, i64)>>> {
-    let mut out = Vec::with_capacity(pending.len());
-    for delivery in pending {
-        let acked = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            d = delivery => d,
-        };
-        match acked {
-            Ok(Ok(d)) => out.push((d.partition, d.offset)),
-            Ok(Err((e, _))) => {
-                return Err(
-                    Error::transient("the broker did not acknowledge a record").with_source(e)
-                )
-            }
-            Err(_) => return Err(Error::transient("the producer dropped a record")),
-        }
-    }
-    Ok(Some(out))
-}
-
-/// Run `f` until it succeeds or fails for good; transient errors are retried
-/// with backoff. `None`: shutdown came first.
-pub async fn retry<T, F, Fut>(
-    shutdown: &Shutdown,
-    component: &str,
-    what: &str,
-    mut f: F,
-) -> Result<Option<T>>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match f().await {
-            Ok(v) => return Ok(Some(v)),
-            Err(e) if e.is_transient() => {
-                tracing::warn!(processor = %component, error = %e, retry_in_ms = delay.as_millis() as u64, "{what}; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(MAX_BACKOFF);
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Kafka transactions around each batch of a consume-transform-produce
