@@ -329,6 +329,24 @@ fn small_pipeline(
     source_tables: &str,
     sink: &str,
 ) -> String {
+    small_pipeline_with(stack, name, source, target, source_tables, "", sink)
+}
+
+/// [`small_pipeline`] with `processors` (YAML lines under `processors:`).
+fn small_pipeline_with(
+    stack: &Stack,
+    name: &str,
+    source: &str,
+    target: &str,
+    source_tables: &str,
+    processors: &str,
+    sink: &str,
+) -> String {
+    let processors = if processors.is_empty() {
+        String::new()
+    } else {
+        format!("processors:\n{processors}")
+    };
     format!(
         r#"name: {name}
 kafka:
@@ -344,7 +362,7 @@ sources:
     snapshot_parallelism: 4
     heartbeat_interval_ms: 300
     tables:
-{source_tables}sinks:
+{source_tables}{processors}sinks:
   warehouse:
     type: postgres
     connection: {target}
@@ -468,43 +486,25 @@ async fn unchanged_toast_values_survive_rules_and_dedup_on_the_way() {
     let file = dir.path().join("pipeline.yaml");
     std::fs::write(
         &file,
-        format!(
-            r#"name: cdc-toast-proc
-kafka:
-  bootstrap_servers: {bootstrap}
-  partitions: 2
-registry:
-  url: {registry}
-sources:
-  cdc:
-    type: postgres_cdc
-    connection: {source}
-    heartbeat_interval_ms: 300
-    tables:
-      - {{ table: public.docs, topic: cdc.docs }}
-processors:
-  shape:
+        small_pipeline_with(
+            &stack,
+            "cdc-toast-proc",
+            &source,
+            &target.url(),
+            "      - { table: public.docs, topic: cdc.docs }\n",
+            r#"  shape:
     type: rules
     from: [cdc.docs]
     to: cdc.docs.shaped
     steps:
-      - set: {{ origin: "'cdc'" }}
+      - set: { origin: "'cdc'" }
   once:
     type: dedup
     from: [cdc.docs.shaped]
     to: cdc.docs.once
     by: content
-sinks:
-  warehouse:
-    type: postgres
-    connection: {target}
-    topics: [cdc.docs.once]
-    tables: {{ cdc.docs.once: docs }}
-    batch_size: 200
 "#,
-            bootstrap = stack.bootstrap(),
-            registry = stack.registry_url(),
-            target = target.url(),
+            "    topics: [cdc.docs.once]\n    tables: { cdc.docs.once: docs }\n",
         ),
     )
     .unwrap();
