@@ -120,12 +120,7 @@ pub fn next_offsets<'a>(
 
 /// The partition list for committing `next` to Kafka.
 pub fn offset_list(next: &BTreeMap<(String, i32), i64>) -> Result<rdkafka::TopicPartitionList> {
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
-            .map_err(|e| Error::internal("bad partition list").with_source(e))?;
-    }
-    Ok(tpl)
+    Ok(syncline_runtime::record::offset_list(next))
 }
 
 pub use syncline_runtime::backoff::retry;

@@ -66,9 +66,6 @@ pub struct Change {
     pub truncate: bool,
     pub decoded: Decoded,
     pub origin: Origin,
-    /// Columns whose value the record does not carry (unchanged): the
-    /// target keeps the value it has.
-    pub unchanged: Vec<String>,
 }
 
 impl Change {
@@ -83,7 +80,6 @@ impl Change {
                 truncate: true,
                 decoded,
                 origin,
-                unchanged: Vec::new(),
             });
         }
         if let Some(c) = decoded.columns.iter().find(|c| {
@@ -99,7 +95,6 @@ impl Change {
             return Err(format!("{} change without an `after` row", op.symbol()));
         }
         let key = key_bytes(&decoded)?;
-        let unchanged = decoded.event.unchanged.clone();
         Ok(Change {
             table,
             key,
@@ -107,8 +102,13 @@ impl Change {
             truncate: false,
             decoded,
             origin,
-            unchanged,
         })
+    }
+
+    /// Columns whose value the record does not carry (unchanged): the
+    /// target keeps the value it has.
+    pub fn unchanged(&self) -> &[String] {
+        &self.decoded.event.unchanged
     }
 
     fn position(&self) -> &Position {
@@ -181,15 +181,16 @@ pub fn newest_per_key(changes: &[Change]) -> Vec<Cow<'_, Change>> {
 /// `newer` with the unchanged columns that `older` carries filled in, or
 /// None when there is nothing to fill.
 fn fill_unchanged(newer: &Change, older: &Change) -> Option<Change> {
-    if newer.unchanged.is_empty() || newer.delete || older.delete {
+    if newer.unchanged().is_empty() || newer.delete || older.delete {
         return None;
     }
     let older_after = older.decoded.event.after.as_ref()?;
     let mut filled = newer.clone();
-    let after = filled.decoded.event.after.as_mut()?;
+    let ev = &mut filled.decoded.event;
+    let after = ev.after.as_mut()?;
     let mut any = false;
-    filled.unchanged.retain(|name| {
-        if older.unchanged.contains(name) {
+    ev.unchanged.retain(|name| {
+        if older.unchanged().contains(name) {
             return true;
         }
         let Some((_, v)) = older_after.iter().find(|(n, _)| n == name) else {
@@ -442,7 +443,7 @@ impl Writer {
         let mut unchanged: Vec<&str> = g
             .changes
             .iter()
-            .flat_map(|c| c.unchanged.iter().map(String::as_str))
+            .flat_map(|c| c.unchanged().iter().map(String::as_str))
             .filter(|n| !g.key.iter().any(|k| k == n))
             .filter(|n| g.columns.iter().any(|c| c.name == *n))
             .collect();
@@ -513,11 +514,11 @@ fn stage_rows(g: &Group<'_>) -> Result<Vec<u8>> {
         out.push(b'\t');
         out.push(if c.delete { b't' } else { b'f' });
         out.push(b'\t');
-        if c.unchanged.is_empty() {
+        if c.unchanged().is_empty() {
             write_copy_text(&mut out, None);
         } else {
             let items: Vec<String> = c
-                .unchanged
+                .unchanged()
                 .iter()
                 .map(|n| format!("\"{}\"", n.replace('\\', "\\\\").replace('"', "\\\"")))
                 .collect();
