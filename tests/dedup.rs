@@ -538,21 +538,20 @@ async fn dedup_by_identity_within_a_ttl() {
         .text()
         .await
         .unwrap();
+    // The runtime's metrics carry `component` and `type`; dedup's own, `processor`.
     let value = |name: &str| -> f64 {
         text.lines()
-            .find(|l| l.starts_with(name) && l.contains("processor=\"dd\""))
+            .find(|l| {
+                l.starts_with(name)
+                    && (l.contains("processor=\"dd\"")
+                        || (l.contains("component=\"dd\"") && l.contains("type=\"dedup\"")))
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
     };
-    assert_eq!(
-        value("syncline_processor_records_in_total") as usize,
-        delivered.len()
-    );
-    assert_eq!(
-        value("syncline_processor_records_out_total") as usize,
-        expected_total
-    );
+    assert_eq!(value("syncline_records_in_total") as usize, delivered.len());
+    assert_eq!(value("syncline_records_out_total") as usize, expected_total);
     assert_eq!(
         value("syncline_processor_records_deduplicated_total") as usize,
         delivered.len() - expected_total

@@ -454,15 +454,15 @@ impl<'a> DeadLetter<'a> {
 }
 
 /// The headers a change record carries besides its key and value: the
-/// [`crate::change::UNCHANGED_HEADER`] when `event` has unchanged columns
+/// [`crate::change::UNCHANGED_HEADER`] when the change has unchanged columns
 /// (the wire form of [`crate::ChangeEvent::unchanged`]). Every stage that
 /// publishes a change sets them, so the fact reaches the sink.
-pub fn change_headers(event: &crate::ChangeEvent) -> Option<rdkafka::message::OwnedHeaders> {
+pub fn unchanged_header(unchanged: &[String]) -> Option<rdkafka::message::OwnedHeaders> {
     use rdkafka::message::{Header, OwnedHeaders};
-    (!event.unchanged.is_empty()).then(|| {
+    (!unchanged.is_empty()).then(|| {
         OwnedHeaders::new().insert(Header {
             key: crate::change::UNCHANGED_HEADER,
-            value: Some(event.unchanged.join(",").as_bytes()),
+            value: Some(unchanged.join(",").as_bytes()),
         })
     })
 }

@@ -9,12 +9,15 @@
 //!   identity, content or chosen fields, forever or within a TTL), with its
 //!   state in RocksDB backed by a compacted changelog topic (see
 //!   [`dedup::runtime`] for the commit order that makes it replay-safe).
-//! - [`io`], [`metrics`]: what every stage shares.
+//! - [`transaction`]: Kafka transactions around a batch (`kafka.exactly_once:
+//!   transactions`); [`metrics`]: the processors' own metrics. Consuming,
+//!   producing, dead letters and retries are the connector runtime's
+//!   (`syncline-runtime`).
 
 pub mod dedup;
-pub mod io;
 pub mod metrics;
 pub mod rules;
+pub mod transaction;
 
 pub use dedup::DedupProcessorConfig;
 pub use rules::{CompiledRules, Outcome, RulesConfig, RulesProcessorConfig, StepConfig};

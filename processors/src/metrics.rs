@@ -2,24 +2,15 @@
 //! with `pipeline` and `processor`. Handles are built once per processor, so
 //! the hot path only adds to atomics.
 
-use metrics::{Counter, Gauge, Histogram};
+use metrics::{Counter, Gauge};
 use syncline_core::runtime::ComponentContext;
 
 #[derive(Clone)]
 pub struct ProcessorMetrics {
-    /// Records consumed.
-    pub records_in: Counter,
-    /// Records published to an output topic.
-    pub records_out: Counter,
     /// Changes a `filter` step dropped.
     pub filtered: Counter,
     /// Changes a dedup processor dropped as duplicates.
     pub deduplicated: Counter,
-    /// Records sent to the dead-letter topic.
-    pub dead_lettered: Counter,
-    /// Seconds from the end of a batch's processing to its commit
-    /// (outputs acknowledged, state and offsets stored).
-    pub commit_seconds: Histogram,
     /// Keys held in the state store (an estimate from RocksDB).
     pub state_keys: Gauge,
     /// Bytes of live data in the state store (an estimate from RocksDB).
@@ -37,18 +28,11 @@ impl ProcessorMetrics {
             ("processor", ctx.component.clone()),
         ];
         Self {
-            records_in: metrics::counter!("syncline_processor_records_in_total", &labels),
-            records_out: metrics::counter!("syncline_processor_records_out_total", &labels),
             filtered: metrics::counter!("syncline_processor_records_filtered_total", &labels),
             deduplicated: metrics::counter!(
                 "syncline_processor_records_deduplicated_total",
                 &labels
             ),
-            dead_lettered: metrics::counter!(
-                "syncline_processor_records_dead_lettered_total",
-                &labels
-            ),
-            commit_seconds: metrics::histogram!("syncline_processor_commit_seconds", &labels),
             state_keys: metrics::gauge!("syncline_processor_state_keys", &labels),
             state_bytes: metrics::gauge!("syncline_processor_state_bytes", &labels),
             restored: metrics::counter!("syncline_processor_restored_records_total", &labels),

@@ -13,6 +13,9 @@
 //! - [`publish`]: the producing side. One publisher that encodes (schemas
 //!   registered once per shape), sets the change's headers, applies
 //!   back-pressure, broadcasts truncates and acknowledges in order.
+//! - [`component`]: what every component type's settings implement, so
+//!   that one registration makes the type known to the loader, `validate`,
+//!   the reference and the supervisor.
 //! - [`backoff`]: the one retry policy (exponential, with jitter).
 //! - [`dead_letter`]: the dead-letter topic every stage shares the format of.
 //! - [`events`]: one event per thing worth counting; each is a metric and,
@@ -22,6 +25,7 @@
 //!   batch of them.
 
 pub mod backoff;
+pub mod component;
 pub mod consume;
 pub mod dead_letter;
 pub mod events;
@@ -30,5 +34,6 @@ pub mod publish;
 pub mod record;
 
 pub use backoff::Backoff;
+pub use component::Component;
 pub use consume::{BatchSettings, Commit, ConsumeSettings, OffsetsHome, Stage};
 pub use record::{Offsets, Record, TopicPartition};

@@ -52,3 +52,23 @@ pub async fn acknowledged(
     }
     Ok(Some(out))
 }
+
+/// Send `value`, keyless, to every partition of `topic`: a TRUNCATE must
+/// follow every earlier change of every key, and a key's changes live in one
+/// partition (see `syncline_core::kafka::partitions_of`).
+pub async fn broadcast(
+    producer: &FutureProducer,
+    topic: &str,
+    value: &[u8],
+) -> Result<Vec<DeliveryFuture>> {
+    let mut out = Vec::new();
+    for p in syncline_core::kafka::partitions_of(producer, topic).await? {
+        out.push(send(
+            producer,
+            FutureRecord::<(), [u8]>::to(topic)
+                .partition(p)
+                .payload(value),
+        )?);
+    }
+    Ok(out)
+}

@@ -65,6 +65,14 @@ pub async fn all(pending: Vec<Pending>) -> Result<Vec<(i32, i64)>> {
     Ok(out)
 }
 
+/// A change encoded for its topic, not produced yet ([`Publisher::encode`]).
+pub struct Encoded {
+    topic: String,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    unchanged: Vec<String>,
+}
+
 pub struct Publisher {
     encoder: Encoder,
     producer: FutureProducer,
@@ -113,9 +121,32 @@ impl Publisher {
         table: &TableSchema,
         event: &ChangeEvent,
     ) -> Result<Pending> {
+        let encoded = self.encode(topic, table, event).await?;
+        self.send(&encoded)
+    }
+
+    /// Encode `event` for `topic` without producing it: a stage that must
+    /// not produce part of a batch encodes the whole batch first, so that a
+    /// record that cannot be encoded fails before anything is produced.
+    pub async fn encode(
+        &self,
+        topic: &str,
+        table: &TableSchema,
+        event: &ChangeEvent,
+    ) -> Result<Encoded> {
         let (key, value) = self.encoder.encode(topic, table, event).await?;
-        let mut record = FutureRecord::to(topic).key(&key).payload(&value);
-        if let Some(h) = syncline_core::kafka::change_headers(event) {
+        Ok(Encoded {
+            topic: topic.to_string(),
+            key,
+            value,
+            unchanged: event.unchanged.clone(),
+        })
+    }
+
+    /// Hand an encoded change to the producer.
+    pub fn send(&self, e: &Encoded) -> Result<Pending> {
+        let mut record = FutureRecord::to(&e.topic).key(&e.key).payload(&e.value);
+        if let Some(h) = syncline_core::kafka::unchanged_header(&e.unchanged) {
             record = record.headers(h);
         }
         Ok(Pending(produce::send(&self.producer, record)?))
@@ -129,14 +160,11 @@ impl Publisher {
         event: &ChangeEvent,
     ) -> Result<Vec<Pending>> {
         let value = self.encoder.encode_truncate(topic, table, event).await?;
-        let mut out = Vec::new();
-        for p in syncline_core::kafka::partitions_of(&self.producer, topic).await? {
-            let record = FutureRecord::<(), [u8]>::to(topic)
-                .partition(p)
-                .payload(&value[..]);
-            out.push(Pending(produce::send(&self.producer, record)?));
-        }
-        Ok(out)
+        Ok(produce::broadcast(&self.producer, topic, &value)
+            .await?
+            .into_iter()
+            .map(Pending)
+            .collect())
     }
 
     /// Wait until the broker has every one of `pending`, in order; each

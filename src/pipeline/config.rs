@@ -1,7 +1,6 @@
 //! The pipeline file's types: the user's words, and nothing else. Each
 //! component's own config lives with the component (sources/, processors/,
-//! sinks/); this
-//! file only says which components exist and how they are named.
+//! sinks/); which component types exist is said once, in `registry.rs`.
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -9,10 +8,8 @@ use std::collections::BTreeMap;
 use syncline_core::kafka::KafkaConfig;
 use syncline_core::limits::DecodeLimits;
 use syncline_core::registry::RegistryConfig;
-use syncline_processors::{DedupProcessorConfig, RulesProcessorConfig};
-use syncline_sinks::postgres::PostgresSinkConfig;
-use syncline_sources::postgres_cdc::PostgresCdcConfig;
-use syncline_sources::sql_poll::SqlPollConfig;
+
+pub use super::registry::{ProcessorConfig, SinkConfig, SourceConfig};
 
 /// A pipeline: sources write change records to Kafka topics, processors
 /// transform them into other topics, sinks apply them to targets. One file, one pipeline; run several files for several.
@@ -56,105 +53,4 @@ pub struct PipelineConfig {
     /// exits with an error once every component has ended.
     #[serde(default)]
     pub fail_fast: bool,
-}
-
-/// A source: `type` picks the kind.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// Polls tables or queries (Postgres, SQLite) on a schedule.
-    SqlPoll(SqlPollConfig),
-    /// Captures inserts, updates and deletes of Postgres tables through
-    /// logical replication, after a snapshot consistent with the slot.
-    PostgresCdc(PostgresCdcConfig),
-}
-
-/// A processor: `type` picks the kind.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ProcessorConfig {
-    /// Transforms each change with declarative steps (filter, set, rename,
-    /// drop, cast, mask, route, unwrap), at least once with stable identity.
-    Rules(RulesProcessorConfig),
-    /// Drops changes already seen (by identity, content or fields, forever
-    /// or within a TTL), with RocksDB state backed by a changelog topic.
-    Dedup(DedupProcessorConfig),
-}
-
-/// A sink: `type` picks the kind.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SinkConfig {
-    /// Applies changes to Postgres tables, exactly once.
-    Postgres(PostgresSinkConfig),
-}
-
-pub const SOURCE_TYPES: &[&str] = &["sql_poll", "postgres_cdc"];
-pub const PROCESSOR_TYPES: &[&str] = &["rules", "dedup"];
-pub const SINK_TYPES: &[&str] = &["postgres"];
-
-impl SourceConfig {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SourceConfig::SqlPoll(_) => "sql_poll",
-            SourceConfig::PostgresCdc(_) => "postgres_cdc",
-        }
-    }
-    pub fn topics(&self) -> Vec<String> {
-        match self {
-            SourceConfig::SqlPoll(c) => c.topics(),
-            SourceConfig::PostgresCdc(c) => c.topics(),
-        }
-    }
-    pub fn check(&self) -> Vec<syncline_core::config::Issue> {
-        match self {
-            SourceConfig::SqlPoll(c) => c.check(),
-            SourceConfig::PostgresCdc(c) => c.check(),
-        }
-    }
-}
-
-impl ProcessorConfig {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            ProcessorConfig::Rules(_) => "rules",
-            ProcessorConfig::Dedup(_) => "dedup",
-        }
-    }
-    pub fn topics_in(&self) -> Vec<String> {
-        match self {
-            ProcessorConfig::Rules(c) => c.topics_in(),
-            ProcessorConfig::Dedup(c) => c.topics_in(),
-        }
-    }
-    pub fn topics_out(&self) -> Vec<String> {
-        match self {
-            ProcessorConfig::Rules(c) => c.topics_out(),
-            ProcessorConfig::Dedup(c) => c.topics_out(),
-        }
-    }
-    pub fn check(&self) -> Vec<syncline_core::config::Issue> {
-        match self {
-            ProcessorConfig::Rules(c) => c.check(),
-            ProcessorConfig::Dedup(c) => c.check(),
-        }
-    }
-}
-
-impl SinkConfig {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkConfig::Postgres(_) => "postgres",
-        }
-    }
-    pub fn topics(&self) -> Vec<String> {
-        match self {
-            SinkConfig::Postgres(c) => c.topics(),
-        }
-    }
-    pub fn check(&self) -> Vec<syncline_core::config::Issue> {
-        match self {
-            SinkConfig::Postgres(c) => c.check(),
-        }
-    }
 }

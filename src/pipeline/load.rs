@@ -2,12 +2,10 @@
 //! own (so that one mistake does not hide the next), check references, and
 //! report every problem with the file, line, column, key and what is valid.
 
-use super::config::{
-    PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig, PROCESSOR_TYPES, SINK_TYPES,
-    SOURCE_TYPES,
-};
+use super::config::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
 use super::interpolate::interpolate;
 use super::position::{Path, Pos, PositionIndex};
+use super::registry::Role;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,7 +66,7 @@ impl fmt::Display for LoadError {
     }
 }
 
-struct Loader {
+pub(super) struct Loader {
     index: PositionIndex,
     diags: Vec<Diagnostic>,
     secrets: Vec<String>,
@@ -96,7 +94,7 @@ impl Loader {
 
     /// Deserialize `value` (found at `path`) as `T`, reporting any error at
     /// the exact key serde stopped on.
-    fn de<T: DeserializeOwned>(&mut self, path: &Path, value: Value) -> Option<T> {
+    pub(super) fn de<T: DeserializeOwned>(&mut self, path: &Path, value: Value) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -285,27 +283,10 @@ pub fn load_str(
     };
     let kafka = section(&mut l, &root_path, "kafka", take("kafka"));
     let registry = section(&mut l, &root_path, "registry", take("registry"));
-    let sources = components(
-        &mut l,
-        &root_path.key("sources"),
-        take("sources"),
-        SOURCE_TYPES,
-        source_from,
-    );
-    let sinks = components(
-        &mut l,
-        &root_path.key("sinks"),
-        take("sinks"),
-        SINK_TYPES,
-        sink_from,
-    );
-    let processors = components(
-        &mut l,
-        &root_path.key("processors"),
-        take("processors"),
-        PROCESSOR_TYPES,
-        processor_from,
-    );
+    let sources = components::<SourceConfig>(&mut l, &root_path.key("sources"), take("sources"));
+    let sinks = components::<SinkConfig>(&mut l, &root_path.key("sinks"), take("sinks"));
+    let processors =
+        components::<ProcessorConfig>(&mut l, &root_path.key("processors"), take("processors"));
 
     let external_topics: Vec<String> = match take("external_topics") {
         None => Vec::new(),
@@ -368,56 +349,9 @@ fn section<T: DeserializeOwned>(
     }
 }
 
-fn source_from(l: &mut Loader, path: &Path, ty: &str, body: Value) -> Option<SourceConfig> {
-    match ty {
-        "sql_poll" => l.de(path, body).map(SourceConfig::SqlPoll),
-        "postgres_cdc" => l.de(path, body).map(SourceConfig::PostgresCdc),
-        _ => None,
-    }
-}
-
-fn processor_from(l: &mut Loader, path: &Path, ty: &str, body: Value) -> Option<ProcessorConfig> {
-    match ty {
-        "rules" => l.de(path, body).map(ProcessorConfig::Rules),
-        "dedup" => l.de(path, body).map(ProcessorConfig::Dedup),
-        _ => None,
-    }
-}
-
-fn sink_from(l: &mut Loader, path: &Path, ty: &str, body: Value) -> Option<SinkConfig> {
-    match ty {
-        "postgres" => l.de(path, body).map(SinkConfig::Postgres),
-        _ => None,
-    }
-}
-
-trait Component {
-    fn issues(&self) -> Vec<syncline_core::config::Issue>;
-}
-impl Component for SourceConfig {
-    fn issues(&self) -> Vec<syncline_core::config::Issue> {
-        self.check()
-    }
-}
-impl Component for ProcessorConfig {
-    fn issues(&self) -> Vec<syncline_core::config::Issue> {
-        self.check()
-    }
-}
-impl Component for SinkConfig {
-    fn issues(&self) -> Vec<syncline_core::config::Issue> {
-        self.check()
-    }
-}
-
 /// `sources:`, `processors:` or `sinks:`: a mapping of name -> `{type: ..., settings}`.
-fn components<T: Component>(
-    l: &mut Loader,
-    path: &Path,
-    v: Option<Value>,
-    types: &[&str],
-    build: fn(&mut Loader, &Path, &str, Value) -> Option<T>,
-) -> BTreeMap<String, T> {
+fn components<T: Role>(l: &mut Loader, path: &Path, v: Option<Value>) -> BTreeMap<String, T> {
+    let types = T::TYPES;
     let mut out = BTreeMap::new();
     let entries = match v {
         None | Some(Value::Null) => return out,
@@ -470,7 +404,7 @@ fn components<T: Component>(
                 continue;
             }
         };
-        if let Some(c) = build(l, &p, &ty, Value::Mapping(body)) {
+        if let Some(c) = T::load(l, &p, &ty, Value::Mapping(body)) {
             for issue in c.issues() {
                 let ip = p.join_str(&issue.path);
                 l.at_key(&ip, issue.message);
@@ -494,7 +428,7 @@ fn check_references(
     let mut writers: BTreeMap<String, String> = BTreeMap::new();
     let written = sources
         .iter()
-        .map(|(n, s)| ("sources", "source", n, s.topics()))
+        .map(|(n, s)| ("sources", "source", n, s.topics_out()))
         .chain(
             processors
                 .iter()
@@ -526,7 +460,7 @@ fn check_references(
         .chain(
             sinks
                 .iter()
-                .map(|(n, s)| ("sinks", "sink", "topics", n, s.topics())),
+                .map(|(n, s)| ("sinks", "sink", "topics", n, s.topics_in())),
         );
     for (section, kind, key, name, topics) in read {
         for (i, t) in topics.iter().enumerate() {

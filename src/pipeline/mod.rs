@@ -8,6 +8,7 @@ pub mod load;
 mod online;
 mod position;
 pub mod reference;
+pub mod registry;
 mod supervise;
 
 use config::PipelineConfig;
@@ -106,7 +107,7 @@ pub fn summary(file: &Path, p: &PipelineConfig) -> String {
         out.push_str(&format!(
             "\n  source {name} ({}) -> {}",
             s.type_name(),
-            s.topics().join(", ")
+            s.topics_out().join(", ")
         ));
     }
     for (name, c) in &p.processors {
@@ -121,7 +122,7 @@ pub fn summary(file: &Path, p: &PipelineConfig) -> String {
         out.push_str(&format!(
             "\n  sink {name} ({}) <- {}",
             s.type_name(),
-            s.topics().join(", ")
+            s.topics_in().join(", ")
         ));
     }
     out

@@ -3,14 +3,10 @@
 //! below fails when the committed file differs from what the types say.
 //! Regenerate with `make reference`.
 
-use super::config::PipelineConfig;
+use super::config::{PipelineConfig, ProcessorConfig, SinkConfig, SourceConfig};
 use schemars::schema_for;
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
-use syncline_processors::{DedupProcessorConfig, RulesProcessorConfig};
-use syncline_sinks::postgres::PostgresSinkConfig;
-use syncline_sources::postgres_cdc::PostgresCdcConfig;
-use syncline_sources::sql_poll::SqlPollConfig;
 
 pub fn generate() -> String {
     let mut out = String::from(
@@ -19,34 +15,14 @@ pub fn generate() -> String {
          Every string value may use `${VAR}` or `${VAR:-default}` (environment variables; `$${` for a literal `${`).\n\
          Unknown keys are errors. `syncline validate FILE` checks a file and names the line of each mistake.\n",
     );
-    let roots = [
-        ("pipeline", "The pipeline file", schema_for!(PipelineConfig)),
-        (
-            "source-sql_poll",
-            "Source `type: sql_poll`",
-            schema_for!(SqlPollConfig),
-        ),
-        (
-            "source-postgres_cdc",
-            "Source `type: postgres_cdc`",
-            schema_for!(PostgresCdcConfig),
-        ),
-        (
-            "processor-rules",
-            "Processor `type: rules`",
-            schema_for!(RulesProcessorConfig),
-        ),
-        (
-            "processor-dedup",
-            "Processor `type: dedup`",
-            schema_for!(DedupProcessorConfig),
-        ),
-        (
-            "sink-postgres",
-            "Sink `type: postgres`",
-            schema_for!(PostgresSinkConfig),
-        ),
-    ];
+    let mut roots = vec![(
+        "pipeline".to_string(),
+        "The pipeline file".to_string(),
+        schema_for!(PipelineConfig),
+    )];
+    roots.extend(SourceConfig::reference());
+    roots.extend(ProcessorConfig::reference());
+    roots.extend(SinkConfig::reference());
     let mut seen = BTreeSet::new();
     for (anchor, title, schema) in &roots {
         let root = schema.as_value();

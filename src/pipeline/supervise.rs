@@ -34,17 +34,9 @@ enum Component {
 impl Component {
     async fn run_once(&self, ctx: ComponentContext, shutdown: Shutdown) -> Result<()> {
         match self {
-            Component::Source(SourceConfig::SqlPoll(c)) => c.build(ctx).await?.run(shutdown).await,
-            Component::Source(SourceConfig::PostgresCdc(c)) => {
-                c.build(ctx).await?.run(shutdown).await
-            }
-            Component::Processor(ProcessorConfig::Rules(c)) => {
-                c.build(ctx).await?.run(shutdown).await
-            }
-            Component::Processor(ProcessorConfig::Dedup(c)) => {
-                c.build(ctx).await?.run(shutdown).await
-            }
-            Component::Sink(SinkConfig::Postgres(c)) => c.build(ctx).await?.run(shutdown).await,
+            Component::Source(c) => c.run(ctx, shutdown).await,
+            Component::Processor(c) => c.run(ctx, shutdown).await,
+            Component::Sink(c) => c.run(ctx, shutdown).await,
         }
     }
 }

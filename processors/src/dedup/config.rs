@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use syncline_core::config::Issue;
-use syncline_core::runtime::ComponentContext;
+use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::Result;
 
 /// Drops changes already seen and publishes the rest unchanged (identity
@@ -193,10 +193,31 @@ impl DedupProcessorConfig {
                 .clone()
                 .unwrap_or_else(|| name("dead")),
             state_dir: ctx.state_dir.join(&ctx.pipeline).join(&ctx.component),
-            batch_size: self.batch_size,
-            batch_timeout: Duration::from_millis(self.batch_timeout_ms),
+            batch: syncline_runtime::BatchSettings {
+                max_records: self.batch_size,
+                max_wait: Duration::from_millis(self.batch_timeout_ms),
+                ..Default::default()
+            },
         };
         DedupProcessor::new(settings, ctx)
+    }
+}
+
+impl syncline_runtime::Component for DedupProcessorConfig {
+    fn topics_in(&self) -> Vec<String> {
+        DedupProcessorConfig::topics_in(self)
+    }
+
+    fn topics_out(&self) -> Vec<String> {
+        DedupProcessorConfig::topics_out(self)
+    }
+
+    fn check(&self) -> Vec<Issue> {
+        DedupProcessorConfig::check(self)
+    }
+
+    async fn run(&self, ctx: ComponentContext, shutdown: Shutdown) -> Result<()> {
+        self.build(ctx).await?.run(shutdown).await
     }
 }
 

@@ -1,7 +1,9 @@
 //! The running `dedup` processor.
 //!
-//! Two stages, each a member of its own consumer group, so that N instances
-//! split both:
+//! Two stages of the connector runtime (`syncline_runtime::consume`), each a
+//! member of its own consumer group, so that N instances split both; the
+//! runtime consumes, batches, decodes, dead-letters, retries and rebalances
+//! (eager or cooperative), and the stages say what is particular to dedup:
 //! - **repartition** (only when `by` is not `identity`, or several topics are
 //!   read): every change goes, unchanged, to the repartition topic with its
 //!   dedup key as Kafka key (the original key rides along in the
@@ -12,21 +14,27 @@
 //!   ([`super::store`]), backed up to the changelog ([`super::changelog`]).
 //!
 //! # Guarantee and commit order
-//! For each batch the dedup stage consumed, in this order:
+//! For each batch the dedup stage consumed, in this order (records that
+//! cannot be decoded or keyed were dead-lettered by the runtime, and
+//! acknowledged, before [`Stage::write`] is called):
 //! 1. decide each record against the state as of the batch's start plus the
 //!    batch's own earlier records (a key's first appearance passes, later
-//!    ones within the TTL are dropped); hand every output and dead letter to
-//!    the idempotent producer;
+//!    ones within the TTL are dropped); encode every output (one that cannot
+//!    be encoded refuses the batch before anything is produced, and the
+//!    runtime splits the batch to dead-letter that record alone), then hand
+//!    them to the idempotent producer;
 //! 2. wait until the broker has acknowledged all of them;
 //! 3. produce the batch's state changes to the changelog, each partition's
 //!    ending with its `next input offset` record, and wait for those acks;
 //! 4. write one RocksDB `WriteBatch` per partition: the state changes, the
 //!    next input offset and stream time, and the changelog offset reached;
-//! 5. commit the input offsets to Kafka (advisory only: for lag tools).
+//! 5. the runtime commits the input offsets to Kafka (advisory only: for lag
+//!    tools; [`OffsetsHome::Stage`]).
 //!
-//! On assignment a partition restores its state from the changelog (from
-//! where the local copy stopped, or from the start when it is missing) and
-//! resumes at the input offset stored *with the state*, never at Kafka's.
+//! On assignment ([`Stage::assigned`]) a partition restores its state from
+//! the changelog (from where the local copy stopped, or from the start when
+//! it is missing) and resumes at the input offset stored *with the state*,
+//! never at Kafka's.
 //!
 //! A crash before 3 replays the batch against the same state: the same
 //! decisions, the same outputs, equal identities (syncline sinks drop them).
@@ -41,42 +49,49 @@
 //! Not covered by default: two live instances owning one partition at once
 //! (a member that lost its session but still runs) can both pass a key.
 //!
-//! With `kafka.exactly_once: transactions` ([`crate::io::Transactional`]),
+//! With `kafka.exactly_once: transactions` ([`crate::transaction::Transactional`]),
 //! steps 1-3 are one Kafka transaction that also carries the input offsets
-//! (step 5 becomes part of it), committed before step 4: outputs, dead
-//! letters, changelog records and offsets count together or not at all, so
+//! (step 5 becomes part of it), committed before step 4: outputs, changelog
+//! records and offsets count together or not at all (dead letters go through
+//! the runtime's own producer, outside it: at least once), so
 //! a `read_committed` consumer sees each passed change once, and a stale
-//! instance is fenced. On assignment the committed offsets are fetched
-//! first with `require_stable` (librdkafka does so for `read_committed`
-//! consumers), which waits until a transaction still open on the partition
-//! has ended; the changelog is then restored up to its last stable offset.
+//! instance is fenced. On assignment the runtime fetches the committed
+//! offsets first with `require_stable` ([`Stage::transactional`]), which
+//! waits until a transaction still open on the partition has ended; the
+//! changelog is then restored up to its last stable offset.
 //! A crash after the commit and before step 4 is repaired by that restore.
 //! The repartition stage commits each batch in a transaction of its own.
+//!
+//! Poison: a record that cannot be decoded, whose dedup key cannot be made
+//! (a `fields` column missing), or whose output cannot be encoded goes to
+//! the dead-letter topic with the reason and its origin (the runtime's
+//! isolation); the rest of its batch is decided and published in order.
 
-use super::changelog::{self, Record};
+use super::changelog;
 use super::key::{DedupKey, Key};
 use super::store::{PartitionCommit, Store};
-use crate::io::{self, retry, Raw, Transactional, ORIGINAL_KEY_HEADER};
 use crate::metrics::ProcessorMetrics;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use crate::transaction::Transactional;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use syncline_core::codec::{Decoded, Decoder, Encoder};
+use syncline_core::change::{ORIGINAL_KEY_HEADER, UNCHANGED_HEADER};
+use syncline_core::codec::{Decoded, Encoder};
 use syncline_core::error::{Context, ErrorKind};
-use syncline_core::kafka::{DeadLetter, ExactlyOnce, KafkaConfig};
+use syncline_core::kafka::{ExactlyOnce, KafkaConfig};
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
-use syncline_core::{Error, Op, Result, TableSchema};
-use tokio::runtime::Handle;
+use syncline_core::{ChangeEvent, Error, Op, Result, TableSchema};
+use syncline_runtime::consume::{self, ConsumeSettings};
+use syncline_runtime::produce;
+use syncline_runtime::publish::{Pending, Publisher};
+use syncline_runtime::record::{offset_list, Origin};
+use syncline_runtime::{BatchSettings, Commit, OffsetsHome, Record, Stage, TopicPartition};
 
-const POLL_SLICE: Duration = Duration::from_millis(100);
 /// Most expired entries removed per partition and batch (the rest go in
 /// the next batches), so that one sweep never stalls the stream.
 const SWEEP_LIMIT: usize = 10_000;
@@ -94,8 +109,7 @@ pub struct Settings {
     pub repartition_topic: Option<String>,
     pub dead_letter_topic: String,
     pub state_dir: PathBuf,
-    pub batch_size: usize,
-    pub batch_timeout: Duration,
+    pub batch: BatchSettings,
 }
 
 pub struct DedupProcessor {
@@ -116,13 +130,12 @@ impl DedupProcessor {
             .unwrap_or(&self.settings.from[0])
     }
 
-    /// Run both stages until `shutdown` or until one fails for good.
+    /// Run both stages until `shutdown` or until one fails for good (which
+    /// stops the other).
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
         let s = &self.settings;
         let kafka = &self.ctx.kafka;
-        for t in [&s.to, &s.dead_letter_topic] {
-            kafka.ensure_topic(t, kafka.partitions, false).await?;
-        }
+        kafka.ensure_topic(&s.to, kafka.partitions, false).await?;
         if let Some(t) = &s.repartition_topic {
             kafka.ensure_topic(t, kafka.partitions, false).await?;
         }
@@ -144,59 +157,75 @@ impl DedupProcessor {
             }
             _ => {}
         }
-        let store = Arc::new(Store::open(&s.state_dir)?);
+        let store = Store::open(&s.state_dir)?;
         let metrics = ProcessorMetrics::new(&self.ctx);
         tracing::info!(processor = %self.ctx.component, group = %s.group_id, from = ?s.from, to = %s.to, by = ?s.key, ttl = ?s.ttl, state = %s.state_dir.display(), "dedup processor started");
 
         let transactions = kafka.exactly_once == ExactlyOnce::Transactions;
-        let repartition_txn = match (&s.repartition_topic, transactions) {
-            (Some(_), true) => Some(Transactional::new(&self.ctx, ".repartition").await?),
-            _ => None,
+        let stop = shutdown.child_token();
+        let repartition = match &s.repartition_topic {
+            None => None,
+            Some(topic) => {
+                let txn = match transactions {
+                    true => Some(Transactional::new(&self.ctx, ".repartition").await?),
+                    false => None,
+                };
+                let stage = Repartition {
+                    key: s.key.clone(),
+                    topic: topic.clone(),
+                    merged: s.from.len() > 1,
+                    producer: match &txn {
+                        Some(t) => t.producer().clone(),
+                        None => kafka.producer()?,
+                    },
+                    txn,
+                    shutdown: stop.clone(),
+                };
+                let consume = ConsumeSettings {
+                    kind: "dedup.repartition",
+                    group_id: format!("{}.repartition", s.group_id),
+                    topics: s.from.clone(),
+                    batch: s.batch.clone(),
+                    dead_letter_topic: s.dead_letter_topic.clone(),
+                };
+                let (ctx, stop) = (self.ctx.clone(), stop.clone());
+                Some(tokio::spawn(async move {
+                    let r = consume::run(&ctx, consume, stage, stop.clone()).await;
+                    stop.cancel();
+                    r
+                }))
+            }
         };
         let txn = match transactions {
             true => Some(Transactional::new(&self.ctx, "").await?),
             false => None,
         };
-        let stop = shutdown.child_token();
-        let repartition = s.repartition_topic.clone().map(|topic| {
-            let stage = Repartition {
-                settings: s.clone(),
-                ctx: self.ctx.clone(),
-                topic,
-                metrics: metrics.clone(),
-                txn: repartition_txn,
-            };
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let r = stage.run(&stop).await;
-                stop.cancel();
-                r
-            })
-        });
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let handle = Handle::current();
-        let stage = DedupStage {
-            settings: s.clone(),
-            ctx: self.ctx.clone(),
-            input,
-            store,
-            metrics,
-            txn,
+        let producer = match &txn {
+            Some(t) => t.producer().clone(),
+            None => kafka.producer()?,
         };
-        let thread_stop = stop.clone();
-        std::thread::Builder::new()
-            .name(format!("dedup-{}", self.ctx.component))
-            .spawn(move || {
-                let r = stage.run_blocking(handle, &thread_stop);
-                thread_stop.cancel();
-                let _ = tx.send(r);
-            })
-            .context(ErrorKind::Internal, || {
-                "cannot start the dedup thread".into()
-            })?;
-        let dedup_result = rx
-            .await
-            .unwrap_or_else(|_| Err(Error::internal("the dedup thread panicked")));
+        let stage = Dedup {
+            settings: s.clone(),
+            component: self.ctx.component.clone(),
+            kafka: kafka.clone(),
+            namespace: format!("syncline.{}", avro_name(&self.ctx.component)),
+            publisher: Publisher::new(Encoder::new(&self.ctx.registry)?, producer),
+            txn,
+            store,
+            schemas: HashMap::new(),
+            metrics,
+            shutdown: stop.clone(),
+            last_size: Instant::now() - Duration::from_secs(60),
+        };
+        let consume = ConsumeSettings {
+            kind: "dedup",
+            group_id: s.group_id.clone(),
+            topics: vec![input],
+            batch: s.batch.clone(),
+            dead_letter_topic: s.dead_letter_topic.clone(),
+        };
+        let dedup_result = consume::run(&self.ctx, consume, stage, stop.clone()).await;
+        stop.cancel();
         let repartition_result = match repartition {
             Some(task) => task.await.unwrap_or_else(|e| {
                 Err(Error::internal(format!(
@@ -226,506 +255,317 @@ fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<Option<i32>> {
     Ok((!parts.is_empty()).then_some(parts.len() as i32))
 }
 
-/// Send `r` to the dead-letter topic with `reason` (acknowledged with the batch).
-fn dead_letter(
-    producer: &FutureProducer,
-    topic: &str,
-    component: &str,
-    r: &Raw,
-    reason: &str,
-) -> Result<DeliveryFuture> {
-    tracing::warn!(processor = %component, dead_letter_topic = %topic, reason, "record dead-lettered");
-    io::send(
-        producer,
-        DeadLetter {
-            topic: &r.topic,
-            partition: r.partition,
-            offset: r.offset,
-            key: r.key.as_deref(),
-            value: r.value.as_deref(),
-            reason,
-        }
-        .record(topic),
-    )
-}
-
 /// The first stage: re-key every change by its dedup key. Stateless, at
-/// least once (offsets committed after the broker acknowledged the batch);
+/// least once (the runtime commits the offsets after the broker
+/// acknowledged the batch; with transactions, in the batch's transaction);
 /// a replayed record has the same dedup key, so the dedup stage drops it.
 struct Repartition {
-    settings: Settings,
-    ctx: ComponentContext,
+    key: DedupKey,
     topic: String,
-    metrics: ProcessorMetrics,
+    /// Several input topics merge into one output.
+    merged: bool,
+    producer: FutureProducer,
     txn: Option<Transactional>,
+    shutdown: Shutdown,
+}
+
+/// A record re-keyed by its dedup key (`None`: a TRUNCATE, to every partition).
+struct Rekeyed {
+    key: Option<Key>,
+    record: Record,
+}
+
+impl Stage for Repartition {
+    type Item = Rekeyed;
+
+    fn offsets_home(&self) -> OffsetsHome {
+        OffsetsHome::Kafka
+    }
+
+    fn transactional(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    async fn assigned(&mut self, _: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
+        Ok(HashMap::new())
+    }
+
+    fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Rekeyed>> {
+        let key = match decoded.event.op {
+            Op::Truncate if self.merged => {
+                return Err(Error::data(
+                    "it is a TRUNCATE of one of several input topics merged into one output; \
+                     applying it would empty the rows of the others too, so it is not forwarded",
+                ))
+            }
+            Op::Truncate => None,
+            _ => Some(self.key.of(&decoded.event).map_err(Error::data)?),
+        };
+        Ok(Some(Rekeyed {
+            key,
+            record: record.clone(),
+        }))
+    }
+
+    async fn write(&mut self, items: &[Rekeyed], commit: &Commit<'_>) -> Result<usize> {
+        in_transaction(self.txn.as_ref(), commit, self.rekey(items)).await
+    }
 }
 
 impl Repartition {
-    async fn run(&self, stop: &Shutdown) -> Result<()> {
-        let s = &self.settings;
-        let component = &self.ctx.component;
-        let consumer: StreamConsumer = self.ctx.kafka.subscribed(
-            &format!("{}.repartition", s.group_id),
-            &s.from,
-            rdkafka::consumer::DefaultConsumerContext,
-        )?;
-        let decoder = self.ctx.decoder()?;
-        let producer = match &self.txn {
-            Some(t) => t.producer().clone(),
-            None => self.ctx.kafka.producer()?,
-        };
-        while !stop.is_cancelled() {
-            let Some(batch) =
-                io::collect_batch(&consumer, stop, component, s.batch_size, s.batch_timeout)
-                    .await?
-            else {
-                return Ok(());
-            };
-            if batch.is_empty() {
+    /// Produce `items` to the repartition topic, unchanged but for the key,
+    /// and wait for the broker.
+    async fn rekey(&self, items: &[Rekeyed]) -> Result<usize> {
+        let mut pending = Vec::with_capacity(items.len());
+        for it in items {
+            let value = it.record.value.as_deref().unwrap_or_default();
+            let Some(key) = &it.key else {
+                pending.extend(produce::broadcast(&self.producer, &self.topic, value).await?);
                 continue;
-            }
-            self.metrics.records_in.increment(batch.len() as u64);
-            if let Some(txn) = &self.txn {
-                txn.begin()?;
-            }
-            let published = self.publish(&batch, &decoder, &producer, stop).await;
-            if !matches!(published, Ok(Some(()))) {
-                if let Some(txn) = &self.txn {
-                    txn.abort_blocking();
-                }
-                return published.map(|_| ());
-            }
-            let next = io::next_offsets(
-                batch
-                    .iter()
-                    .map(|r| (r.topic.as_str(), r.partition, r.offset)),
-            );
-            if let Some(txn) = &self.txn {
-                let group = io::group_metadata(&consumer)?;
-                txn.commit(io::offset_list(&next)?, group).await?;
-            } else if let Err(e) = consumer.commit(&io::offset_list(&next)?, CommitMode::Sync) {
-                tracing::warn!(processor = %component, error = %e, "cannot commit repartition offsets; those records will be re-keyed again (the dedup stage drops the copies)");
-            }
-        }
-        Ok(())
-    }
-
-    /// Re-key `batch` to the repartition topic and wait for the broker's
-    /// acknowledgements. `None`: shutdown came first.
-    async fn publish(
-        &self,
-        batch: &[Raw],
-        decoder: &Decoder,
-        producer: &FutureProducer,
-        stop: &Shutdown,
-    ) -> Result<Option<()>> {
-        let s = &self.settings;
-        let component = &self.ctx.component;
-        let mut pending = Vec::with_capacity(batch.len());
-        for r in batch {
-            let decoded = retry(stop, component, "schema registry unavailable", || {
-                decoder.decode(r.key.as_deref(), r.value.as_deref())
-            })
-            .await;
-            let key = match decoded {
-                Ok(None) => return Ok(None),
-                Ok(Some(d)) if d.event.op == Op::Truncate && s.from.len() > 1 => Err(
-                    "a TRUNCATE of one of several input topics merged into one output; applying it \
-                     would empty the rows of the others too, so it is not forwarded"
-                        .to_string(),
-                ),
-                Ok(Some(d)) if d.event.op == Op::Truncate => {
-                    // Every key's partition must see it (see io::broadcast).
-                    let value = r.value.as_deref().unwrap_or_default();
-                    pending.extend(io::broadcast(producer, &self.topic, value).await?);
-                    continue;
-                }
-                Ok(Some(d)) => s.key.of(&d.event),
-                Err(e) if e.kind() == ErrorKind::Data => Err(format!("cannot decode: {e}")),
-                Err(e) => return Err(e),
             };
-            match key {
-                Ok(key) => {
-                    let mut record = FutureRecord::to(&self.topic).key(&key[..]);
-                    if let Some(v) = &r.value {
-                        record = record.payload(&v[..]);
-                    }
-                    // The original key, and the unchanged columns, ride along.
-                    let mut headers = OwnedHeaders::new();
-                    if let Some(k) = &r.key {
-                        headers = headers.insert(Header {
-                            key: ORIGINAL_KEY_HEADER,
-                            value: Some(&k[..]),
-                        });
-                    }
-                    if let Some(u) = &r.unchanged {
-                        headers = headers.insert(Header {
-                            key: syncline_core::change::UNCHANGED_HEADER,
-                            value: Some(&u[..]),
-                        });
-                    }
-                    record = record.headers(headers);
-                    pending.push(io::send(producer, record)?);
-                }
-                Err(reason) => {
-                    let reason = format!("the record at {}: {reason}", r.at());
-                    pending.push(dead_letter(
-                        producer,
-                        &s.dead_letter_topic,
-                        component,
-                        r,
-                        &reason,
-                    )?);
-                    self.metrics.dead_lettered.increment(1);
-                }
+            // The original key, and the unchanged columns, ride along.
+            let mut headers = OwnedHeaders::new();
+            if let Some(k) = &it.record.key {
+                headers = headers.insert(Header {
+                    key: ORIGINAL_KEY_HEADER,
+                    value: Some(&k[..]),
+                });
             }
+            if let Some(u) = it.record.header(UNCHANGED_HEADER) {
+                headers = headers.insert(Header {
+                    key: UNCHANGED_HEADER,
+                    value: Some(u),
+                });
+            }
+            let record = FutureRecord::to(&self.topic)
+                .key(&key[..])
+                .payload(value)
+                .headers(headers);
+            pending.push(produce::send(&self.producer, record)?);
         }
-        Ok(io::acknowledged(stop, pending).await?.map(|_| ()))
+        match produce::acknowledged(&self.shutdown, pending).await? {
+            Some(_) => Ok(items.len()),
+            None => Err(Error::transient("shut down while publishing")),
+        }
     }
 }
 
-/// What the rebalance callback leaves for the loop.
-#[derive(Default)]
-struct RebalanceNews {
-    reset: HashSet<i32>,
-    error: Option<Error>,
+/// Run `work` (which produces a batch) inside the batch's Kafka
+/// transaction when there is one: begun before, committed with the input
+/// offsets after, aborted on any failure.
+async fn in_transaction<T>(
+    txn: Option<&Transactional>,
+    commit: &Commit<'_>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(txn) = txn else {
+        return work.await;
+    };
+    let group = commit.group_metadata()?;
+    txn.begin()?;
+    match work.await {
+        Ok(v) => {
+            txn.commit_blocking(&offset_list(commit.next()), group)?;
+            Ok(v)
+        }
+        Err(e) => {
+            txn.abort_blocking();
+            Err(e)
+        }
+    }
 }
 
-/// The dedup stage's consumer context: on assignment, restore each
-/// partition's state and start it at the offset stored with that state.
-struct DedupContext {
+/// The dedup stage: decides, publishes what passes, and stores its state
+/// with the input offsets (see the module's commit order).
+struct Dedup {
+    settings: Settings,
+    component: String,
     kafka: KafkaConfig,
-    group: String,
-    changelog: String,
-    store: Arc<Store>,
-    ttl: bool,
-    /// With transactions, assignment first waits for open ones (see the module doc).
-    transactional: bool,
+    namespace: String,
+    publisher: Publisher,
+    txn: Option<Transactional>,
+    store: Store,
+    /// Output table shape per input value schema id.
+    schemas: HashMap<u32, Arc<TableSchema>>,
     metrics: ProcessorMetrics,
-    news: Mutex<RebalanceNews>,
+    shutdown: Shutdown,
+    last_size: Instant,
 }
 
-impl ClientContext for DedupContext {}
-
-impl ConsumerContext for DedupContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let parts: Vec<(String, i32)> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
-        self.news
-            .lock()
-            .expect("rebalance news poisoned")
-            .reset
-            .extend(parts.iter().map(|(_, p)| *p));
-        let result = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                match self
-                    .await_stable(consumer, tpl)
-                    .and_then(|()| self.restore_all(&parts))
-                {
-                    Ok(offsets) => {
-                        for ((topic, partition), offset) in parts.iter().zip(offsets) {
-                            let _ = tpl.set_partition_offset(topic, *partition, offset);
-                        }
-                        tracing::info!(group = %self.group, partitions = ?parts.iter().map(|p| p.1).collect::<Vec<_>>(), "assigned; state restored, resuming from the offsets stored with it");
-                        consumer.assign(tpl)
-                    }
-                    Err(e) => {
-                        self.news.lock().expect("rebalance news poisoned").error = Some(e);
-                        consumer.unassign()
-                    }
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(group = %self.group, partitions = parts.len(), "partitions revoked");
-                consumer.unassign()
-            }
-            other => {
-                tracing::warn!(group = %self.group, error = ?other, "rebalance error; dropping the assignment");
-                consumer.unassign()
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(group = %self.group, error = %e, "cannot apply the partition assignment");
-        }
-    }
+/// A change ready to decide: its partition, dedup key (`None`: a TRUNCATE,
+/// never deduplicated, since applying it twice is harmless) and output shape.
+struct Candidate {
+    partition: i32,
+    key: Option<Key>,
+    table: Arc<TableSchema>,
+    event: ChangeEvent,
+    at: Origin,
 }
 
-impl DedupContext {
-    /// With transactions: fetch the group's committed offsets of the
-    /// assigned partitions. The consumer is `read_committed`, so librdkafka
-    /// asks with `require_stable` and the answer waits until a transaction
-    /// still open on them (a stale instance's, or this one's before a
-    /// crash) has committed or aborted; the changelog restored next then
-    /// holds everything that transaction committed.
-    fn await_stable(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) -> Result<()> {
-        if !self.transactional {
-            return Ok(());
-        }
-        consumer
-            .committed_offsets(tpl.clone(), Duration::from_secs(120))
-            .map(|_| ())
-            .context(ErrorKind::Transient, || {
-                "cannot read the committed offsets of the assigned partitions".into()
-            })
+/// One partition's decisions within a write.
+struct PartitionBatch {
+    stream_time: i64,
+    /// Keys passed earlier in this write (not in the store yet).
+    overlay: HashMap<Key, i64>,
+    commit: PartitionCommit,
+    /// The next input offset the store holds.
+    stored_next: Option<i64>,
+}
+
+impl Stage for Dedup {
+    type Item = Candidate;
+
+    fn offsets_home(&self) -> OffsetsHome {
+        OffsetsHome::Stage
     }
 
-    /// Restore every assigned partition; the offset each starts at.
-    fn restore_all(&self, parts: &[(String, i32)]) -> Result<Vec<Offset>> {
-        let mut out = Vec::with_capacity(parts.len());
-        for (_, partition) in parts {
+    fn transactional(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Restore each partition's state from the changelog; resume at the
+    /// input offset stored with it.
+    async fn assigned(&mut self, parts: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
+        let mut out = HashMap::new();
+        for (topic, partition) in parts {
             changelog::restore(
                 &self.kafka,
-                &self.changelog,
+                &self.settings.changelog_topic,
                 *partition,
                 &self.store,
-                self.ttl,
+                self.settings.ttl.is_some(),
                 |done, remaining| {
                     self.metrics.restored.absolute(done);
                     self.metrics.restore_remaining.set(remaining as f64);
                 },
             )?;
-            let meta = self.store.meta(*partition)?;
-            out.push(match meta.next_input {
-                Some(o) => Offset::Offset(o),
-                None => Offset::Beginning,
-            });
+            if let Some(o) = self.store.meta(*partition)?.next_input {
+                out.insert((topic.clone(), *partition), o);
+            }
         }
+        tracing::info!(processor = %self.component, partitions = ?parts.iter().map(|p| p.1).collect::<Vec<_>>(),
+            "state restored; resuming at the offsets stored with it");
         Ok(out)
     }
-}
 
-struct DedupStage {
-    settings: Settings,
-    ctx: ComponentContext,
-    input: String,
-    store: Arc<Store>,
-    metrics: ProcessorMetrics,
-    txn: Option<Transactional>,
-}
-
-/// One partition's decisions within a batch.
-struct PartitionBatch {
-    stream_time: i64,
-    /// Keys passed earlier in this batch (not in the store yet).
-    overlay: HashMap<Key, i64>,
-    commit: PartitionCommit,
-}
-
-impl DedupStage {
-    fn run_blocking(self, handle: Handle, stop: &Shutdown) -> Result<()> {
-        let s = &self.settings;
-        let context = DedupContext {
-            kafka: self.ctx.kafka.clone(),
-            group: s.group_id.clone(),
-            changelog: s.changelog_topic.clone(),
-            store: self.store.clone(),
-            ttl: s.ttl.is_some(),
-            transactional: self.txn.is_some(),
-            metrics: self.metrics.clone(),
-            news: Mutex::new(RebalanceNews::default()),
+    fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Candidate>> {
+        let table = self.output_schema(&decoded);
+        let key = match decoded.event.op {
+            Op::Truncate => None,
+            // Through the repartition topic, the Kafka key is the dedup key.
+            _ if self.settings.repartition_topic.is_some() => Some(
+                record
+                    .key
+                    .as_deref()
+                    .and_then(|k| Key::try_from(k).ok())
+                    .ok_or_else(|| {
+                        Error::data("a repartition record's key is not a 32-byte dedup key")
+                    })?,
+            ),
+            _ => Some(self.settings.key.of(&decoded.event).map_err(Error::data)?),
         };
-        let consumer: BaseConsumer<DedupContext> =
-            self.ctx
-                .kafka
-                .subscribed(&s.group_id, std::slice::from_ref(&self.input), context)?;
-        let mut lp = Loop {
-            stage: &self,
-            consumer: &consumer,
-            decoder: self.ctx.decoder()?,
-            encoder: Encoder::new(&self.ctx.registry)?,
-            producer: match &self.txn {
-                Some(t) => t.producer().clone(),
-                None => self.ctx.kafka.producer()?,
-            },
-            schemas: HashMap::new(),
-            handle,
-            stop,
-            last_size: Instant::now() - Duration::from_secs(60),
-        };
-        lp.run()
+        Ok(Some(Candidate {
+            partition: record.partition,
+            key,
+            table,
+            event: decoded.event,
+            at: record.origin(),
+        }))
+    }
+
+    async fn write(&mut self, items: &[Candidate], commit: &Commit<'_>) -> Result<usize> {
+        let mut parts = self.partitions(commit)?;
+        let (passed, dropped) = self.decide(items, &mut parts)?;
+        // Everything is encoded before anything is produced.
+        let to = self.settings.to.clone();
+        let mut encoded = Vec::with_capacity(passed.len());
+        for c in &passed {
+            if c.key.is_some() {
+                encoded.push(
+                    self.publisher
+                        .encode(&to, &c.table, &c.event)
+                        .await
+                        .map_err(|e| output_error(e, &c.at, &to))?,
+                );
+            }
+        }
+        let txn = self.txn.take();
+        let published = in_transaction(
+            txn.as_ref(),
+            commit,
+            self.publish(&passed, encoded, &mut parts),
+        )
+        .await;
+        self.txn = txn;
+        published?;
+        // 4: state and offsets, one write per partition.
+        let ttl = self.settings.ttl.is_some();
+        for (&partition, pb) in &parts {
+            // (a partition with nothing new wrote no changelog record)
+            if pb.commit.next_changelog > 0 {
+                self.store.commit(partition, &pb.commit, ttl)?;
+            }
+        }
+        self.metrics.deduplicated.increment(dropped);
+        if self.last_size.elapsed() > Duration::from_secs(1) {
+            let (keys, bytes) = self.store.size();
+            self.metrics.state_keys.set(keys as f64);
+            self.metrics.state_bytes.set(bytes as f64);
+            self.last_size = Instant::now();
+        }
+        Ok(passed.len())
     }
 }
 
-struct Loop<'a> {
-    stage: &'a DedupStage,
-    consumer: &'a BaseConsumer<DedupContext>,
-    decoder: Decoder,
-    encoder: Encoder,
-    producer: FutureProducer,
-    /// Output table shape per input value schema id.
-    schemas: HashMap<u32, Arc<TableSchema>>,
-    handle: Handle,
-    stop: &'a Shutdown,
-    last_size: Instant,
-}
-
-impl Loop<'_> {
-    fn run(&mut self) -> Result<()> {
-        let s = &self.stage.settings;
-        let mut pending: Vec<Raw> = Vec::with_capacity(s.batch_size);
-        let mut batch_started = Instant::now();
-        while !self.stop.is_cancelled() {
-            let wait = if pending.is_empty() {
-                POLL_SLICE
-            } else {
-                (batch_started + s.batch_timeout)
-                    .saturating_duration_since(Instant::now())
-                    .min(POLL_SLICE)
-            };
-            let polled = self.consumer.poll(wait);
-            {
-                // Records polled for partitions revoked or re-assigned since
-                // are dropped: they are read again from the stored offsets.
-                let mut news = self
-                    .consumer
-                    .context()
-                    .news
-                    .lock()
-                    .expect("rebalance news poisoned");
-                if let Some(e) = news.error.take() {
-                    return Err(e);
-                }
-                let reset = std::mem::take(&mut news.reset);
-                if !reset.is_empty() {
-                    pending.retain(|r| !reset.contains(&r.partition));
-                }
-            }
-            match polled {
-                None => {}
-                Some(Ok(m)) => {
-                    if pending.is_empty() {
-                        batch_started = Instant::now();
-                    }
-                    pending.push(Raw::from_message(&m));
-                }
-                Some(Err(e)) => {
-                    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
-                        return Err(Error::transient("the Kafka consumer failed").with_source(e));
-                    }
-                    tracing::warn!(processor = %self.stage.ctx.component, error = %e, "Kafka consumer error");
-                }
-            }
-            let full = pending.len() >= s.batch_size;
-            let due = !pending.is_empty() && batch_started.elapsed() >= s.batch_timeout;
-            if full || due {
-                if self.flush_batch(&pending)?.is_none() {
-                    return Ok(());
-                }
-                pending.clear();
-            }
-        }
-        Ok(())
-    }
-
-    /// [`Self::flush`], in a transaction of its own when transactions are
-    /// on: anything but a complete flush aborts it.
-    fn flush_batch(&mut self, batch: &[Raw]) -> Result<Option<()>> {
-        let stage = self.stage;
-        let Some(txn) = &stage.txn else {
-            return self.flush(batch);
-        };
-        txn.begin()?;
-        let flushed = self.flush(batch);
-        if !matches!(flushed, Ok(Some(()))) {
-            txn.abort_blocking();
-        }
-        flushed
-    }
-
-    /// Decide, publish and commit one batch (see the module's commit order).
-    /// `None`: shutdown came first and nothing of the batch was stored.
-    fn flush(&mut self, batch: &[Raw]) -> Result<Option<()>> {
-        let s = &self.stage.settings;
-        let store = &self.stage.store;
-        let component = self.stage.ctx.component.as_str();
-        let ttl_us = s.ttl.map(|t| t.as_micros() as i64);
-        if s.repartition_topic.is_none() {
-            // (with a repartition stage, that stage counts the records in)
-            self.stage.metrics.records_in.increment(batch.len() as u64);
-        }
-        let mut parts: BTreeMap<i32, PartitionBatch> = BTreeMap::new();
-        let mut deliveries = Vec::with_capacity(batch.len());
-        let (mut passed, mut dropped, mut dead) = (0u64, 0u64, 0u64);
-        for r in batch {
-            let pb = match parts.entry(r.partition) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(PartitionBatch {
-                    stream_time: store.meta(r.partition)?.stream_time,
+impl Dedup {
+    /// The partitions this write covers (every partition of the input whose
+    /// offset it stores), with their state's stream time.
+    fn partitions(&self, commit: &Commit<'_>) -> Result<BTreeMap<i32, PartitionBatch>> {
+        let mut parts = BTreeMap::new();
+        for ((_, partition), &next) in commit.next() {
+            let meta = self.store.meta(*partition)?;
+            parts.insert(
+                *partition,
+                PartitionBatch {
+                    stream_time: meta.stream_time,
                     overlay: HashMap::new(),
-                    commit: PartitionCommit::default(),
-                }),
+                    commit: PartitionCommit {
+                        next_input: next,
+                        stream_time: meta.stream_time,
+                        ..Default::default()
+                    },
+                    stored_next: meta.next_input,
+                },
+            );
+        }
+        Ok(parts)
+    }
+
+    /// Step 1: which of `items` pass (in order), and how many were dropped.
+    fn decide<'a>(
+        &self,
+        items: &'a [Candidate],
+        parts: &mut BTreeMap<i32, PartitionBatch>,
+    ) -> Result<(Vec<&'a Candidate>, u64)> {
+        let ttl_us = self.settings.ttl.map(|t| t.as_micros() as i64);
+        let mut passed = Vec::with_capacity(items.len());
+        let mut dropped = 0;
+        for c in items {
+            let Some(key) = c.key else {
+                passed.push(c);
+                continue;
             };
-            pb.commit.next_input = r.offset + 1;
-            // Through the repartition topic, the change's own key rides in a header.
-            let change_key = if s.repartition_topic.is_some() {
-                r.original_key.as_deref()
-            } else {
-                r.key.as_deref()
-            };
-            let decoded = self.handle.block_on(retry(
-                self.stop,
-                component,
-                "schema registry unavailable",
-                || self.decoder.decode(change_key, r.value.as_deref()),
-            ));
-            let decoded = match decoded {
-                Ok(Some(mut d)) => {
-                    d.event.unchanged = r.unchanged_columns();
-                    Ok(d)
-                }
-                Ok(None) => return Ok(None),
-                Err(e) if e.kind() == ErrorKind::Data => Err(format!("cannot decode: {e}")),
-                Err(e) => return Err(e),
-            };
-            // A TRUNCATE is not deduplicated: applying it twice is harmless.
-            if let Ok(d) = &decoded {
-                if d.event.op == Op::Truncate {
-                    deliveries.extend(self.publish_truncate(r, d)?);
-                    passed += 1;
-                    continue;
-                }
-            }
-            let keyed = decoded.and_then(|d| {
-                let key = if s.repartition_topic.is_some() {
-                    r.key
-                        .as_deref()
-                        .and_then(|k| Key::try_from(k).ok())
-                        .ok_or_else(|| {
-                            "a repartition record's key is not a 32-byte dedup key".to_string()
-                        })
-                } else {
-                    s.key.of(&d.event)
-                };
-                key.map(|k| (d, k))
-            });
-            let (decoded, key) = match keyed {
-                Ok(dk) => dk,
-                Err(reason) => {
-                    let reason = format!("the record at {}: {reason}", r.at());
-                    deliveries.push(dead_letter(
-                        &self.producer,
-                        &s.dead_letter_topic,
-                        component,
-                        r,
-                        &reason,
-                    )?);
-                    dead += 1;
-                    continue;
-                }
-            };
-            let ts = decoded.event.source.ts_us;
+            let pb = parts.get_mut(&c.partition).ok_or_else(|| {
+                Error::internal(format!(
+                    "the record at {} is not covered by the offsets of its write",
+                    c.at
+                ))
+            })?;
+            let ts = c.event.source.ts_us;
             pb.stream_time = pb.stream_time.max(ts);
             let seen = match pb.overlay.get(&key) {
                 Some(t) => Some(*t),
-                None => store.seen(r.partition, &key)?,
+                None => self.store.seen(c.partition, &key)?,
             };
             let duplicate = match (seen, ttl_us) {
                 (None, _) => false,
@@ -738,96 +578,102 @@ impl Loop<'_> {
             }
             pb.overlay.insert(key, ts);
             pb.commit.puts.push((key, ts, seen));
-            deliveries.push(self.publish(r, &decoded)?);
-            passed += 1;
+            passed.push(c);
+        }
+        Ok((passed, dropped))
+    }
+
+    /// Steps 2 and 3: produce what passed and wait for it, then the state
+    /// changes to the changelog; notes the changelog offsets reached.
+    async fn publish(
+        &self,
+        passed: &[&Candidate],
+        encoded: Vec<syncline_runtime::publish::Encoded>,
+        parts: &mut BTreeMap<i32, PartitionBatch>,
+    ) -> Result<()> {
+        let to = &self.settings.to;
+        let mut encoded = encoded.iter();
+        let mut pending: Vec<Pending> = Vec::with_capacity(passed.len());
+        for c in passed {
+            if c.key.is_none() {
+                pending.extend(
+                    self.publisher
+                        .publish_truncate(to, &c.table, &c.event)
+                        .await
+                        .map_err(|e| output_error(e, &c.at, to))?,
+                );
+                continue;
+            }
+            let e = encoded
+                .next()
+                .expect("one encoded output per passed change");
+            pending.push(self.publisher.send(e)?);
         }
         // 2: the outputs are safe before any state says they were sent.
-        let Some(_) = self
-            .handle
-            .block_on(io::acknowledged(self.stop, deliveries))?
-        else {
-            return Ok(None);
-        };
-        let started = Instant::now();
+        if self
+            .publisher
+            .acknowledged(&self.shutdown, pending)
+            .await?
+            .is_none()
+        {
+            return Err(Error::transient("shut down while publishing"));
+        }
         // 3: the state changes and the offsets they cover, to the changelog.
+        let ttl_us = self.settings.ttl.map(|t| t.as_micros() as i64);
         let mut records: Vec<(i32, changelog::Encoded)> = Vec::new();
         for (&partition, pb) in parts.iter_mut() {
             if let Some(ttl) = ttl_us {
                 let cutoff = pb.stream_time.saturating_sub(ttl).saturating_add(1);
-                pb.commit.expired = store
+                pb.commit.expired = self
+                    .store
                     .older_than(partition, cutoff, SWEEP_LIMIT)?
                     .into_iter()
                     .filter(|(k, _)| !pb.overlay.contains_key(k))
                     .collect();
             }
+            let unchanged = pb.commit.puts.is_empty()
+                && pb.commit.expired.is_empty()
+                && pb.stream_time == pb.commit.stream_time
+                && pb.stored_next == Some(pb.commit.next_input);
             pb.commit.stream_time = pb.stream_time;
+            if unchanged {
+                continue;
+            }
             for (key, _) in &pb.commit.expired {
-                records.push((partition, Record::Expired { key: *key }.encode()));
+                records.push((partition, changelog::Record::Expired { key: *key }.encode()));
             }
             for (key, ts, _) in &pb.commit.puts {
-                records.push((partition, Record::Seen { key: *key, ts: *ts }.encode()));
+                records.push((
+                    partition,
+                    changelog::Record::Seen { key: *key, ts: *ts }.encode(),
+                ));
             }
             records.push((
                 partition,
-                Record::Offsets {
+                changelog::Record::Offsets {
                     next_input: pb.commit.next_input,
                     stream_time: pb.stream_time,
                 }
                 .encode(),
             ));
         }
+        let producer = self.publisher.producer();
         let mut sent = Vec::with_capacity(records.len());
         for (partition, encoded) in &records {
-            sent.push(io::send(
-                &self.producer,
-                Record::to_kafka(&s.changelog_topic, *partition, encoded),
+            sent.push(produce::send(
+                producer,
+                changelog::Record::to_kafka(&self.settings.changelog_topic, *partition, encoded),
             )?);
         }
-        let Some(acks) = self.handle.block_on(io::acknowledged(self.stop, sent))? else {
-            return Ok(None);
+        let Some(acks) = produce::acknowledged(&self.shutdown, sent).await? else {
+            return Err(Error::transient("shut down while storing the state"));
         };
         for (partition, offset) in acks {
             if let Some(pb) = parts.get_mut(&partition) {
                 pb.commit.next_changelog = pb.commit.next_changelog.max(offset + 1);
             }
         }
-        let mut tpl = TopicPartitionList::new();
-        for (&partition, pb) in &parts {
-            let _ = tpl.add_partition_offset(
-                &self.stage.input,
-                partition,
-                Offset::Offset(pb.commit.next_input),
-            );
-        }
-        // With transactions: outputs, changelog and offsets commit now, as one.
-        if let Some(txn) = &self.stage.txn {
-            let group = io::group_metadata(self.consumer)?;
-            txn.commit_blocking(&tpl, &group)?;
-        }
-        // 4: state and offsets, one write per partition.
-        let ttl = s.ttl.is_some();
-        for (&partition, pb) in &parts {
-            store.commit(partition, &pb.commit, ttl)?;
-        }
-        // 5: advisory (part of the transaction when there is one).
-        if self.stage.txn.is_none() {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::debug!(processor = %component, error = %e, "cannot commit advisory offsets");
-            }
-        }
-        let m = &self.stage.metrics;
-        m.commit_seconds.record(started.elapsed().as_secs_f64());
-        m.records_out.increment(passed);
-        m.deduplicated.increment(dropped);
-        m.dead_lettered.increment(dead);
-        if self.last_size.elapsed() > Duration::from_secs(1) {
-            let (keys, bytes) = store.size();
-            m.state_keys.set(keys as f64);
-            m.state_bytes.set(bytes as f64);
-            self.last_size = Instant::now();
-        }
-        tracing::debug!(processor = %component, records = batch.len(), passed, deduplicated = dropped, dead_lettered = dead, "batch committed");
-        Ok(Some(()))
+        Ok(())
     }
 
     /// The output schema of records with `decoded`'s shape.
@@ -836,8 +682,8 @@ impl Loop<'_> {
             return t.clone();
         }
         let t = Arc::new(TableSchema {
-            namespace: format!("syncline.{}", avro_name(&self.stage.ctx.component)),
-            name: avro_name(&self.stage.settings.to),
+            namespace: self.namespace.clone(),
+            name: avro_name(&self.settings.to),
             columns: decoded.columns.as_ref().clone(),
             primary_key: decoded.key_columns.as_ref().clone(),
         });
@@ -847,61 +693,19 @@ impl Loop<'_> {
         }
         t
     }
+}
 
-    /// Publish a TRUNCATE to every partition of the output.
-    fn publish_truncate(&mut self, r: &Raw, decoded: &Decoded) -> Result<Vec<DeliveryFuture>> {
-        let table = self.output_schema(decoded);
-        let to = &self.stage.settings.to;
-        let sent = self.handle.block_on(retry(
-            self.stop,
-            &self.stage.ctx.component,
-            "cannot publish a TRUNCATE",
-            || async {
-                let value = self
-                    .encoder
-                    .encode_truncate(to, &table, &decoded.event)
-                    .await?;
-                io::broadcast(&self.producer, to, &value).await
-            },
-        ));
-        match sent {
-            Ok(Some(sent)) => Ok(sent),
-            Ok(None) => Err(Error::transient("shut down while publishing")),
-            Err(e) => Err(Error::new(
-                e.kind(),
-                format!("cannot publish the record at {} to `{to}`", r.at()),
-            )
-            .with_source(e)),
-        }
-    }
-
-    /// Produce a change that is not a duplicate to the output topic, keyed
-    /// by its row key, identity unchanged.
-    fn publish(&mut self, r: &Raw, decoded: &Decoded) -> Result<DeliveryFuture> {
-        let table = self.output_schema(decoded);
-        let s = &self.stage.settings;
-        let encoded = self
-            .handle
-            .block_on(retry(
-                self.stop,
-                &self.stage.ctx.component,
-                "schema registry unavailable",
-                || self.encoder.encode(&s.to, &table, &decoded.event),
-            ))
-            .map_err(|e| {
-                Error::new(
-                    e.kind(),
-                    format!("cannot publish the record at {} to `{}`", r.at(), s.to),
-                )
-                .with_source(e)
-            })?;
-        let Some((key, value)) = encoded else {
-            return Err(Error::transient("shut down while publishing"));
-        };
-        let mut record = FutureRecord::to(&s.to).key(&key).payload(&value);
-        if let Some(h) = syncline_core::kafka::change_headers(&decoded.event) {
-            record = record.headers(h);
-        }
-        io::send(&self.producer, record)
-    }
+/// An output that cannot be published, named by its input. An output the
+/// encoder cannot encode is this record's problem (`Data`: dead-lettered);
+/// a registry away or refusing the schema keeps its kind.
+fn output_error(e: Error, at: &Origin, topic: &str) -> Error {
+    let kind = match e.kind() {
+        ErrorKind::Internal => ErrorKind::Data,
+        k => k,
+    };
+    Error::new(
+        kind,
+        format!("cannot publish the output of the record at {at} to `{topic}`"),
+    )
+    .with_source(e)
 }

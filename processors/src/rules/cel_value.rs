@@ -54,7 +54,7 @@ pub(crate) fn to_cel(v: &Avro, ty: &ColumnType) -> Cel {
         (Avro::String(s) | Avro::Enum(_, s), _) => Cel::String(Arc::new(s.clone())),
         (Avro::Uuid(u), _) => Cel::String(Arc::new(u.to_string())),
         (Avro::Bytes(b) | Avro::Fixed(_, b), _) => Cel::Bytes(Arc::new(b.clone())),
-        (Avro::Date(d), _) => micros_to_cel(*d as i64 * MICROS_PER_DAY),
+        (Avro::Date(d), _) => micros_to_cel((*d as i64).saturating_mul(MICROS_PER_DAY)),
         (Avro::TimeMicros(t), _) => Cel::Duration(chrono::Duration::microseconds(*t)),
         (Avro::TimeMillis(t), _) => Cel::Duration(chrono::Duration::milliseconds(*t as i64)),
         (Avro::TimestampMicros(t) | Avro::LocalTimestampMicros(t), _) => micros_to_cel(*t),

@@ -7,7 +7,7 @@ use super::StepConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use syncline_core::config::Issue;
-use syncline_core::runtime::ComponentContext;
+use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::Result;
 
 /// Reads change topics, applies declarative steps to every change (filter,
@@ -98,6 +98,24 @@ impl RulesProcessorConfig {
             },
         };
         RulesProcessor::new(settings, ctx)
+    }
+}
+
+impl syncline_runtime::Component for RulesProcessorConfig {
+    fn topics_in(&self) -> Vec<String> {
+        RulesProcessorConfig::topics_in(self)
+    }
+
+    fn topics_out(&self) -> Vec<String> {
+        RulesProcessorConfig::topics_out(self)
+    }
+
+    fn check(&self) -> Vec<Issue> {
+        RulesProcessorConfig::check(self)
+    }
+
+    async fn run(&self, ctx: ComponentContext, shutdown: Shutdown) -> Result<()> {
+        self.build(ctx).await?.run(shutdown).await
     }
 }
 

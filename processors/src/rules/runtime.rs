@@ -25,7 +25,7 @@
 //! offset is never committed before its outputs are safe on the broker.
 //!
 //! With `kafka.exactly_once: transactions`, steps 1-3 are also one Kafka
-//! transaction ([`crate::io::Transactional`]): the batch's outputs and
+//! transaction ([`crate::transaction::Transactional`]): the batch's outputs and
 //! input offsets commit together or not at all, so a `read_committed`
 //! consumer of the outputs sees each change once, and an instance that lost
 //! its partitions cannot commit. A failed transaction is aborted and the
@@ -34,8 +34,8 @@
 //! producer, outside the transaction: at least once.
 
 use super::{CompiledRules, Outcome, StepConfig};
-use crate::io::Transactional;
 use crate::metrics::ProcessorMetrics;
+use crate::transaction::Transactional;
 use std::collections::HashMap;
 use std::sync::Arc;
 use syncline_core::codec::{Decoded, Encoder};
@@ -163,10 +163,11 @@ impl Stage for RulesStage {
     type Item = Output;
 
     fn offsets_home(&self) -> OffsetsHome {
-        match self.txn {
-            Some(_) => OffsetsHome::KafkaTransaction,
-            None => OffsetsHome::Kafka,
-        }
+        OffsetsHome::Kafka
+    }
+
+    fn transactional(&self) -> bool {
+        self.txn.is_some()
     }
 
     async fn assigned(&mut self, _: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
@@ -235,31 +236,41 @@ impl Stage for RulesStage {
 }
 
 impl RulesStage {
-    /// Publish `items` and wait until the broker has every one.
+    /// Publish `items` and wait until the broker has every one. Every
+    /// output is encoded before the first is produced: an output that cannot
+    /// be encoded refuses the batch (`Data`) with nothing of it produced.
     async fn publish(&self, items: &[Output]) -> Result<usize> {
+        let mut encoded = Vec::with_capacity(items.len());
+        for o in items {
+            if o.event.op == Op::Truncate {
+                continue;
+            }
+            // Registers the output schemas once per shape: an incompatible
+            // one stops the processor before anything of the shape is produced.
+            encoded.push(
+                self.publisher
+                    .encode(&o.topic, o.rules.output_schema(), &o.event)
+                    .await
+                    .map_err(|e| output_error(e, &o.at, &o.topic))?,
+            );
+        }
+        let mut encoded = encoded.iter();
         let mut pending: Vec<Pending> = Vec::with_capacity(items.len());
         for o in items {
-            let schema = o.rules.output_schema();
             if o.event.op == Op::Truncate {
                 // Every output may hold rows of the truncated table.
                 for topic in outputs(&self.settings) {
                     pending.extend(
                         self.publisher
-                            .publish_truncate(&topic, schema, &o.event)
+                            .publish_truncate(&topic, o.rules.output_schema(), &o.event)
                             .await
                             .map_err(|e| output_error(e, &o.at, &topic))?,
                     );
                 }
                 continue;
             }
-            // Registers the output schemas once per shape: an incompatible
-            // one stops the processor before anything of the shape is produced.
-            pending.push(
-                self.publisher
-                    .publish(&o.topic, schema, &o.event)
-                    .await
-                    .map_err(|e| output_error(e, &o.at, &o.topic))?,
-            );
+            let e = encoded.next().expect("one encoded output per change");
+            pending.push(self.publisher.send(e)?);
         }
         match self.publisher.acknowledged(&self.shutdown, pending).await? {
             Some(_) => Ok(items.len()),

@@ -18,7 +18,8 @@
 //! 4. **Decoding** every record through the registry within the pipeline's
 //!    `limits:`, the unchanged-columns header read into the change.
 //! 5. **Poison isolation.** A record that cannot be decoded, or that
-//!    [`Stage::prepare`] refuses (`Data`), goes to the dead-letter topic.
+//!    [`Stage::prepare`] refuses (`Data`) or panics on, goes to the
+//!    dead-letter topic.
 //!    When [`Stage::write`] refuses a batch as `Data` (the target refused a
 //!    value), the batch is split in halves and each half written on its own,
 //!    down to the one refused record, which is dead-lettered: the rest of the
@@ -74,12 +75,9 @@ pub enum OffsetsHome {
     Stage,
     /// The consumer group's committed offsets in Kafka: the runtime commits
     /// them after each written batch (at least once: the stage's effects
-    /// must be idempotent, as identities make them).
+    /// must be idempotent, as identities make them), unless the stage sends
+    /// them in its own Kafka transaction ([`Stage::transactional`]).
     Kafka,
-    /// Kafka's committed offsets, sent by the stage itself inside its Kafka
-    /// transaction ([`Commit::group_metadata`]); on assignment the runtime
-    /// first waits until no transaction is open on the partitions.
-    KafkaTransaction,
 }
 
 /// What [`Stage::write`] gets beside its items.
@@ -121,6 +119,17 @@ pub trait Stage: Send + 'static {
 
     /// Where this stage's offsets live.
     fn offsets_home(&self) -> OffsetsHome;
+
+    /// The stage writes in Kafka transactions that carry the input offsets
+    /// (`send_offsets_to_transaction` with [`Commit::group_metadata`]): the
+    /// runtime then commits no offsets to Kafka itself, and on assignment
+    /// first waits until no transaction is open on the partitions (a
+    /// `read_committed` offset fetch, which librdkafka sends with
+    /// `require_stable`), so that [`Self::assigned`] sees what the last
+    /// transaction committed.
+    fn transactional(&self) -> bool {
+        false
+    }
 
     /// Partitions were assigned: return the offsets stored for them (next
     /// record to read; a partition without one is read from its beginning)
@@ -184,9 +193,11 @@ pub async fn run<S: Stage>(
     let decoder = ctx.decoder()?;
     let events = Events::new(ctx, settings.kind);
     let home = stage.offsets_home();
+    let transactional = stage.transactional();
     let context = StageContext {
         stage: Mutex::new(stage),
         home,
+        transactional,
         handle: Handle::current(),
         shutdown: shutdown.clone(),
         events: events.clone(),
@@ -211,6 +222,7 @@ pub async fn run<S: Stage>(
                     dead,
                     events,
                     home,
+                    transactional,
                     handle: consumer.context().handle.clone(),
                     shutdown: &shutdown,
                 }
@@ -225,6 +237,15 @@ pub async fn run<S: Stage>(
         .unwrap_or_else(|_| Err(Error::internal("the consumer thread panicked")))
 }
 
+/// The message of a caught panic.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// Longest wait between two checks of the shutdown signal while polling.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
@@ -235,6 +256,7 @@ struct Loop<'a, S: Stage> {
     dead: DeadLetters,
     events: Events,
     home: OffsetsHome,
+    transactional: bool,
     handle: Handle,
     shutdown: &'a Shutdown,
 }
@@ -317,6 +339,8 @@ impl<S: Stage> Loop<'_, S> {
         };
         let next = next_offsets(&prepared.records);
         match self.home {
+            // Sent in the stage's transaction.
+            _ if self.transactional => {}
             OffsetsHome::Stage => {
                 if let Err(e) = self.consumer.commit(&offset_list(&next), CommitMode::Async) {
                     tracing::debug!(component = %self.events.component(), error = %e, "best-effort Kafka offset commit failed");
@@ -328,7 +352,6 @@ impl<S: Stage> Loop<'_, S> {
                     tracing::warn!(component = %self.events.component(), error = %e, "cannot commit consumed offsets; those records are read again");
                 }
             }
-            OffsetsHome::KafkaTransaction => {}
         }
         self.events.batch_done(
             prepared.records.len(),
@@ -355,13 +378,23 @@ impl<S: Stage> Loop<'_, S> {
                     continue;
                 }
             };
-            let item = self
-                .consumer
-                .context()
-                .stage
-                .lock()
-                .expect("stage poisoned")
-                .prepare(r, decoded);
+            let item = {
+                let mut stage = self
+                    .consumer
+                    .context()
+                    .stage
+                    .lock()
+                    .expect("stage poisoned");
+                // A stage that panics on one record (a bug that record
+                // reveals) sets that record aside instead of stopping.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.prepare(r, decoded)))
+                    .unwrap_or_else(|panic| {
+                        Err(Error::data(format!(
+                            "the stage failed on it (a bug; please report it): {}",
+                            panic_text(&panic)
+                        )))
+                    })
+            };
             match item {
                 Ok(Some(item)) => {
                     items.push(item);
@@ -514,9 +547,9 @@ impl<S: Stage> Loop<'_, S> {
     }
 
     fn write(&mut self, items: &[S::Item], next: &Offsets) -> Result<Option<Result<usize>>> {
-        let group = match self.home {
-            OffsetsHome::KafkaTransaction => self.consumer.group_metadata(),
-            _ => None,
+        let group = match self.transactional {
+            true => self.consumer.group_metadata(),
+            false => None,
         };
         let commit = Commit { next, group };
         self.retrying("cannot write a batch", async |stage| {

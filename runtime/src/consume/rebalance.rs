@@ -43,6 +43,7 @@ pub(crate) struct StageContext<S> {
     /// (on the same thread, never at once).
     pub stage: Mutex<S>,
     pub home: OffsetsHome,
+    pub transactional: bool,
     pub handle: Handle,
     pub shutdown: Shutdown,
     pub events: Events,
@@ -141,7 +142,7 @@ impl<S: Stage> StageContext<S> {
         tpl: &mut TopicPartitionList,
         parts: &[TopicPartition],
     ) -> Result<()> {
-        if self.home == OffsetsHome::KafkaTransaction {
+        if self.transactional {
             // A read_committed consumer asks with `require_stable`: the
             // answer waits until a transaction still open on these
             // partitions (a stale instance's, or this one's before a crash)

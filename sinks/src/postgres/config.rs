@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use syncline_core::config::Issue;
-use syncline_core::runtime::ComponentContext;
+use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
 
 /// Postgres allows identifiers of at most 63 bytes; longer names are cut silently.
@@ -374,6 +374,20 @@ impl PostgresSinkConfig {
             "building postgres sink"
         );
         PostgresSink::new(settings, ctx).await
+    }
+}
+
+impl syncline_runtime::Component for PostgresSinkConfig {
+    fn topics_in(&self) -> Vec<String> {
+        PostgresSinkConfig::topics(self)
+    }
+
+    fn check(&self) -> Vec<Issue> {
+        PostgresSinkConfig::check(self)
+    }
+
+    async fn run(&self, ctx: ComponentContext, shutdown: Shutdown) -> Result<()> {
+        self.build(ctx).await?.run(shutdown).await
     }
 }
 

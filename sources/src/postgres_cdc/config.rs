@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use syncline_core::config::Issue;
-use syncline_core::runtime::ComponentContext;
+use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::Result;
 
 /// Captures every insert, update and delete of Postgres tables through
@@ -225,5 +225,19 @@ impl PostgresCdcConfig {
     /// Connect, resolve the tables and prepare their schemas.
     pub async fn build(&self, ctx: ComponentContext) -> Result<PostgresCdcSource> {
         PostgresCdcSource::build(self, ctx).await
+    }
+}
+
+impl syncline_runtime::Component for PostgresCdcConfig {
+    fn topics_out(&self) -> Vec<String> {
+        PostgresCdcConfig::topics(self)
+    }
+
+    fn check(&self) -> Vec<Issue> {
+        PostgresCdcConfig::check(self)
+    }
+
+    async fn run(&self, ctx: ComponentContext, shutdown: Shutdown) -> Result<()> {
+        self.build(ctx).await?.run(shutdown).await
     }
 }

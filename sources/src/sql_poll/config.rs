@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use syncline_core::config::Issue;
-use syncline_core::runtime::ComponentContext;
+use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
 
 /// Polls tables (or queries) of a Postgres or SQLite database and publishes
@@ -310,6 +310,20 @@ impl SqlPollConfig {
             )));
         }
         SqlPollSource::build(self, ctx).await
+    }
+}
+
+impl syncline_runtime::Component for SqlPollConfig {
+    fn topics_out(&self) -> Vec<String> {
+        SqlPollConfig::topics(self)
+    }
+
+    fn check(&self) -> Vec<Issue> {
+        SqlPollConfig::check(self)
+    }
+
+    async fn run(&self, ctx: ComponentContext, shutdown: Shutdown) -> Result<()> {
+        self.build(ctx).await?.run(shutdown).await
     }
 }
 
