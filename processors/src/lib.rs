@@ -70,3 +70,32 @@ pub(crate) fn check_common(
     }
     issues
 }
+
+/// A TRUNCATE of one of several input topics merged into one output is not
+/// forwarded: applying it there would empty the rows of the others too.
+pub(crate) fn merged_truncate() -> syncline_core::Error {
+    syncline_core::Error::data(
+        "it is a TRUNCATE of one of several input topics merged into one output; \
+         applying it would empty the rows of the others too, so it is not forwarded",
+    )
+}
+
+/// An output that cannot be published, named by its input. An output the
+/// encoder cannot encode is this record's problem (`Data`: dead-lettered);
+/// a registry away or refusing the schema keeps its kind.
+pub(crate) fn output_error(
+    e: syncline_core::Error,
+    at: &dyn std::fmt::Display,
+    topic: &str,
+) -> syncline_core::Error {
+    use syncline_core::error::ErrorKind;
+    let kind = match e.kind() {
+        ErrorKind::Internal => ErrorKind::Data,
+        k => k,
+    };
+    syncline_core::Error::new(
+        kind,
+        format!("cannot publish the output of the record at {at} to `{topic}`"),
+    )
+    .with_source(e)
+}

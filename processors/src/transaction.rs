@@ -109,6 +109,31 @@ impl Transactional {
     }
 }
 
+/// Run `work` (which produces a batch) inside the batch's Kafka
+/// transaction when there is one: begun before, committed with the input
+/// offsets after (see [`Transactional`]'s guarantee), aborted on any failure.
+pub async fn in_transaction<T>(
+    txn: Option<&Transactional>,
+    commit: &syncline_runtime::Commit<'_>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(txn) = txn else {
+        return work.await;
+    };
+    let group = commit.group_metadata()?;
+    txn.begin()?;
+    match work.await {
+        Ok(v) => {
+            txn.commit_blocking(&syncline_runtime::record::offset_list(commit.next()), group)?;
+            Ok(v)
+        }
+        Err(e) => {
+            txn.abort_blocking();
+            Err(e)
+        }
+    }
+}
+
 /// This instance's id: kept in `<state_dir>/<pipeline>/<component>.instance`
 /// (created with a random id on first start), so a restart of the same
 /// instance reuses its transactional id and fences what it left behind,

@@ -71,7 +71,8 @@ use super::changelog;
 use super::key::{DedupKey, Key};
 use super::store::{PartitionCommit, Store};
 use crate::metrics::ProcessorMetrics;
-use crate::transaction::Transactional;
+use crate::output_error;
+use crate::transaction::{in_transaction, Transactional};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -89,7 +90,7 @@ use syncline_core::{ChangeEvent, Error, Op, Result, TableSchema};
 use syncline_runtime::consume::{self, ConsumeSettings};
 use syncline_runtime::produce;
 use syncline_runtime::publish::{Pending, Publisher};
-use syncline_runtime::record::{offset_list, Origin};
+use syncline_runtime::record::Origin;
 use syncline_runtime::{BatchSettings, Commit, OffsetsHome, Record, Stage, TopicPartition};
 
 /// Most expired entries removed per partition and batch (the rest go in
@@ -286,18 +287,9 @@ impl Stage for Repartition {
         self.txn.is_some()
     }
 
-    async fn assigned(&mut self, _: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
-        Ok(HashMap::new())
-    }
-
     fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Rekeyed>> {
         let key = match decoded.event.op {
-            Op::Truncate if self.merged => {
-                return Err(Error::data(
-                    "it is a TRUNCATE of one of several input topics merged into one output; \
-                     applying it would empty the rows of the others too, so it is not forwarded",
-                ))
-            }
+            Op::Truncate if self.merged => return Err(crate::merged_truncate()),
             Op::Truncate => None,
             _ => Some(self.key.of(&decoded.event).map_err(Error::data)?),
         };
@@ -346,31 +338,6 @@ impl Repartition {
         match produce::acknowledged(&self.shutdown, pending).await? {
             Some(_) => Ok(items.len()),
             None => Err(Error::transient("shut down while publishing")),
-        }
-    }
-}
-
-/// Run `work` (which produces a batch) inside the batch's Kafka
-/// transaction when there is one: begun before, committed with the input
-/// offsets after, aborted on any failure.
-async fn in_transaction<T>(
-    txn: Option<&Transactional>,
-    commit: &Commit<'_>,
-    work: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    let Some(txn) = txn else {
-        return work.await;
-    };
-    let group = commit.group_metadata()?;
-    txn.begin()?;
-    match work.await {
-        Ok(v) => {
-            txn.commit_blocking(&offset_list(commit.next()), group)?;
-            Ok(v)
-        }
-        Err(e) => {
-            txn.abort_blocking();
-            Err(e)
         }
     }
 }
@@ -489,15 +456,12 @@ impl Stage for Dedup {
                 );
             }
         }
-        let txn = self.txn.take();
-        let published = in_transaction(
-            txn.as_ref(),
+        in_transaction(
+            self.txn.as_ref(),
             commit,
             self.publish(&passed, encoded, &mut parts),
         )
-        .await;
-        self.txn = txn;
-        published?;
+        .await?;
         // 4: state and offsets, one write per partition.
         let ttl = self.settings.ttl.is_some();
         for (&partition, pb) in &parts {
@@ -693,19 +657,4 @@ impl Dedup {
         }
         t
     }
-}
-
-/// An output that cannot be published, named by its input. An output the
-/// encoder cannot encode is this record's problem (`Data`: dead-lettered);
-/// a registry away or refusing the schema keeps its kind.
-fn output_error(e: Error, at: &Origin, topic: &str) -> Error {
-    let kind = match e.kind() {
-        ErrorKind::Internal => ErrorKind::Data,
-        k => k,
-    };
-    Error::new(
-        kind,
-        format!("cannot publish the output of the record at {at} to `{topic}`"),
-    )
-    .with_source(e)
 }

@@ -35,19 +35,18 @@
 
 use super::{CompiledRules, Outcome, StepConfig};
 use crate::metrics::ProcessorMetrics;
-use crate::transaction::Transactional;
+use crate::output_error;
+use crate::transaction::{in_transaction, Transactional};
 use std::collections::HashMap;
 use std::sync::Arc;
 use syncline_core::codec::{Decoded, Encoder};
-use syncline_core::error::ErrorKind;
 use syncline_core::kafka::ExactlyOnce;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::schema::avro_name;
 use syncline_core::{ChangeEvent, Error, Op, Result, TableSchema};
 use syncline_runtime::consume::{self, ConsumeSettings};
 use syncline_runtime::publish::{Pending, Publisher};
-use syncline_runtime::record::offset_list;
-use syncline_runtime::{BatchSettings, Commit, OffsetsHome, Record, Stage, TopicPartition};
+use syncline_runtime::{BatchSettings, Commit, OffsetsHome, Record, Stage};
 
 /// The typed settings the running processor gets (no raw user words).
 #[derive(Debug, Clone)]
@@ -170,10 +169,6 @@ impl Stage for RulesStage {
         self.txn.is_some()
     }
 
-    async fn assigned(&mut self, _: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
-        Ok(HashMap::new())
-    }
-
     fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Output>> {
         let at = record.origin().to_string();
         let rules = match self.rules_for(&decoded, &record.topic) {
@@ -196,10 +191,7 @@ impl Stage for RulesStage {
             Outcome::Emit { event, .. }
                 if event.op == Op::Truncate && self.settings.from.len() > 1 =>
             {
-                Err(Error::data(
-                    "it is a TRUNCATE of one of several input topics merged into one output; \
-                     applying it would empty the rows of the others too, so it is not forwarded",
-                ))
+                Err(crate::merged_truncate())
             }
             Outcome::Emit { topic, event } => Ok(Some(Output {
                 topic: topic.unwrap_or_else(|| self.settings.to.clone()),
@@ -211,27 +203,8 @@ impl Stage for RulesStage {
     }
 
     async fn write(&mut self, items: &[Output], commit: &Commit<'_>) -> Result<usize> {
-        let group = match &self.txn {
-            Some(txn) => {
-                let group = commit.group_metadata()?;
-                txn.begin()?;
-                Some(group)
-            }
-            None => None,
-        };
-        let published = self.publish(items).await;
-        match (&self.txn, group, published) {
-            (Some(txn), Some(group), Ok(n)) => {
-                // Outputs and input offsets commit together, or not at all.
-                txn.commit_blocking(&offset_list(commit.next()), group)?;
-                Ok(n)
-            }
-            (Some(txn), _, Err(e)) => {
-                txn.abort_blocking();
-                Err(e)
-            }
-            (_, _, result) => result,
-        }
+        // Outputs and input offsets commit together, or not at all.
+        in_transaction(self.txn.as_ref(), commit, self.publish(items)).await
     }
 }
 
@@ -319,19 +292,4 @@ impl RulesStage {
         }
         Ok(rules)
     }
-}
-
-/// An output that cannot be published, named by its input. An output the
-/// encoder cannot encode is this record's problem (`Data`: dead-lettered);
-/// a registry away or refusing the schema keeps its kind.
-fn output_error(e: Error, at: &str, topic: &str) -> Error {
-    let kind = match e.kind() {
-        ErrorKind::Internal => ErrorKind::Data,
-        k => k,
-    };
-    Error::new(
-        kind,
-        format!("cannot publish the output of the record at {at} to `{topic}`"),
-    )
-    .with_source(e)
 }

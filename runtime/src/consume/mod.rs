@@ -135,11 +135,14 @@ pub trait Stage: Send + 'static {
     /// record to read; a partition without one is read from its beginning)
     /// and prepare any per-partition state (restore it). Called before any
     /// record of them is given. With [`OffsetsHome::Kafka`] the map is not
-    /// used.
+    /// used; the default loads nothing.
     fn assigned(
         &mut self,
-        partitions: &[TopicPartition],
-    ) -> impl Future<Output = Result<HashMap<TopicPartition, i64>>>;
+        _partitions: &[TopicPartition],
+    ) -> impl Future<Output = Result<HashMap<TopicPartition, i64>>> {
+        // (a stage whose offsets live in Kafka has nothing to load)
+        async { Ok(HashMap::new()) }
+    }
 
     /// Partitions were revoked: forget their per-partition state.
     fn revoked(&mut self, _partitions: &[TopicPartition]) {}
@@ -270,6 +273,11 @@ struct Prepared<I> {
 }
 
 impl<S: Stage> Loop<'_, S> {
+    /// The stage, for one call (the rebalance callback takes it in between).
+    fn stage(&self) -> std::sync::MutexGuard<'_, S> {
+        rebalance::lock(&self.consumer.context().stage)
+    }
+
     fn run(&mut self) -> Result<()> {
         let mut batch = Batch::new(self.settings.batch.clone());
         while !self.shutdown.is_cancelled() {
@@ -379,12 +387,7 @@ impl<S: Stage> Loop<'_, S> {
                 }
             };
             let item = {
-                let mut stage = self
-                    .consumer
-                    .context()
-                    .stage
-                    .lock()
-                    .expect("stage poisoned");
+                let mut stage = self.stage();
                 // A stage that panics on one record (a bug that record
                 // reveals) sets that record aside instead of stopping.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.prepare(r, decoded)))
@@ -473,12 +476,7 @@ impl<S: Stage> Loop<'_, S> {
         let mut backoff = Backoff::default();
         loop {
             let attempt = {
-                let mut stage = self
-                    .consumer
-                    .context()
-                    .stage
-                    .lock()
-                    .expect("stage poisoned");
+                let mut stage = self.stage();
                 self.handle.block_on(f(&mut *stage))
             };
             match attempt {

@@ -123,7 +123,7 @@ impl<S: Stage> ConsumerContext for StageContext<S> {
 /// Lock `m` even if a panic poisoned it: the callback also runs while the
 /// consumer closes during a panic's unwinding, where a second panic would
 /// abort the process instead of reporting the first.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
