@@ -209,13 +209,22 @@ async fn produce(stack: &Stack, topic: &str, changes: &[Change]) {
     }
 }
 
-fn pipeline_yaml(stack: &Stack, name: &str, target: &PgDb, dedup: &str) -> String {
+fn pipeline_yaml(
+    stack: &Stack,
+    name: &str,
+    target: &PgDb,
+    dedup: &str,
+    properties: &str,
+) -> String {
     format!(
         r#"name: {name}
 kafka:
   bootstrap_servers: {bootstrap}
   partitions: {PARTITIONS}
-registry:
+  properties:
+    session.timeout.ms: "6000"
+    heartbeat.interval.ms: "500"
+{properties}registry:
   url: {registry}
 external_topics: [events]
 processors:
@@ -249,11 +258,20 @@ struct Setup {
 
 impl Setup {
     async fn new(name: &str, dedup: &str) -> Setup {
+        Setup::with_properties(name, dedup, "").await
+    }
+
+    /// As `new`, with more `kafka.properties` lines (indented by four).
+    async fn with_properties(name: &str, dedup: &str, properties: &str) -> Setup {
         let stack = Stack::start();
         let target = PgDb::create(&format!("dd_{name}")).await;
         let dir = TempDir::new(&format!("dedup-{name}"));
         let pipeline = dir.path().join("pipeline.yaml");
-        std::fs::write(&pipeline, pipeline_yaml(&stack, name, &target, dedup)).unwrap();
+        std::fs::write(
+            &pipeline,
+            pipeline_yaml(&stack, name, &target, dedup, properties),
+        )
+        .unwrap();
         Setup {
             stack,
             target,
@@ -478,6 +496,65 @@ async fn scale_out_then_in_stays_exact() {
     let log_b = b.log();
     assert!(log_b.contains("state restored"), "{log_b}");
     b.kill9();
+}
+
+/// Three instances of the processor with the cooperative protocol
+/// (`cooperative-sticky`, for the dedup stage and its repartition stage
+/// alike): they join one by one while changes flow, two are killed with
+/// SIGKILL and come back, so partitions (and the state that follows them
+/// through the changelog) move incrementally many times. The target is
+/// still exact: no duplicate passes, no change is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_cooperative_instances_joining_and_killed_stay_exact() {
+    let setup = Setup::with_properties(
+        "coop",
+        "    by: content",
+        "    partition.assignment.strategy: cooperative-sticky\n",
+    )
+    .await;
+    create_input(&setup.stack).await;
+    let mut rng = Rng(0x5eed_0005);
+    let distinct = changes(&mut rng, 1, 7500, 450);
+    let delivered = with_redeliveries(&mut rng, &distinct);
+    let want = expected_rows(&expected_by_content(&delivered));
+    assert_sensitive(&distinct, &want);
+    let chunks: Vec<&[Change]> = delivered.chunks(delivered.len() / 6 + 1).collect();
+
+    let sink = setup.sink();
+    let mut a = setup.processor("a");
+    produce(&setup.stack, "events", chunks[0]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut b = setup.processor("b");
+    produce(&setup.stack, "events", chunks[1]).await;
+    tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
+    let mut c = setup.processor("c");
+    produce(&setup.stack, "events", chunks[2]).await;
+    tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
+    b.kill9();
+    produce(&setup.stack, "events", chunks[3]).await;
+    b.restart();
+    tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
+    c.kill9();
+    for chunk in &chunks[4..] {
+        produce(&setup.stack, "events", chunk).await;
+    }
+    c.restart();
+    setup
+        .wait_exact(
+            &want,
+            "three cooperative instances, two killed and restarted",
+            &[&a, &b, &c, &sink],
+        )
+        .await;
+    let logs = format!("A:\n{}\nB:\n{}\nC:\n{}", a.log(), b.log(), c.log());
+    assert!(
+        logs.contains("cooperative=true"),
+        "the cooperative protocol was not in use:\n{logs}"
+    );
+    assert!(logs.contains("state restored"), "{logs}");
+    for (name, run) in [("A", &mut a), ("B", &mut b), ("C", &mut c)] {
+        assert!(run.exit_code().is_none(), "{name} exited:\n{}", run.log());
+    }
 }
 
 /// `by: identity` (no repartition) with a TTL, read straight from the output
