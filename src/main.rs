@@ -1,12 +1,12 @@
 //! The `syncline` binary: wires the command line to the library crates.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod pipeline;
-mod telemetry;
+use syncline::telemetry::LogFormat;
+use syncline::{pipeline, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -20,12 +20,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]

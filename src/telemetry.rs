@@ -1,8 +1,14 @@
 //! Logging setup: text for people, JSON for log pipelines. `RUST_LOG`
 //! filters as usual (default `info`).
 
-use crate::LogFormat;
 use tracing_subscriber::EnvFilter;
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()

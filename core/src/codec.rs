@@ -258,12 +258,30 @@ type RowShape = (Arc<Vec<Column>>, HashMap<String, String>);
 /// a `Data` error (its stage dead-letters it); a registry that is away or
 /// refuses the credentials is `Transient` or `Config`, never `Data`.
 pub struct Decoder {
-    client: RegistryClient,
+    schemas_from: WriterSchemas,
     limits: DecodeLimits,
     /// Writer schemas by id, checked and parsed once.
     schemas: Mutex<HashMap<u32, Arc<Schema>>>,
     shapes: Mutex<HashMap<u32, RowShape>>,
     key_shapes: Mutex<HashMap<u32, Arc<Vec<String>>>>,
+}
+
+/// Where a decoder finds the writer schema a record names.
+enum WriterSchemas {
+    Registry(RegistryClient),
+    Fixed(HashMap<u32, String>),
+}
+
+impl WriterSchemas {
+    async fn text(&self, id: u32) -> Result<String> {
+        match self {
+            WriterSchemas::Registry(client) => client.schema_text(id).await,
+            WriterSchemas::Fixed(schemas) => schemas
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| Error::data(format!("schema id {id} is not known"))),
+        }
+    }
 }
 
 impl Decoder {
@@ -272,14 +290,26 @@ impl Decoder {
     }
 
     pub fn with_limits(registry: &RegistryConfig, limits: DecodeLimits) -> Result<Self> {
+        let client = RegistryClient::new(registry)?;
+        Ok(Self::from(WriterSchemas::Registry(client), limits))
+    }
+
+    /// A decoder that knows only the writer schemas given (id -> schema
+    /// text) and asks no registry: for fuzzing and unit tests, which then
+    /// run the same checks, limits and caches as a running stage.
+    pub fn with_schemas(schemas: HashMap<u32, String>, limits: DecodeLimits) -> Self {
+        Self::from(WriterSchemas::Fixed(schemas), limits)
+    }
+
+    fn from(schemas_from: WriterSchemas, limits: DecodeLimits) -> Self {
         limits.install();
-        Ok(Self {
-            client: RegistryClient::new(registry)?,
+        Self {
+            schemas_from,
             limits,
             schemas: Mutex::new(HashMap::new()),
             shapes: Mutex::new(HashMap::new()),
             key_shapes: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// The writer schema `id`, checked against the limits, then parsed.
@@ -292,7 +322,7 @@ impl Decoder {
         {
             return Ok(s.clone());
         }
-        let text = self.client.schema_text(id).await?;
+        let text = self.schemas_from.text(id).await?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::data(format!("writer schema {id} is not JSON")).with_source(e))?;
         self.limits

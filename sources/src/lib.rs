@@ -9,3 +9,14 @@
 pub mod postgres_cdc;
 pub mod sql_poll;
 pub mod state;
+
+/// What fuzzing (`fuzz/`) reaches inside the sources: the pure functions
+/// that meet hostile bytes (pgoutput messages, Postgres text values). Not a
+/// stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::postgres_cdc::decode::{
+        row_values, table_schema, text_value, RawColumn, TypeInfo,
+    };
+    pub use pg_walstream::{ChangeEvent, EventType, Lsn, PgOutputDecoder};
+}

@@ -15,6 +15,7 @@
 
 use apache_avro::types::Value;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use pg_walstream::{ColumnValue, RowData};
 use std::collections::HashMap;
 use syncline_core::schema::{avro_name, nullable_value};
 use syncline_core::value::decimal_from_text;
@@ -156,6 +157,51 @@ pub fn text_value(ty: &ColumnType, text: &str) -> Result<Value> {
             )
         }
     })
+}
+
+/// A row's values by column name, in the table schema's column order.
+pub type Row = Vec<(String, Value)>;
+
+/// One row of a pgoutput change -> values in the schema's column order,
+/// and the columns left out because their TOASTed value did not change
+/// (filled from `old` when it has them, else null and listed). A value that
+/// is not UTF-8 or not of its column's type is a `Data` error naming the
+/// column. Pure: fuzzed with hostile pgoutput bytes (`fuzz/`).
+pub fn row_values(
+    schema: &TableSchema,
+    table: &str,
+    data: &RowData,
+    old: Option<&RowData>,
+) -> Result<(Row, Vec<String>)> {
+    let mut values = Vec::with_capacity(schema.columns.len());
+    let mut unchanged = Vec::new();
+    for c in &schema.columns {
+        let v = match data
+            .get(&c.name)
+            .or_else(|| old.and_then(|o| o.get(&c.name)))
+        {
+            None => {
+                unchanged.push(c.name.clone());
+                Value::Null
+            }
+            Some(ColumnValue::Null) => Value::Null,
+            Some(ColumnValue::Text(b)) => {
+                let s = std::str::from_utf8(b).map_err(|_| {
+                    Error::data(format!(
+                        "column `{}` of `{table}` is not UTF-8 text",
+                        c.name
+                    ))
+                })?;
+                text_value(&c.ty, s)
+                    .map_err(|e| Error::data(format!("column `{}` of `{table}`: {e}", c.name)))?
+            }
+            Some(ColumnValue::Binary(_)) => {
+                return Err(Error::internal("binary pgoutput values were not requested"))
+            }
+        };
+        values.push((c.name.clone(), v));
+    }
+    Ok((values, unchanged))
 }
 
 fn clip(s: &str) -> String {

@@ -38,7 +38,7 @@
 //! one the row holds, so replays are dropped and the effect is exactly once.
 
 pub mod config;
-mod decode;
+pub(crate) mod decode;
 mod progress;
 mod slot;
 mod snapshot;

@@ -38,14 +38,14 @@
 //! this source pauses during the re-snapshot (the slot holds the WAL
 //! meanwhile), like Debezium's blocking snapshot.
 
-use super::decode::{text_value, RawColumn};
+use super::decode::{RawColumn, Row};
 use super::slot::{self, format_lsn};
 use super::{await_deliveries, key_of, PostgresCdcSource};
 use apache_avro::types::Value;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use pg_walstream::{
-    CancellationToken, ChangeEvent as WalEvent, ColumnValue, EventType, LogicalReplicationStream,
+    CancellationToken, ChangeEvent as WalEvent, EventType, LogicalReplicationStream,
     ReplicationStreamConfig, RowData, StreamingMode,
 };
 use std::collections::HashMap;
@@ -88,9 +88,6 @@ struct Tx {
     /// Tables whose re-snapshot this transaction asks for.
     resnapshot: Vec<usize>,
 }
-
-/// A row's values in schema order.
-type Row = Vec<(String, Value)>;
 
 /// Acknowledged: (end LSN, commit time µs, records, re-snapshot recorded).
 type Acked = Result<(u64, i64, u64, bool)>;
@@ -492,44 +489,10 @@ impl PostgresCdcSource {
     }
 
     /// Row values in schema order, and the columns left out because their
-    /// TOASTed value did not change (filled from `old` when it has them).
+    /// TOASTed value did not change (see [`super::decode::row_values`]).
     fn row(&self, t: usize, data: &RowData, old: Option<&RowData>) -> Result<(Row, Vec<String>)> {
         let table = &self.tables[t];
-        let mut values = Vec::with_capacity(table.schema.columns.len());
-        let mut unchanged = Vec::new();
-        for c in &table.schema.columns {
-            let v = match data
-                .get(&c.name)
-                .or_else(|| old.and_then(|o| o.get(&c.name)))
-            {
-                None => {
-                    unchanged.push(c.name.clone());
-                    Value::Null
-                }
-                Some(ColumnValue::Null) => Value::Null,
-                Some(ColumnValue::Text(b)) => {
-                    let s = std::str::from_utf8(b).map_err(|_| {
-                        Error::data(format!(
-                            "column `{}` of `{}` is not UTF-8 text",
-                            c.name,
-                            table.resolved.name()
-                        ))
-                    })?;
-                    text_value(&c.ty, s).map_err(|e| {
-                        Error::data(format!(
-                            "column `{}` of `{}`: {e}",
-                            c.name,
-                            table.resolved.name()
-                        ))
-                    })?
-                }
-                Some(ColumnValue::Binary(_)) => {
-                    return Err(Error::internal("binary pgoutput values were not requested"))
-                }
-            };
-            values.push((c.name.clone(), v));
-        }
-        Ok((values, unchanged))
+        super::decode::row_values(&table.schema, &table.resolved.name(), data, old)
     }
 
     async fn emit(
