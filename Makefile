@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(SYNCLINE_CACHE)/target
 SYNCLINE := $(CARGO_TARGET_DIR)/debug/syncline
 PG ?= postgres://postgres@127.0.0.1:5432
 
-.PHONY: tools build test demo demo-stop stack-up stack-down reference lint bench
+.PHONY: tools build test demo demo-stop stack-up stack-down reference lint bench fuzz
 
 ## tools: install Debian packages (PostgreSQL, MariaDB, Java), Apache Kafka from Maven Central and the Python interop client (pinned, cached); start the databases
 tools:
@@ -43,6 +43,10 @@ bench: tools
 	cargo bench --bench pipeline
 	cargo bench --bench dedup
 	cargo bench --bench cdc
+
+## fuzz: each cargo-fuzz target (record decoding with hostile writer schemas, pgoutput messages, the pipeline-file loader) for FUZZ_SECONDS (default 180) from the corpus in fuzz/corpus/
+fuzz:
+	@scripts/fuzz.sh
 
 ## lint: formatting and clippy
 lint:

@@ -236,6 +236,29 @@ fn secrets_from_the_environment_never_appear_in_errors() {
     assert!(!err.contains("hunter2"), "secret leaked: {err}");
 }
 
+/// Found by `make fuzz` (pipeline_load): a `${VAR}` inside an unknown key
+/// showed its value in the diagnostic's path, though the message hid it.
+#[test]
+fn a_secret_in_a_key_never_appears_in_errors() {
+    let dir = TempDir::new("validate");
+    let path = dir.path().join("pipeline.yaml");
+    let text = GOOD.replace(
+        "name: shop-sync",
+        "name: shop-sync\n\"postgres://u:${SYNCLINE_TEST_SECRET}@127.0.0.1/db\": 1",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let out = std::process::Command::new(support::syncline_bin())
+        .arg("validate")
+        .arg(&path)
+        .env("SYNCLINE_TEST_SECRET", "hunter2-very-secret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown key"), "{err}");
+    assert!(!err.contains("hunter2"), "secret leaked: {err}");
+}
+
 #[test]
 fn every_error_is_reported_at_once() {
     let dir = TempDir::new("validate");

@@ -81,15 +81,21 @@ impl Loader {
         let pos = self.index.value_pos(path);
         self.push(pos, path, message.into());
     }
-    fn push(&mut self, pos: Pos, path: &Path, mut message: String) {
-        for s in &self.secrets {
-            message = message.replace(s.as_str(), "***");
-        }
-        self.diags.push(Diagnostic {
+    /// Record a diagnostic. Its message *and* its path are redacted: a
+    /// substituted `${VAR}` may sit in a key as well as in a value.
+    fn push(&mut self, pos: Pos, path: &Path, message: String) {
+        let redact = |mut text: String| {
+            for s in &self.secrets {
+                text = text.replace(s.as_str(), "***");
+            }
+            text
+        };
+        let diagnostic = Diagnostic {
             pos,
-            path: path.to_string(),
-            message,
-        });
+            path: redact(path.to_string()),
+            message: redact(message),
+        };
+        self.diags.push(diagnostic);
     }
 
     /// Deserialize `value` (found at `path`) as `T`, reporting any error at
