@@ -732,6 +732,11 @@ async fn main() {
     }
     println!();
     let identity = &rows[1];
+    let of_limit = rows[0].elapsed.as_secs_f64() / identity.elapsed.as_secs_f64();
+    println!(
+        "goal: dedup at >= 0.80 of the raw consume+produce copy: {of_limit:.2} ({})",
+        if of_limit >= 0.8 { "met" } else { "NOT met" }
+    );
     for r in rows.iter().filter(|r| r.what != identity.what) {
         println!(
             "{} / {} = {:.2}x (records/s)",

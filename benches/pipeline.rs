@@ -258,6 +258,12 @@ async fn main() {
     };
     ratio("plain consumer", read, d);
     ratio("COPY", copy, d);
+    let of_limit = read.as_secs_f64() / d.as_secs_f64();
+    println!(
+        "  goal: the sink at >= 0.80 of a plain consumer of the topic: {of_limit:.2} ({}); the target's own write limit (COPY) is {:.2} of that consumer",
+        if of_limit >= 0.8 { "met" } else { "NOT met" },
+        read.as_secs_f64() / copy.as_secs_f64()
+    );
     match peers::Peers::installed() {
         Ok(p) => {
             let (jdbc, jdbc_rows) = jdbc_sink(&p, &stack, &source, dir.path()).await;
