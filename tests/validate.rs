@@ -215,22 +215,29 @@ fn unset_variables_are_errors_and_defaults_apply() {
     assert_eq!(code, 0, "{err}");
 }
 
-#[test]
-fn secrets_from_the_environment_never_appear_in_errors() {
+/// `syncline validate` on `text` with `SYNCLINE_TEST_SECRET` set: its
+/// output and stderr.
+fn validate_with_secret(text: &str) -> (std::process::Output, String) {
     let dir = TempDir::new("validate");
     let path = dir.path().join("pipeline.yaml");
-    let text = GOOD.replace(
-        "      interval_ms: 1000",
-        "      interval_ms: ${SYNCLINE_TEST_SECRET}",
-    );
-    std::fs::write(&path, &text).unwrap();
+    std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new(support::syncline_bin())
         .arg("validate")
         .arg(&path)
         .env("SYNCLINE_TEST_SECRET", "hunter2-very-secret")
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
+
+#[test]
+fn secrets_from_the_environment_never_appear_in_errors() {
+    let text = GOOD.replace(
+        "      interval_ms: 1000",
+        "      interval_ms: ${SYNCLINE_TEST_SECRET}",
+    );
+    let (out, err) = validate_with_secret(&text);
     assert_eq!(out.status.code(), Some(2));
     assert!(err.contains("interval_ms"), "{err}");
     assert!(!err.contains("hunter2"), "secret leaked: {err}");
@@ -240,20 +247,11 @@ fn secrets_from_the_environment_never_appear_in_errors() {
 /// showed its value in the diagnostic's path, though the message hid it.
 #[test]
 fn a_secret_in_a_key_never_appears_in_errors() {
-    let dir = TempDir::new("validate");
-    let path = dir.path().join("pipeline.yaml");
     let text = GOOD.replace(
         "name: shop-sync",
         "name: shop-sync\n\"postgres://u:${SYNCLINE_TEST_SECRET}@127.0.0.1/db\": 1",
     );
-    std::fs::write(&path, &text).unwrap();
-    let out = std::process::Command::new(support::syncline_bin())
-        .arg("validate")
-        .arg(&path)
-        .env("SYNCLINE_TEST_SECRET", "hunter2-very-secret")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = validate_with_secret(&text);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("unknown key"), "{err}");
     assert!(!err.contains("hunter2"), "secret leaked: {err}");

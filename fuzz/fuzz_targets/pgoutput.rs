@@ -118,14 +118,7 @@ fuzz_target!(|data: &[u8]| {
                 columns,
                 ..
             } => {
-                let raw: Vec<RawColumn> = columns
-                    .iter()
-                    .map(|c| RawColumn {
-                        name: c.name.to_string(),
-                        type_oid: c.type_id,
-                        typmod: c.type_modifier,
-                    })
-                    .collect();
+                let raw = RawColumn::of_relation(&columns);
                 let key: Vec<String> = columns
                     .iter()
                     .filter(|c| c.is_key)

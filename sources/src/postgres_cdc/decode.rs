@@ -33,6 +33,20 @@ pub struct RawColumn {
     pub typmod: i32,
 }
 
+impl RawColumn {
+    /// The columns of a pgoutput relation message.
+    pub fn of_relation(columns: &[pg_walstream::RelationColumn]) -> Vec<RawColumn> {
+        columns
+            .iter()
+            .map(|c| RawColumn {
+                name: c.name.to_string(),
+                type_oid: c.type_id,
+                typmod: c.type_modifier,
+            })
+            .collect()
+    }
+}
+
 /// What a (type oid, type modifier) stands for, resolved once from pg_type.
 #[derive(Debug, Clone)]
 pub struct TypeInfo {

@@ -367,14 +367,7 @@ impl PostgresCdcSource {
                 });
                 relations.insert(relation_id, t);
                 if let Some(t) = t {
-                    let raw: Vec<RawColumn> = columns
-                        .iter()
-                        .map(|c| RawColumn {
-                            name: c.name.to_string(),
-                            type_oid: c.type_id,
-                            typmod: c.type_modifier,
-                        })
-                        .collect();
+                    let raw = RawColumn::of_relation(&columns);
                     if raw != self.tables[t].resolved.columns {
                         self.evolve(t, raw, admin).await?;
                     }
