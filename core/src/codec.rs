@@ -190,8 +190,10 @@ fn frame(reg: &Registered, value: Value) -> Result<Vec<u8>> {
 }
 
 /// Build a record value in column order; a missing or null column becomes
-/// null (an error for a non-nullable column).
-fn record_value<'a>(
+/// null (an error for a non-nullable column). What the encoder writes for a
+/// row or a key (public for the fuzz targets, which check a source's rows
+/// against it).
+pub fn record_value<'a>(
     columns: impl Iterator<Item = &'a Column>,
     vals: &[(String, Value)],
 ) -> Result<Value> {

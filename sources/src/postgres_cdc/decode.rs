@@ -180,10 +180,12 @@ pub type Row = Vec<(String, Value)>;
 /// and the columns left out because their TOASTed value did not change
 /// (filled from `old` when it has them, else null and listed). A value that
 /// is not UTF-8 or not of its column's type is a `Data` error naming the
-/// column. Pure: fuzzed with hostile pgoutput bytes (`fuzz/`).
+/// column; `table` names the table in it, and is called only then (this
+/// runs for every streamed row). Pure: fuzzed with hostile pgoutput bytes
+/// (`fuzz/`).
 pub fn row_values(
     schema: &TableSchema,
-    table: &str,
+    table: impl Fn() -> String,
     data: &RowData,
     old: Option<&RowData>,
 ) -> Result<(Row, Vec<String>)> {
@@ -202,12 +204,14 @@ pub fn row_values(
             Some(ColumnValue::Text(b)) => {
                 let s = std::str::from_utf8(b).map_err(|_| {
                     Error::data(format!(
-                        "column `{}` of `{table}` is not UTF-8 text",
-                        c.name
+                        "column `{}` of `{}` is not UTF-8 text",
+                        c.name,
+                        table()
                     ))
                 })?;
-                text_value(&c.ty, s)
-                    .map_err(|e| Error::data(format!("column `{}` of `{table}`: {e}", c.name)))?
+                text_value(&c.ty, s).map_err(|e| {
+                    Error::data(format!("column `{}` of `{}`: {e}", c.name, table()))
+                })?
             }
             Some(ColumnValue::Binary(_)) => {
                 return Err(Error::internal("binary pgoutput values were not requested"))

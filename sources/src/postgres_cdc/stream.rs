@@ -485,7 +485,7 @@ impl PostgresCdcSource {
     /// TOASTed value did not change (see [`super::decode::row_values`]).
     fn row(&self, t: usize, data: &RowData, old: Option<&RowData>) -> Result<(Row, Vec<String>)> {
         let table = &self.tables[t];
-        super::decode::row_values(&table.schema, &table.resolved.name(), data, old)
+        super::decode::row_values(&table.schema, || table.resolved.name(), data, old)
     }
 
     async fn emit(
