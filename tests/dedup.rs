@@ -557,6 +557,54 @@ async fn three_cooperative_instances_joining_and_killed_stay_exact() {
     }
 }
 
+/// Through the repartition topic (`by: content`), the changes of a row that
+/// pass leave in the order they came: a row's changes share one partition
+/// there. A sink relies on it for columns a change leaves out (unchanged
+/// TOASTed values are filled from the row's previous state). Many changes
+/// on few rows, so that changes of different content of one row are
+/// decided side by side in every batch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rows_changes_leave_a_content_dedup_in_their_order() {
+    let setup = Setup::new("order", "    by: content").await;
+    create_input(&setup.stack).await;
+    let mut rng = Rng(0x5eed_0006);
+    let distinct = changes(&mut rng, 1, 4000, 12);
+    // Unique contents (the amount is the seq), so every upsert passes;
+    // deletes compare by key, so a row's later deletes are dropped.
+    let distinct: Vec<Change> = distinct
+        .into_iter()
+        .map(|mut c| {
+            c.amount = c.seq;
+            c
+        })
+        .collect();
+    let passing = distinct
+        .iter()
+        .map(Change::content)
+        .collect::<HashSet<_>>()
+        .len();
+    assert!(passing > 3000);
+    produce(&setup.stack, "events", &distinct).await;
+    let processor = setup.processor("a");
+    let got = read_outputs(&setup.stack, "events.unique", passing, &processor).await;
+    assert_eq!(got.len(), passing, "each passing change once");
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    let mut overtaken = Vec::new();
+    for (id, seq) in got {
+        if let Some(prev) = last.insert(id, seq) {
+            if seq < prev {
+                overtaken.push((id, prev, seq));
+            }
+        }
+    }
+    assert!(
+        overtaken.is_empty(),
+        "{} changes left after a newer change of their row, e.g. (id, newer seq, older seq) {:?}",
+        overtaken.len(),
+        &overtaken[..overtaken.len().min(5)]
+    );
+}
+
 /// `by: identity` (no repartition) with a TTL, read straight from the output
 /// topic: each change once, except a redelivery that comes after the TTL
 /// (in the changes' own time), which passes again.
@@ -644,6 +692,16 @@ async fn read_identities(
     n: usize,
     run: &SynclineRun,
 ) -> BTreeMap<i64, usize> {
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for (_, seq) in read_outputs(stack, topic, n, run).await {
+        *counts.entry(seq).or_default() += 1;
+    }
+    counts
+}
+
+/// The output records as (row id, seq), in the order they were read (each
+/// partition in its order), waiting for `n` records and a little longer.
+async fn read_outputs(stack: &Stack, topic: &str, n: usize, run: &SynclineRun) -> Vec<(i64, i64)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", stack.bootstrap())
         .set("group.id", "dedup-test-reader")
@@ -652,25 +710,27 @@ async fn read_identities(
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let decoder = Decoder::new(&RegistryConfig::new(stack.registry_url())).unwrap();
-    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
-    let mut total = 0;
+    let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut settle = None;
     loop {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let d = decoder.decode(m.key(), m.payload()).await.unwrap();
             let seq: i64 = d.event.source.position_text.parse().unwrap();
-            *counts.entry(seq).or_default() += 1;
-            total += 1;
+            let id = match d.event.key.first().map(|(_, v)| v) {
+                Some(Value::Long(id)) => *id,
+                other => panic!("unexpected key {other:?}"),
+            };
+            out.push((id, seq));
         }
-        if total >= n && settle.is_none() {
+        if out.len() >= n && settle.is_none() {
             settle = Some(std::time::Instant::now() + Duration::from_secs(3));
         }
         if settle.is_some_and(|s| std::time::Instant::now() > s) {
-            return counts;
+            return out;
         }
         if std::time::Instant::now() > deadline {
-            panic!("only {total} of {n} outputs arrived\n{}", run.log());
+            panic!("only {} of {n} outputs arrived\n{}", out.len(), run.log());
         }
     }
 }

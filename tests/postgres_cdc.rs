@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,42 @@ async fn checksum(url: &str, table: &str, cols: &str, key: &str) -> String {
     }
 }
 
+/// Every compared row as text, by key (for a failure's message).
+async fn rows(url: &str, table: &str, cols: &str, key: &str) -> BTreeMap<String, String> {
+    let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+        return BTreeMap::new();
+    };
+    tokio::spawn(conn);
+    let _ = client.batch_execute("SET TimeZone = 'UTC'").await;
+    let sql = format!("SELECT ({key})::text, t::text FROM (SELECT {cols} FROM {table}) t");
+    client
+        .query(&sql, &[])
+        .await
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default()
+}
+
+/// The first rows in which `source` and `target` differ.
+async fn row_diff(source: &str, target: &str, table: &str, cols: &str, key: &str) -> String {
+    let (s, t) = (
+        rows(source, table, cols, key).await,
+        rows(target, table, cols, key).await,
+    );
+    let keys: BTreeSet<&String> = s.keys().chain(t.keys()).collect();
+    keys.into_iter()
+        .filter(|k| s.get(*k) != t.get(*k))
+        .take(5)
+        .map(|k| {
+            format!(
+                "  {table} {key}={k}: source {:?} target {:?}",
+                s.get(k),
+                t.get(k)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 async fn wait_equal(
     source: &str,
     target: &str,
@@ -78,6 +115,9 @@ async fn wait_equal(
             return;
         }
         if std::time::Instant::now() > deadline {
+            for (t, cols, key) in tables {
+                differ.push(row_diff(source, target, t, cols, key).await);
+            }
             let logs: Vec<String> = runs
                 .iter()
                 .map(|r| {

@@ -43,8 +43,9 @@ pub struct DedupProcessorConfig {
     /// `<pipeline>.<processor>.changelog`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changelog_topic: Option<String>,
-    /// The internal topic through which changes are re-keyed by their dedup
-    /// key, so that equal keys meet in one partition. Used when `by` is not
+    /// The internal topic through which changes are re-keyed so that
+    /// duplicates meet in one partition (and, for `identity` and `content`,
+    /// each row's changes keep their order). Used when `by` is not
     /// `identity` or `from` lists several topics. Default:
     /// `<pipeline>.<processor>.repartition`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -56,6 +56,37 @@ impl DedupKey {
         }
         Ok(h.finalize().into())
     }
+
+    /// The Kafka key a change gets on the repartition topic: what decides
+    /// its partition there. Two rules hold:
+    /// 1. duplicates meet: changes with equal dedup keys get equal
+    ///    partition keys, so one partition (and its state) decides them;
+    /// 2. a row's changes stay in order: for `identity` and `content` the
+    ///    partition key is the row's (table and key values), so all changes
+    ///    of a row travel through one partition, in their order. Equal
+    ///    content means an equal table and row, hence an equal key; an
+    ///    equal identity means the same change, hence the same row. The
+    ///    order matters downstream: a sink fills a column the change left
+    ///    out (an unchanged TOASTed value) from the row's previous state.
+    ///
+    /// `fields` keeps only rule 1: its partition key is the dedup key
+    /// itself (two rows with equal `fields` must meet), so changes of one
+    /// row whose `fields` values differ may overtake each other.
+    pub fn partition_key(&self, event: &ChangeEvent) -> Result<Key, String> {
+        match self {
+            DedupKey::Identity | DedupKey::Content => {
+                let mut h = Sha256::new();
+                h.update(b"p");
+                text(&mut h, &event.source.table);
+                for (name, v) in &event.key {
+                    text(&mut h, name);
+                    value(&mut h, v);
+                }
+                Ok(h.finalize().into())
+            }
+            DedupKey::Fields(_) => self.of(event),
+        }
+    }
 }
 
 /// The row a change is about: after image, else before image, else the key.
@@ -200,5 +231,39 @@ mod tests {
         a.after.as_mut().unwrap()[1].1 = Value::Union(0, Box::new(Value::Null));
         b.after.as_mut().unwrap()[1].1 = Value::Union(1, Box::new(Value::String("null".into())));
         assert_ne!(DedupKey::Content.of(&a), DedupKey::Content.of(&b));
+    }
+
+    #[test]
+    fn a_rows_changes_share_a_partition_key_and_duplicates_meet() {
+        for by in [DedupKey::Identity, DedupKey::Content] {
+            let first = change(1, Op::Insert, 7, "x");
+            let later = change(2, Op::Update, 7, "y");
+            let other_row = change(3, Op::Update, 8, "y");
+            // every change of row 7, whatever its content or identity
+            assert_eq!(by.partition_key(&first), by.partition_key(&later));
+            assert_ne!(by.partition_key(&later), by.partition_key(&other_row));
+            // the same row in another table is another row
+            let mut elsewhere = later.clone();
+            elsewhere.source.table = "u".into();
+            assert_ne!(by.partition_key(&later), by.partition_key(&elsewhere));
+        }
+        // duplicates by content: a re-read of row 7 at another position
+        let reread = change(9, Op::Update, 7, "y");
+        let by = DedupKey::Content;
+        assert_eq!(
+            by.of(&change(2, Op::Update, 7, "y")),
+            by.of(&reread),
+            "a duplicate"
+        );
+        assert_eq!(
+            by.partition_key(&change(2, Op::Update, 7, "y")),
+            by.partition_key(&reread)
+        );
+        // `fields`: rows with equal fields must meet, so the dedup key decides
+        let by_note = DedupKey::Fields(vec!["note".into()]);
+        let a = change(1, Op::Insert, 1, "x");
+        let b = change(2, Op::Insert, 2, "x");
+        assert_eq!(by_note.partition_key(&a), by_note.partition_key(&b));
+        assert_eq!(by_note.partition_key(&a), by_note.of(&a));
     }
 }

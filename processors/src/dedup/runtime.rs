@@ -5,10 +5,13 @@
 //! runtime consumes, batches, decodes, dead-letters, retries and rebalances
 //! (eager or cooperative), and the stages say what is particular to dedup:
 //! - **repartition** (only when `by` is not `identity`, or several topics are
-//!   read): every change goes, unchanged, to the repartition topic with its
-//!   dedup key as Kafka key (the original key rides along in the
-//!   `syncline.key` header). Equal keys meet in one partition, in the order
-//!   that topic fixes once and for all.
+//!   read): every change goes, unchanged, to the repartition topic keyed by
+//!   its partition key (the original key rides along in the `syncline.key`
+//!   header): duplicates meet in one partition, in the order that topic
+//!   fixes once and for all, and for `identity` and `content` all changes
+//!   of a row go through one partition, so they leave in their order
+//!   ([`DedupKey::partition_key`]). The dedup stage computes the dedup key
+//!   from the change itself.
 //! - **dedup**: reads one topic (the repartition topic, or the only input)
 //!   and keeps, per partition, the set of keys seen in RocksDB
 //!   ([`super::store`]), backed up to the changelog ([`super::changelog`]).
@@ -256,7 +259,9 @@ fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<Option<i32>> {
     Ok((!parts.is_empty()).then_some(parts.len() as i32))
 }
 
-/// The first stage: re-key every change by its dedup key. Stateless, at
+/// The first stage: re-key every change by its partition key
+/// ([`DedupKey::partition_key`]: duplicates meet, a row's changes keep their
+/// order). Stateless, at
 /// least once (the runtime commits the offsets after the broker
 /// acknowledged the batch; with transactions, in the batch's transaction);
 /// a replayed record has the same dedup key, so the dedup stage drops it.
@@ -270,7 +275,7 @@ struct Repartition {
     shutdown: Shutdown,
 }
 
-/// A record re-keyed by its dedup key (`None`: a TRUNCATE, to every partition).
+/// A record re-keyed by its partition key (`None`: a TRUNCATE, to every partition).
 struct Rekeyed {
     key: Option<Key>,
     record: Record,
@@ -291,7 +296,11 @@ impl Stage for Repartition {
         let key = match decoded.event.op {
             Op::Truncate if self.merged => return Err(crate::merged_truncate()),
             Op::Truncate => None,
-            _ => Some(self.key.of(&decoded.event).map_err(Error::data)?),
+            _ => Some(
+                self.key
+                    .partition_key(&decoded.event)
+                    .map_err(Error::data)?,
+            ),
         };
         Ok(Some(Rekeyed {
             key,
@@ -419,16 +428,6 @@ impl Stage for Dedup {
         let table = self.output_schema(&decoded);
         let key = match decoded.event.op {
             Op::Truncate => None,
-            // Through the repartition topic, the Kafka key is the dedup key.
-            _ if self.settings.repartition_topic.is_some() => Some(
-                record
-                    .key
-                    .as_deref()
-                    .and_then(|k| Key::try_from(k).ok())
-                    .ok_or_else(|| {
-                        Error::data("a repartition record's key is not a 32-byte dedup key")
-                    })?,
-            ),
             _ => Some(self.settings.key.of(&decoded.event).map_err(Error::data)?),
         };
         Ok(Some(Candidate {
