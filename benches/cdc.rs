@@ -1,8 +1,8 @@
 //! `make bench` (change-data-capture): the `postgres_cdc` source beside the
 //! raw limits it passes through and beside Debezium's Postgres connector (on
 //! Kafka Connect standalone), in the same run, on the same Apache Kafka
-//! broker, the same throwaway Postgres server (wal_level=logical) and the
-//! same rows. Prints figures and ratios; asserts nothing but the counts.
+//! broker, the same throwaway Postgres server (wal_level=logical,
+//! synchronous_commit=on as in production) and the same rows. Prints figures and ratios; asserts nothing but the counts.
 //!
 //! - raw producer: plain librdkafka writing records of the size CDC writes;
 //! - raw decoding: `pg_logical_slot_get_binary_changes` (pgoutput) returning
@@ -257,10 +257,14 @@ fn ratio(label: &str, syncline: f64, peer: Option<f64>) {
 #[tokio::main]
 async fn main() {
     let stack = Stack::start();
-    let pg = PgServer::start(&["max_wal_size=1GB"]);
+    // Commits as a production server makes them (the throwaway server's
+    // `synchronous_commit=off` would leave a commit unseen by the WAL
+    // sender until the WAL writer's next round, up to 200 ms later, for
+    // every contender alike).
+    let pg = PgServer::start(&["max_wal_size=1GB", "synchronous_commit=on"]);
     let peers = Peers::installed();
     println!(
-        "syncline cdc bench: {ROWS} rows, Apache Kafka 4.1.1 (one broker) and Postgres (wal_level=logical) on loopback; \
+        "syncline cdc bench: {ROWS} rows, Apache Kafka 4.1.1 (one broker) and Postgres (wal_level=logical, synchronous_commit=on) on loopback; \
          Debezium {}",
         if peers.is_ok() { "3.6.1.Final on Kafka Connect 4.1.1 standalone" } else { "not installed" }
     );

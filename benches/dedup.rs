@@ -19,7 +19,7 @@
 //!   are acknowledged. The ceiling.
 //! - syncline dedup (identity, and content unless
 //!   `SYNCLINE_BENCH_DEDUP_CONTENT=0`): the release binary, `--component dd`,
-//!   `batch_size` from `SYNCLINE_BENCH_DEDUP_BATCH` (default 1,000);
+//!   its default `batch_size` unless `SYNCLINE_BENCH_DEDUP_BATCH` sets one;
 //!   timed from process start until the output topic holds the expected
 //!   count (watermarks), then checked for extras after a pause.
 //! - Quix Streams (`benches/quix_dedup.py`, pinned version installed into its
@@ -434,10 +434,12 @@ async fn syncline_dedup(
         format!(
             "name: {name}\nkafka: {{ bootstrap_servers: '{}', partitions: {PARTITIONS} }}\n\
              registry: {{ url: '{}' }}\nexternal_topics: [{INPUT}]\nprocessors:\n  dd:\n    type: dedup\n    from: [{INPUT}]\n\
-             \x20   to: {output}\n    by: {by}\n    batch_size: {batch}\n",
+             \x20   to: {output}\n    by: {by}\n{batch}",
             stack.bootstrap(),
             stack.registry_url(),
-            batch = std::env::var("SYNCLINE_BENCH_DEDUP_BATCH").unwrap_or_else(|_| "1000".into()),
+            batch = std::env::var("SYNCLINE_BENCH_DEDUP_BATCH")
+                .map(|n| format!("    batch_size: {n}\n"))
+                .unwrap_or_default(),
         ),
     )
     .unwrap();

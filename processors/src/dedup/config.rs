@@ -59,7 +59,10 @@ pub struct DedupProcessorConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
     /// Most records consumed before their outputs are flushed and the state
-    /// and offsets committed.
+    /// and offsets committed. Each batch waits for two broker round trips
+    /// (outputs, then the changelog), so a backlog drains faster in large
+    /// batches; at a trickle a batch closes as soon as the input is idle,
+    /// whatever this size.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Longest time a record waits for its batch to fill, in milliseconds.
@@ -78,7 +81,7 @@ pub enum DedupBy {
 }
 
 fn default_batch_size() -> usize {
-    1000
+    5000
 }
 fn default_batch_timeout_ms() -> u64 {
     200
