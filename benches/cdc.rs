@@ -2,7 +2,8 @@
 //! raw limits it passes through and beside Debezium's Postgres connector (on
 //! Kafka Connect standalone), in the same run, on the same Apache Kafka
 //! broker, the same throwaway Postgres server (wal_level=logical,
-//! synchronous_commit=on as in production) and the same rows. Prints figures and ratios; asserts nothing but the counts.
+//! synchronous_commit=on as in production) and the same rows. Prints
+//! figures and ratios; asserts nothing but the counts.
 //!
 //! - raw producer: plain librdkafka writing records of the size CDC writes;
 //! - raw decoding: `pg_logical_slot_get_binary_changes` (pgoutput) returning

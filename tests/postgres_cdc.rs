@@ -39,14 +39,22 @@ INSERT INTO orders SELECT g, g % 30000 + 1, (g / 3.0)::numeric(12,2), 'new', tim
 INSERT INTO lines SELECT g / 3 + 1, g % 3, g % 17, 'sku-' || g FROM generate_series(0, 14999) g;
 "#;
 
-/// Count and md5 of every compared column of every row, in key order.
-async fn checksum(url: &str, table: &str, cols: &str, key: &str) -> String {
-    let (client, conn) = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
-        Ok(c) => c,
-        Err(_) => return "unreachable".into(),
-    };
+/// A session that shows times in UTC (so both sides print them alike), or
+/// None when the database cannot be reached.
+async fn utc_session(url: &str) -> Option<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .ok()?;
     tokio::spawn(conn);
     let _ = client.batch_execute("SET TimeZone = 'UTC'").await;
+    Some(client)
+}
+
+/// Count and md5 of every compared column of every row, in key order.
+async fn checksum(url: &str, table: &str, cols: &str, key: &str) -> String {
+    let Some(client) = utc_session(url).await else {
+        return "unreachable".into();
+    };
     let sql = format!(
         "SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY {key})), '-') FROM (SELECT {cols} FROM {table}) t"
     );
@@ -58,11 +66,9 @@ async fn checksum(url: &str, table: &str, cols: &str, key: &str) -> String {
 
 /// Every compared row as text, by key (for a failure's message).
 async fn rows(url: &str, table: &str, cols: &str, key: &str) -> BTreeMap<String, String> {
-    let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+    let Some(client) = utc_session(url).await else {
         return BTreeMap::new();
     };
-    tokio::spawn(conn);
-    let _ = client.batch_execute("SET TimeZone = 'UTC'").await;
     let sql = format!("SELECT ({key})::text, t::text FROM (SELECT {cols} FROM {table}) t");
     client
         .query(&sql, &[])
