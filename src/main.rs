@@ -8,6 +8,12 @@ use std::process::ExitCode;
 use syncline::telemetry::LogFormat;
 use syncline::{pipeline, telemetry};
 
+/// mimalloc, not the system allocator: every record is decoded into and
+/// encoded from small heap values (names, strings, vectors), and glibc's
+/// malloc/free took a fifth of a stage's thread in profiles.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "syncline",

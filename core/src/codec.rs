@@ -15,19 +15,46 @@ use crate::limits::DecodeLimits;
 use crate::registry::{RegistryClient, RegistryConfig};
 use crate::schema::{envelope_row_schema, nullable_value, Column, TableSchema};
 use crate::value::unwrap_union;
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::Schema;
 use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
 use schema_registry_converter::schema_registry_common::{
     get_bytes_result, get_payload, BytesResult,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+type Reader<'s> = GenericDatumReader<'s>;
+type Writer<'s> = GenericDatumWriter<'s>;
+
+self_cell::self_cell!(
+    /// A parsed schema and its writer, made once per schema: making a writer
+    /// resolves the schema's named types (a walk that copies every name),
+    /// which costs more than writing one small record and is the same for
+    /// every record.
+    struct ResolvedWriter {
+        owner: Schema,
+        #[covariant]
+        dependent: Writer,
+    }
+);
+
+self_cell::self_cell!(
+    /// A writer schema and its reader, made once per schema id (see
+    /// [`ResolvedWriter`]).
+    struct ResolvedReader {
+        owner: Schema,
+        #[covariant]
+        dependent: Reader,
+    }
+);
+
 /// A schema registered under a subject: its id and parsed form.
 #[derive(Clone)]
 struct Registered {
     id: u32,
-    schema: Arc<Schema>,
+    schema: Arc<ResolvedWriter>,
 }
 
 pub struct Encoder {
@@ -62,6 +89,10 @@ impl Encoder {
         let schema = Schema::parse_str(&cache_key.1).map_err(|e| {
             Error::internal(format!("invalid Avro schema for `{}`", cache_key.0)).with_source(e)
         })?;
+        let schema =
+            ResolvedWriter::try_new(schema, |s| Writer::builder(s).build()).map_err(|e| {
+                Error::internal(format!("invalid Avro schema for `{}`", cache_key.0)).with_source(e)
+            })?;
         let id = self.client.register(&cache_key.0, &cache_key.1).await?;
         let r = Registered {
             id,
@@ -182,9 +213,10 @@ fn envelope(table: &TableSchema, event: &ChangeEvent) -> Result<Value> {
 }
 
 fn frame(reg: &Registered, value: Value) -> Result<Vec<u8>> {
-    let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&reg.schema)
-        .build()
-        .and_then(|w| w.write_value_to_vec(value))
+    let bytes = reg
+        .schema
+        .borrow_dependent()
+        .write_value_to_vec(value)
         .map_err(|e| Error::data("value does not match its Avro schema").with_source(e))?;
     Ok(get_payload(reg.id, bytes))
 }
@@ -263,7 +295,7 @@ pub struct Decoder {
     schemas_from: WriterSchemas,
     limits: DecodeLimits,
     /// Writer schemas by id, checked and parsed once.
-    schemas: Mutex<HashMap<u32, Arc<Schema>>>,
+    schemas: Mutex<HashMap<u32, Arc<ResolvedReader>>>,
     shapes: Mutex<HashMap<u32, RowShape>>,
     key_shapes: Mutex<HashMap<u32, Arc<Vec<String>>>>,
 }
@@ -315,7 +347,7 @@ impl Decoder {
     }
 
     /// The writer schema `id`, checked against the limits, then parsed.
-    async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>> {
+    async fn writer_schema(&self, id: u32) -> Result<Arc<ResolvedReader>> {
         if let Some(s) = self
             .schemas
             .lock()
@@ -333,6 +365,13 @@ impl Decoder {
         let schema = Schema::parse(&json).map_err(|e| {
             Error::data(format!("writer schema {id} is not a valid Avro schema")).with_source(e)
         })?;
+        let schema =
+            ResolvedReader::try_new(schema, |s| Reader::builder(s).build()).map_err(|e| {
+                Error::data(format!(
+                    "writer schema {id} names a type it does not define"
+                ))
+                .with_source(e)
+            })?;
         let schema = Arc::new(schema);
         self.schemas
             .lock()
@@ -355,9 +394,9 @@ impl Decoder {
         let id = Self::schema_id(bytes, what)?;
         let schema = self.writer_schema(id).await?;
         let mut body = &bytes[5..];
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
-            .build()
-            .and_then(|r| r.read_value(&mut body))
+        let value = schema
+            .borrow_dependent()
+            .read_value(&mut body)
             .map_err(|e| {
                 Error::data(format!(
                     "{what} does not decode with its writer schema {id}"
@@ -378,7 +417,7 @@ impl Decoder {
             return Ok(s.clone());
         }
         let schema = self.writer_schema(id).await?;
-        let row = envelope_row_schema(&schema)?;
+        let row = envelope_row_schema(schema.borrow_owner())?;
         let columns = TableSchema::columns_from_record(row)?;
         let field_to_col = columns
             .iter()
@@ -402,7 +441,7 @@ impl Decoder {
             return Ok(s.clone());
         }
         let schema = self.writer_schema(id).await?;
-        let cols = TableSchema::columns_from_record(&schema)?;
+        let cols = TableSchema::columns_from_record(schema.borrow_owner())?;
         let names = Arc::new(cols.into_iter().map(|c| c.name).collect::<Vec<_>>());
         self.key_shapes
             .lock()
