@@ -34,6 +34,13 @@
 //! 5. the runtime commits the input offsets to Kafka (advisory only: for lag
 //!    tools; [`OffsetsHome::Stage`]).
 //!
+//! Without transactions, the wait of step 3 and step 4 run one batch late
+//! ([`Tail`]): the next batch is consumed, decided (against the store plus
+//! this batch's keys, so the same decisions) and published while this
+//! batch's changelog records travel, and its write finishes this batch's
+//! steps 3-4 before it sends its own changelog records. The order above
+//! holds for every batch.
+//!
 //! On assignment ([`Stage::assigned`]) a partition restores its state from
 //! the changelog (from where the local copy stopped, or from the start when
 //! it is missing) and resumes at the input offset stored *with the state*,
@@ -99,6 +106,10 @@ use syncline_runtime::{BatchSettings, Commit, OffsetsHome, Record, Stage, TopicP
 /// Most expired entries removed per partition and batch (the rest go in
 /// the next batches), so that one sweep never stalls the stream.
 const SWEEP_LIMIT: usize = 10_000;
+
+/// Longest wait for the last batch's state when partitions are revoked or
+/// the processor stops ([`Tail`]).
+const CLOSE_LIMIT: Duration = Duration::from_secs(30);
 
 /// The typed settings the running processor gets.
 #[derive(Debug, Clone)]
@@ -220,6 +231,7 @@ impl DedupProcessor {
             metrics,
             shutdown: stop.clone(),
             last_size: Instant::now() - Duration::from_secs(60),
+            tail: None,
         };
         let consume = ConsumeSettings {
             kind: "dedup",
@@ -366,6 +378,8 @@ struct Dedup {
     metrics: ProcessorMetrics,
     shutdown: Shutdown,
     last_size: Instant,
+    /// The last batch's step 3 in flight (never with transactions).
+    tail: Option<Tail>,
 }
 
 /// A change ready to decide: its partition, dedup key (`None`: a TRUNCATE,
@@ -381,8 +395,9 @@ struct Candidate {
 /// One partition's decisions within a write.
 struct PartitionBatch {
     stream_time: i64,
-    /// Keys passed earlier in this write (not in the store yet).
-    overlay: HashMap<Key, i64>,
+    /// Keys passed earlier in this write (not in the store yet). Keys are
+    /// SHA-256 digests: a fast hasher is enough.
+    overlay: HashMap<Key, i64, foldhash::fast::RandomState>,
     commit: PartitionCommit,
     /// The next input offset the store holds.
     stored_next: Option<i64>,
@@ -402,6 +417,7 @@ impl Stage for Dedup {
     /// Restore each partition's state from the changelog; resume at the
     /// input offset stored with it.
     async fn assigned(&mut self, parts: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>> {
+        self.finish_tail(&self.shutdown.clone()).await?;
         let mut out = HashMap::new();
         for (topic, partition) in parts {
             changelog::restore(
@@ -422,6 +438,17 @@ impl Stage for Dedup {
         tracing::info!(processor = %self.component, partitions = ?parts.iter().map(|p| p.1).collect::<Vec<_>>(),
             "state restored; resuming at the offsets stored with it");
         Ok(out)
+    }
+
+    /// Finish the last batch's state (step 4) before its partitions move,
+    /// so that their next owner restores it.
+    async fn revoked(&mut self, _parts: &[TopicPartition]) {
+        self.finish_tail_retrying("partitions revoked").await;
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.finish_tail_retrying("shutting down").await;
+        Ok(())
     }
 
     fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Candidate>> {
@@ -455,19 +482,32 @@ impl Stage for Dedup {
                 );
             }
         }
-        in_transaction(
-            self.txn.as_ref(),
-            commit,
-            self.publish(&passed, encoded, &mut parts),
-        )
-        .await?;
-        // 4: state and offsets, one write per partition.
-        let ttl = self.settings.ttl.is_some();
-        for (&partition, pb) in &parts {
-            // (a partition with nothing new wrote no changelog record)
-            if pb.commit.next_changelog > 0 {
-                self.store.commit(partition, &pb.commit, ttl)?;
-            }
+        if self.txn.is_some() {
+            // Steps 1-3 in one transaction, then 4.
+            let work = async {
+                self.publish(&passed, encoded).await?;
+                let records = self.changelog_records(&mut parts)?;
+                let sent = self.send_changelog(&records)?;
+                let Some(acks) = produce::acknowledged(&self.shutdown, sent).await? else {
+                    return Err(Error::transient("shut down while storing the state"));
+                };
+                note_changelog_offsets(&mut parts, &acks);
+                Ok(())
+            };
+            in_transaction(self.txn.as_ref(), commit, work).await?;
+            self.store_state(&parts)?;
+        } else {
+            // 2, then the last batch's 3 and 4, then this batch's 3
+            // without waiting (see [`Tail`]).
+            self.publish(&passed, encoded).await?;
+            self.finish_tail(&self.shutdown.clone()).await?;
+            let records = self.changelog_records(&mut parts)?;
+            let sent = self.send_changelog(&records)?;
+            self.tail = Some(Tail {
+                parts,
+                records,
+                sent,
+            });
         }
         self.metrics.deduplicated.increment(dropped);
         if self.last_size.elapsed() > Duration::from_secs(1) {
@@ -480,24 +520,64 @@ impl Stage for Dedup {
     }
 }
 
+/// The last batch's step 3 in flight: its changelog records were sent
+/// (after its outputs were acknowledged); the next write waits for their
+/// acknowledgement and does step 4 (after that write's own outputs are
+/// acknowledged, before its own changelog records are sent). So the
+/// changelog round trip overlaps the next batch's consuming, decoding and
+/// deciding, and one batch's changelog records always follow the last
+/// one's. The next batch is decided against the store plus this batch's
+/// keys and stream time ([`Dedup::partitions`], [`Dedup::decide`]): the
+/// same decisions as after step 4.
+///
+/// A crash with a tail in flight is a crash during step 3 (see the module
+/// doc): nothing more is needed for the guarantee. A revocation and a
+/// shutdown still finish the tail ([`Stage::revoked`], [`Stage::close`]),
+/// so that the partition's next owner, or the next start, does not consume
+/// the batch again and repeat its outputs.
+struct Tail {
+    parts: BTreeMap<i32, PartitionBatch>,
+    /// The changelog records, kept to send again if the broker failed them.
+    records: Vec<(i32, changelog::Encoded)>,
+    /// Their deliveries; empty once a failed attempt consumed them.
+    sent: Vec<rdkafka::producer::DeliveryFuture>,
+}
+
+/// Note the changelog offsets each partition reached.
+fn note_changelog_offsets(parts: &mut BTreeMap<i32, PartitionBatch>, acks: &[(i32, i64)]) {
+    for &(partition, offset) in acks {
+        if let Some(pb) = parts.get_mut(&partition) {
+            pb.commit.next_changelog = pb.commit.next_changelog.max(offset + 1);
+        }
+    }
+}
+
 impl Dedup {
     /// The partitions this write covers (every partition of the input whose
-    /// offset it stores), with their state's stream time.
+    /// offset it stores), with their state's stream time: the stored one,
+    /// or the one the batch in flight brings it to ([`Tail`]).
     fn partitions(&self, commit: &Commit<'_>) -> Result<BTreeMap<i32, PartitionBatch>> {
         let mut parts = BTreeMap::new();
         for ((_, partition), &next) in commit.next() {
-            let meta = self.store.meta(*partition)?;
+            let (stream_time, stored_next) =
+                match self.tail.as_ref().and_then(|t| t.parts.get(partition)) {
+                    Some(pb) => (pb.stream_time, Some(pb.commit.next_input)),
+                    None => {
+                        let meta = self.store.meta(*partition)?;
+                        (meta.stream_time, meta.next_input)
+                    }
+                };
             parts.insert(
                 *partition,
                 PartitionBatch {
-                    stream_time: meta.stream_time,
-                    overlay: HashMap::new(),
+                    stream_time,
+                    overlay: HashMap::default(),
                     commit: PartitionCommit {
                         next_input: next,
-                        stream_time: meta.stream_time,
+                        stream_time,
                         ..Default::default()
                     },
-                    stored_next: meta.next_input,
+                    stored_next,
                 },
             );
         }
@@ -511,6 +591,18 @@ impl Dedup {
         parts: &mut BTreeMap<i32, PartitionBatch>,
     ) -> Result<(Vec<&'a Candidate>, u64)> {
         let ttl_us = self.settings.ttl.map(|t| t.as_micros() as i64);
+        // The state as of the batch's start, for every key the batch has:
+        // the batch in flight's keys, else the store's.
+        let stored = self.store.seen_many(
+            items
+                .iter()
+                .filter_map(|c| Some((c.partition, c.key.as_ref()?))),
+        )?;
+        let in_flight = |partition: i32, key: &Key| {
+            let pb = self.tail.as_ref()?.parts.get(&partition)?;
+            pb.overlay.get(key).copied()
+        };
+        let mut stored = stored.into_iter();
         let mut passed = Vec::with_capacity(items.len());
         let mut dropped = 0;
         for c in items {
@@ -518,6 +610,7 @@ impl Dedup {
                 passed.push(c);
                 continue;
             };
+            let before = stored.next().expect("one lookup per keyed candidate");
             let pb = parts.get_mut(&c.partition).ok_or_else(|| {
                 Error::internal(format!(
                     "the record at {} is not covered by the offsets of its write",
@@ -528,7 +621,7 @@ impl Dedup {
             pb.stream_time = pb.stream_time.max(ts);
             let seen = match pb.overlay.get(&key) {
                 Some(t) => Some(*t),
-                None => self.store.seen(c.partition, &key)?,
+                None => in_flight(c.partition, &key).or(before),
             };
             let duplicate = match (seen, ttl_us) {
                 (None, _) => false,
@@ -546,13 +639,11 @@ impl Dedup {
         Ok((passed, dropped))
     }
 
-    /// Steps 2 and 3: produce what passed and wait for it, then the state
-    /// changes to the changelog; notes the changelog offsets reached.
+    /// Step 2: produce what passed and wait for it.
     async fn publish(
         &self,
         passed: &[&Candidate],
         encoded: Vec<syncline_runtime::publish::Encoded>,
-        parts: &mut BTreeMap<i32, PartitionBatch>,
     ) -> Result<()> {
         let to = &self.settings.to;
         let mut encoded = encoded.iter();
@@ -572,16 +663,20 @@ impl Dedup {
                 .expect("one encoded output per passed change");
             pending.push(self.publisher.send(e)?);
         }
-        // 2: the outputs are safe before any state says they were sent.
-        if self
-            .publisher
-            .acknowledged(&self.shutdown, pending)
-            .await?
-            .is_none()
-        {
-            return Err(Error::transient("shut down while publishing"));
+        // The outputs are safe before any state says they were sent.
+        match self.publisher.acknowledged(&self.shutdown, pending).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::transient("shut down while publishing")),
         }
-        // 3: the state changes and the offsets they cover, to the changelog.
+    }
+
+    /// Step 3's records: the state changes and the offsets they cover, per
+    /// partition (the TTL's expired entries read from the store, which
+    /// holds every earlier batch by now).
+    fn changelog_records(
+        &self,
+        parts: &mut BTreeMap<i32, PartitionBatch>,
+    ) -> Result<Vec<(i32, changelog::Encoded)>> {
         let ttl_us = self.settings.ttl.map(|t| t.as_micros() as i64);
         let mut records: Vec<(i32, changelog::Encoded)> = Vec::new();
         for (&partition, pb) in parts.iter_mut() {
@@ -620,23 +715,98 @@ impl Dedup {
                 .encode(),
             ));
         }
+        Ok(records)
+    }
+
+    /// Step 3: hand the changelog records to the producer.
+    fn send_changelog(
+        &self,
+        records: &[(i32, changelog::Encoded)],
+    ) -> Result<Vec<rdkafka::producer::DeliveryFuture>> {
         let producer = self.publisher.producer();
-        let mut sent = Vec::with_capacity(records.len());
-        for (partition, encoded) in &records {
-            sent.push(produce::send(
-                producer,
-                changelog::Record::to_kafka(&self.settings.changelog_topic, *partition, encoded),
-            )?);
-        }
-        let Some(acks) = produce::acknowledged(&self.shutdown, sent).await? else {
-            return Err(Error::transient("shut down while storing the state"));
-        };
-        for (partition, offset) in acks {
-            if let Some(pb) = parts.get_mut(&partition) {
-                pb.commit.next_changelog = pb.commit.next_changelog.max(offset + 1);
+        records
+            .iter()
+            .map(|(partition, encoded)| {
+                produce::send(
+                    producer,
+                    changelog::Record::to_kafka(
+                        &self.settings.changelog_topic,
+                        *partition,
+                        encoded,
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Step 4: state and offsets, one write per partition.
+    fn store_state(&self, parts: &BTreeMap<i32, PartitionBatch>) -> Result<()> {
+        let ttl = self.settings.ttl.is_some();
+        for (&partition, pb) in parts {
+            // (a partition with nothing new wrote no changelog record)
+            if pb.commit.next_changelog > 0 {
+                self.store.commit(partition, &pb.commit, ttl)?;
             }
         }
         Ok(())
+    }
+
+    /// Wait for the batch in flight's changelog records (sending them again
+    /// if the broker failed them) and store its state ([`Tail`]).
+    async fn finish_tail(&mut self, stop: &Shutdown) -> Result<()> {
+        let Some(mut tail) = self.tail.take() else {
+            return Ok(());
+        };
+        let result = self.store_tail(&mut tail, stop).await;
+        if result.is_err() {
+            self.tail = Some(tail);
+        }
+        result
+    }
+
+    async fn store_tail(&self, tail: &mut Tail, stop: &Shutdown) -> Result<()> {
+        if tail.sent.is_empty() && !tail.records.is_empty() {
+            tail.sent = self.send_changelog(&tail.records)?;
+        }
+        let sent = std::mem::take(&mut tail.sent);
+        let Some(acks) = produce::acknowledged(stop, sent).await? else {
+            return Err(Error::transient("shut down while storing the state"));
+        };
+        note_changelog_offsets(&mut tail.parts, &acks);
+        self.store_state(&tail.parts)
+    }
+
+    /// [`Self::finish_tail`], retried with backoff until it succeeds, for at
+    /// most [`CLOSE_LIMIT`] (also when the processor is shutting down: its
+    /// outputs are acknowledged, storing the state spares their repetition).
+    /// Given up, the batch is consumed again on the next start, and its
+    /// repeated outputs have equal identities.
+    async fn finish_tail_retrying(&mut self, why: &str) {
+        let stop = Shutdown::new();
+        let deadline = Instant::now() + CLOSE_LIMIT;
+        let mut backoff = syncline_runtime::backoff::Backoff::default();
+        let timer = stop.clone();
+        let timeout = tokio::spawn(async move {
+            tokio::time::sleep(CLOSE_LIMIT).await;
+            timer.cancel();
+        });
+        while self.tail.is_some() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.finish_tail(&stop).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() >= deadline || !e.is_transient() => {
+                    tracing::warn!(processor = %self.component, error = %e, "{why}: the last batch's state is not stored; its input is consumed again");
+                    self.tail = None;
+                    break;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay().min(left);
+                    tracing::warn!(processor = %self.component, error = %e, attempt = backoff.attempts(), "{why}: cannot store the last batch's state yet; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        timeout.abort();
     }
 
     /// The output schema of records with `decoded`'s shape.

@@ -144,8 +144,20 @@ pub trait Stage: Send + 'static {
         async { Ok(HashMap::new()) }
     }
 
-    /// Partitions were revoked: forget their per-partition state.
-    fn revoked(&mut self, _partitions: &[TopicPartition]) {}
+    /// Partitions were revoked: finish what is in flight for them (their
+    /// next owner starts from what is stored) and forget their
+    /// per-partition state. The group waits for this call: keep it short.
+    fn revoked(&mut self, _partitions: &[TopicPartition]) -> impl Future<Output = ()> {
+        async {}
+    }
+
+    /// The component stops (shutdown, or an error that stopped the loop):
+    /// finish what a [`Self::write`] that returned left in flight, if the
+    /// stage keeps anything in flight. Errors are logged; what is not
+    /// finished must be safe to redo from the stored offsets.
+    fn close(&mut self) -> impl Future<Output = Result<()>> {
+        async { Ok(()) }
+    }
 
     /// Turn one decoded record into an item, without I/O (what needs I/O
     /// belongs in [`Self::write`]). `Ok(None)`: nothing to write for it (its
@@ -218,7 +230,7 @@ pub async fn run<S: Stage>(
                     kafka.subscribed(&settings.group_id, &settings.topics, context)?;
                 tracing::info!(component = %component, r#type = settings.kind, group = %settings.group_id,
                     topics = ?settings.topics, "consuming");
-                Loop {
+                let result = Loop {
                     settings: &settings,
                     consumer: &consumer,
                     decoder,
@@ -229,7 +241,16 @@ pub async fn run<S: Stage>(
                     handle: consumer.context().handle.clone(),
                     shutdown: &shutdown,
                 }
-                .run()
+                .run();
+                let closed = {
+                    let context = consumer.context();
+                    let mut stage = rebalance::lock(&context.stage);
+                    context.handle.block_on(stage.close())
+                };
+                if let Err(e) = closed {
+                    tracing::warn!(component = %component, error = %e, "the stage did not close cleanly");
+                }
+                result
             })();
             let _ = tx.send(result);
         })

@@ -97,7 +97,7 @@ impl<S: Stage> ConsumerContext for StageContext<S> {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(component, group = %self.group, cooperative, partitions = parts.len(), "partitions revoked");
-                lock(&self.stage).revoked(&parts);
+                self.handle.block_on(lock(&self.stage).revoked(&parts));
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -106,7 +106,7 @@ impl<S: Stage> ConsumerContext for StageContext<S> {
             }
             other => {
                 tracing::warn!(component, group = %self.group, error = ?other, "rebalance error; dropping the assignment");
-                lock(&self.stage).revoked(&parts);
+                self.handle.block_on(lock(&self.stage).revoked(&parts));
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
