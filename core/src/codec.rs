@@ -15,6 +15,8 @@ use crate::limits::DecodeLimits;
 use crate::registry::{RegistryClient, RegistryConfig};
 use crate::schema::{envelope_row_schema, nullable_value, Column, TableSchema};
 use crate::value::unwrap_union;
+mod wire;
+
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::Schema;
 use apache_avro::types::Value;
@@ -160,11 +162,20 @@ impl Encoder {
                     .expect("key_schema_json checked key columns")
             })
             .collect();
-        let key = record_value(key_cols.into_iter(), &event.key)?;
-        Ok((
-            frame(&key_schema, key)?,
-            frame(&value_schema, envelope(table, event)?)?,
-        ))
+        let key = framed(
+            &key_schema,
+            |out, schema| match schema {
+                Schema::Record(r) => wire::record(out, r, key_cols.iter().copied(), &event.key),
+                _ => None,
+            },
+            || record_value(key_cols.iter().copied(), &event.key),
+        )?;
+        let value = framed(
+            &value_schema,
+            |out, schema| wire::envelope(out, schema, table, event),
+            || envelope(table, event),
+        )?;
+        Ok((key, value))
     }
 
     /// Encode a TRUNCATE: the value only, with the table's value schema. A
@@ -187,7 +198,11 @@ impl Encoder {
                 table.value_schema_json().to_string(),
             )
             .await?;
-        frame(&value_schema, envelope(table, event)?)
+        framed(
+            &value_schema,
+            |out, schema| wire::envelope(out, schema, table, event),
+            || envelope(table, event),
+        )
     }
 }
 
@@ -210,6 +225,23 @@ fn envelope(table: &TableSchema, event: &ChangeEvent) -> Result<Value> {
             ("source".into(), source_value(&event.source)),
         ]))
     }
+}
+
+/// A record of `reg`'s schema in Confluent wire format: written by
+/// [`wire`] (`fast`) when it takes the record, else built as a value
+/// (`slow`) and written by apache-avro's validating writer, which decides.
+fn framed(
+    reg: &Registered,
+    fast: impl FnOnce(&mut Vec<u8>, &Schema) -> Option<()>,
+    slow: impl FnOnce() -> Result<Value>,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(256);
+    out.push(0);
+    out.extend_from_slice(&reg.id.to_be_bytes());
+    if fast(&mut out, reg.schema.borrow_owner()).is_some() {
+        return Ok(out);
+    }
+    frame(reg, slow()?)
 }
 
 fn frame(reg: &Registered, value: Value) -> Result<Vec<u8>> {
