@@ -4,7 +4,8 @@
 //!
 //! - raw producer: a plain librdkafka producer writing records of the same
 //!   size to the same broker (the broker's limit for the stages below);
-//! - source: `sql_poll` publishing a 100k-row Postgres table (rows/s);
+//! - source: `sql_poll` publishing a 100k-row Postgres table (rows/s;
+//!   `SYNCLINE_BENCH_ROWS` sets another count, for this and the next rows);
 //! - sink: the `postgres` sink applying 100k change records (rows/s),
 //!   beside a plain librdkafka consumer reading the same topic (the read
 //!   limit), `COPY ... FROM STDIN` of the same rows into the same Postgres
@@ -23,7 +24,13 @@ use std::time::{Duration, Instant};
 use support::{raw_producer, topic_records, PgDb, Stack, SynclineRun, TempDir};
 use syncline_core::kafka::KafkaConfig;
 
-const ROWS: i64 = 100_000;
+/// Rows of the table and records of the topic: `SYNCLINE_BENCH_ROWS`, or 100k.
+static ROWS: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| {
+    std::env::var("SYNCLINE_BENCH_ROWS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
+});
 
 const TABLE: &str =
     "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, amount numeric(12,2), \
@@ -48,13 +55,41 @@ fn pipeline(stack: &Stack, name: &str, source: &PgDb, target: &PgDb) -> String {
     )
 }
 
-async fn count(db: &PgDb) -> i64 {
-    db.client()
-        .await
-        .query_one("SELECT count(*) FROM items", &[])
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or(0)
+/// Counts the rows of `db.items` while a stage writes them, as cheaply as a
+/// count can be: one connection for every poll (not a new backend each
+/// time), no parallel workers, and polls spaced by 1/50 of the time waited
+/// so far (at least 20 ms): the stage under test gets the database, and a
+/// figure is at most 2% late.
+struct Counter {
+    client: tokio_postgres::Client,
+    start: Instant,
+}
+
+impl Counter {
+    async fn new(db: &PgDb) -> Counter {
+        let client = db.client().await;
+        client
+            .batch_execute("SET max_parallel_workers_per_gather = 0")
+            .await
+            .unwrap();
+        Counter {
+            client,
+            start: Instant::now(),
+        }
+    }
+
+    async fn count(&self) -> i64 {
+        self.client
+            .query_one("SELECT count(*) FROM items", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0)
+    }
+
+    async fn pause(&self) {
+        let wait = (self.start.elapsed() / 50).max(Duration::from_millis(20));
+        tokio::time::sleep(wait).await;
+    }
 }
 
 async fn timed<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) -> Duration {
@@ -110,7 +145,7 @@ async fn copy_in(db: &PgDb) -> Duration {
     let c = db.client().await;
     c.batch_execute(TABLE).await.unwrap();
     let mut text = String::new();
-    for g in 1..=ROWS {
+    for g in 1..=*ROWS {
         text.push_str(&format!(
             "{g}\titem number {g}\t{}.{:02}\t{}\t2026-01-01 00:00:00+00\n",
             g / 100,
@@ -147,7 +182,7 @@ async fn jdbc_sink(
     );
     timed(|| {
         let (b, t) = (bootstrap.clone(), topic.clone());
-        async move { topic_records(&b, &t) >= ROWS }
+        async move { topic_records(&b, &t) >= *ROWS }
     })
     .await;
     src.assert_not_failed().await;
@@ -174,22 +209,24 @@ async fn jdbc_sink(
 
 /// From now until `db.items` holds every row, and from its first row to its last.
 async fn rows_landing(db: &PgDb) -> (Duration, Duration) {
+    let counter = Counter::new(db).await;
     let start = Instant::now();
     let mut first = None;
     loop {
-        let n = count(db).await;
+        let n = counter.count().await;
         if n > 0 && first.is_none() {
             first = Some(Instant::now());
         }
-        if n >= ROWS {
+        if n >= *ROWS {
             let now = Instant::now();
             return (now - start, now - first.unwrap_or(now));
         }
         assert!(
             start.elapsed() < Duration::from_secs(600),
-            "{n} of {ROWS} rows after 10 minutes"
+            "{n} of {} rows after 10 minutes",
+            *ROWS
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        counter.pause().await;
     }
 }
 
@@ -197,12 +234,13 @@ async fn rows_landing(db: &PgDb) -> (Duration, Duration) {
 async fn main() {
     let stack = Stack::start();
     println!(
-        "syncline bench: {ROWS} rows, Apache Kafka 4.1.1 on loopback, Postgres 127.0.0.1:5432"
+        "syncline bench: {} rows, Apache Kafka 4.1.1 on loopback, Postgres 127.0.0.1:5432",
+        *ROWS
     );
 
     // The limit: a plain librdkafka producer, records of the size syncline writes (~90 bytes).
-    let elapsed = raw_producer(&stack.bootstrap(), ROWS, 90).await;
-    println!("raw librdkafka producer  {}", rate(ROWS, elapsed));
+    let elapsed = raw_producer(&stack.bootstrap(), *ROWS, 90).await;
+    println!("raw librdkafka producer  {}", rate(*ROWS, elapsed));
 
     // Source alone, then sink alone (on the records the source wrote), then both.
     let (source, target) = (
@@ -212,7 +250,7 @@ async fn main() {
     source
         .client()
         .await
-        .batch_execute(&format!("{TABLE}{}", fill(ROWS)))
+        .batch_execute(&format!("{TABLE}{}", fill(*ROWS)))
         .await
         .unwrap();
     let dir = TempDir::new("bench");
@@ -223,31 +261,31 @@ async fn main() {
     let mut src = SynclineRun::start_with_args(&file, &["--component", "src"]);
     let d = timed(|| {
         let b = bootstrap.clone();
-        async move { topic_records(&b, "bench.items") >= ROWS }
+        async move { topic_records(&b, "bench.items") >= *ROWS }
     })
     .await;
     println!(
         "source sql_poll -> Kafka {}  (includes start-up)",
-        rate(ROWS, d)
+        rate(*ROWS, d)
     );
     src.kill9();
 
-    let read = plain_consumer(&bootstrap, "bench.items", ROWS);
+    let read = plain_consumer(&bootstrap, "bench.items", *ROWS);
     println!(
         "plain librdkafka consumer of the topic {}",
-        rate(ROWS, read)
+        rate(*ROWS, read)
     );
     let copy = copy_in(&PgDb::create("bench_copy").await).await;
     println!(
         "Postgres COPY FROM STDIN of the rows   {}",
-        rate(ROWS, copy)
+        rate(*ROWS, copy)
     );
     let mut sink = SynclineRun::start_with_args(&file, &["--component", "dst"]);
     let (d, d_rows) = rows_landing(&target).await;
     println!(
         "sink Kafka -> postgres    {}  (includes start-up); first to last row {:.0} rows/s",
-        rate(ROWS, d),
-        ROWS as f64 / d_rows.as_secs_f64()
+        rate(*ROWS, d),
+        *ROWS as f64 / d_rows.as_secs_f64()
     );
     sink.kill9();
     let ratio = |what: &str, other: Duration, mine: Duration| {
@@ -269,8 +307,8 @@ async fn main() {
             let (jdbc, jdbc_rows) = jdbc_sink(&p, &stack, &source, dir.path()).await;
             println!(
                 "Debezium JDBC sink 3.6.0 -> postgres  {}  (includes start-up; Debezium JSON events of the same rows); first to last row {:.0} rows/s",
-                rate(ROWS, jdbc),
-                ROWS as f64 / jdbc_rows.as_secs_f64()
+                rate(*ROWS, jdbc),
+                *ROWS as f64 / jdbc_rows.as_secs_f64()
             );
             ratio("Debezium JDBC sink, start-up included", jdbc, d);
             ratio("Debezium JDBC sink, first to last row", jdbc_rows, d_rows);
@@ -285,7 +323,7 @@ async fn main() {
     source2
         .client()
         .await
-        .batch_execute(&format!("{TABLE}{}", fill(ROWS)))
+        .batch_execute(&format!("{TABLE}{}", fill(*ROWS)))
         .await
         .unwrap();
     let file2 = dir.path().join("pipeline2.yaml");
@@ -295,10 +333,10 @@ async fn main() {
     )
     .unwrap();
     let mut both = SynclineRun::start(&file2);
-    let d = timed(|| async { count(&target2).await >= ROWS }).await;
+    let (d, _) = rows_landing(&target2).await;
     println!(
         "end to end table -> table {}  (includes start-up)",
-        rate(ROWS, d)
+        rate(*ROWS, d)
     );
     both.kill9();
 }
