@@ -4,7 +4,8 @@
 //! one input topic. Prints a table; asserts only that each output is exact
 //! (a wrong count makes its figure meaningless).
 //!
-//! Input: `SYNCLINE_BENCH_DEDUP_RECORDS` (default 200,000) change records,
+//! Input: `SYNCLINE_BENCH_DEDUP_RECORDS` (default 1,000,000: fewer make the
+//! start-up of each contender weigh on its figure) change records,
 //! written with syncline's own codec (Confluent Avro wire format) to
 //! `bench.events` (3 partitions, keyed and partitioned by row id). Every
 //! fourth record is a redelivery of an earlier change (same identity, same
@@ -648,7 +649,7 @@ async fn main() {
     let n: usize = std::env::var("SYNCLINE_BENCH_DEDUP_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(1_000_000);
     let content = std::env::var("SYNCLINE_BENCH_DEDUP_CONTENT").as_deref() != Ok("0");
     let quix = std::env::var("SYNCLINE_BENCH_DEDUP_QUIX").as_deref() != Ok("0");
     let stack = Stack::start();

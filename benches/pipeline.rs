@@ -4,9 +4,11 @@
 //!
 //! - raw producer: a plain librdkafka producer writing records of the same
 //!   size to the same broker (the broker's limit for the stages below);
-//! - source: `sql_poll` publishing a 100k-row Postgres table (rows/s;
-//!   `SYNCLINE_BENCH_ROWS` sets another count, for this and the next rows);
-//! - sink: the `postgres` sink applying 100k change records (rows/s),
+//! - source: `sql_poll` publishing a 1M-row Postgres table (rows/s;
+//!   `SYNCLINE_BENCH_ROWS` sets another count, for this and the next rows;
+//!   with fewer rows start-up weighs on every figure, and the plain
+//!   consumer reads a topic that fits in one fetch);
+//! - sink: the `postgres` sink applying 1M change records (rows/s),
 //!   beside a plain librdkafka consumer reading the same topic (the read
 //!   limit), `COPY ... FROM STDIN` of the same rows into the same Postgres
 //!   (the write limit), and Debezium's JDBC sink on Kafka Connect applying
@@ -24,12 +26,12 @@ use std::time::{Duration, Instant};
 use support::{raw_producer, topic_records, PgDb, Stack, SynclineRun, TempDir};
 use syncline_core::kafka::KafkaConfig;
 
-/// Rows of the table and records of the topic: `SYNCLINE_BENCH_ROWS`, or 100k.
+/// Rows of the table and records of the topic: `SYNCLINE_BENCH_ROWS`, or 1M.
 static ROWS: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| {
     std::env::var("SYNCLINE_BENCH_ROWS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000)
+        .unwrap_or(1_000_000)
 });
 
 const TABLE: &str =

@@ -2,9 +2,15 @@
 //!
 //! A stage implements [`Stage`]; [`run`] owns everything else:
 //!
-//! 1. **The consumer thread.** A `BaseConsumer` member of the stage's group
-//!    polls on a dedicated thread (never a runtime worker); the stage's
-//!    async calls run on the pipeline's runtime through its handle.
+//! 1. **Two threads.** A `BaseConsumer` member of the stage's group polls
+//!    on a dedicated thread (never a runtime worker), which also batches and
+//!    decodes; a writer thread prepares and writes each batch while the
+//!    consumer thread polls and decodes the next one (one batch ahead, no
+//!    more). The stage's async calls run on the pipeline's runtime through
+//!    its handle. The writer holds the stage for the whole of a batch, and
+//!    the rebalance callback takes it too: a rebalance never lands inside a
+//!    batch, and a batch decoded before a rebalance loses the records of
+//!    the partitions it moved (they are read again from the stored offsets).
 //! 2. **Rebalancing** (`rebalance.rs`), eager or cooperative as
 //!    `partition.assignment.strategy` in `kafka.properties` says: each
 //!    assigned partition starts at the offset the stage stored
@@ -57,6 +63,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadat
 use rebalance::{News, StageContext};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use syncline_core::codec::{Decoded, Decoder};
@@ -109,7 +116,8 @@ impl Commit<'_> {
 /// transactional) producer, acknowledged before the offsets past them are
 /// stored: at least once, also for a stage with Kafka transactions.
 ///
-/// The runtime calls every method from its consumer thread, one at a time.
+/// The runtime calls every method from its own threads (the consumer
+/// thread for rebalances, the writer thread for batches), one at a time.
 /// Errors are told apart by kind: `Transient` is retried (the same call
 /// again, after a backoff), `Data` sets the record aside in the dead-letter
 /// topic, anything else stops the component with that error.
@@ -230,18 +238,48 @@ pub async fn run<S: Stage>(
                     kafka.subscribed(&settings.group_id, &settings.topics, context)?;
                 tracing::info!(component = %component, r#type = settings.kind, group = %settings.group_id,
                     topics = ?settings.topics, "consuming");
-                let result = Loop {
-                    settings: &settings,
-                    consumer: &consumer,
-                    decoder,
-                    dead,
-                    events,
-                    home,
-                    transactional,
-                    handle: consumer.context().handle.clone(),
-                    shutdown: &shutdown,
-                }
-                .run();
+                // The consumer thread polls and decodes; the writer writes
+                // the batch before, at the same time.
+                let stop = shutdown.child_token();
+                let (to_writer, from_poller) = std::sync::mpsc::sync_channel(0);
+                let writer_events = events.clone();
+                let result = std::thread::scope(|scope| {
+                    let writer = std::thread::Builder::new()
+                        .name(format!("{}-{}-w", settings.kind, component))
+                        .spawn_scoped(scope, || {
+                            let written = Writer {
+                                consumer: &consumer,
+                                dead,
+                                events: writer_events,
+                                home,
+                                transactional,
+                                handle: consumer.context().handle.clone(),
+                                shutdown: &shutdown,
+                            }
+                            .run(from_poller);
+                            stop.cancel();
+                            written
+                        })
+                        .context(ErrorKind::Internal, || {
+                            "cannot start the writer thread".into()
+                        })?;
+                    let polled = Poller {
+                        settings: &settings,
+                        consumer: &consumer,
+                        decoder,
+                        events,
+                        handle: consumer.context().handle.clone(),
+                        stop: &stop,
+                    }
+                    .run(to_writer);
+                    let written = writer.join().unwrap_or_else(|panic| {
+                        Err(Error::internal(format!(
+                            "the writer thread panicked: {}",
+                            panic_text(&panic)
+                        )))
+                    });
+                    written.and(polled)
+                });
                 let closed = {
                     let context = consumer.context();
                     let mut stage = rebalance::lock(&context.stage);
@@ -273,47 +311,42 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// Longest wait between two checks of the shutdown signal while polling.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
-struct Loop<'a, S: Stage> {
+/// One record as decoded: the change, or why it is poison.
+type Decoding = std::result::Result<Decoded, String>;
+
+/// A batch polled and decoded, on its way to the writer.
+struct Polled {
+    records: Vec<Record>,
+    decoded: Vec<Decoding>,
+    started: Instant,
+    /// [`News::generation`] when it was handed over: the writer drops the
+    /// records of partitions reset after that.
+    generation: u64,
+}
+
+/// The consumer thread: polls (serving rebalances), batches and decodes,
+/// and hands each batch to the writer while the writer writes the last.
+struct Poller<'a, S: Stage> {
     settings: &'a ConsumeSettings,
     consumer: &'a BaseConsumer<StageContext<S>>,
     decoder: Decoder,
-    dead: DeadLetters,
     events: Events,
-    home: OffsetsHome,
-    transactional: bool,
     handle: Handle,
-    shutdown: &'a Shutdown,
+    /// Cancelled on shutdown, and when the writer stops.
+    stop: &'a Shutdown,
 }
 
-/// A batch being written: its records, the items made of them, and the
-/// index of each item's record.
-struct Prepared<I> {
-    records: Vec<Record>,
-    items: Vec<I>,
-    index: Vec<usize>,
-}
-
-impl<S: Stage> Loop<'_, S> {
-    /// The stage, for one call (the rebalance callback takes it in between).
-    fn stage(&self) -> std::sync::MutexGuard<'_, S> {
-        rebalance::lock(&self.consumer.context().stage)
-    }
-
-    fn run(&mut self) -> Result<()> {
+impl<S: Stage> Poller<'_, S> {
+    fn run(&mut self, to_writer: SyncSender<Polled>) -> Result<()> {
         let mut batch = Batch::new(self.settings.batch.clone());
-        while !self.shutdown.is_cancelled() {
+        while !self.stop.is_cancelled() {
             let wait = batch.wait(POLL_SLICE);
             let polled_at = Instant::now();
             let polled = self.consumer.poll(wait);
             // The rebalance callback ran inside poll, before the record it
             // returns (which already belongs to the new assignment).
             {
-                let mut news = self
-                    .consumer
-                    .context()
-                    .news
-                    .lock()
-                    .expect("rebalance news poisoned");
+                let mut news = rebalance::lock(&self.consumer.context().news);
                 if let Some(e) = news.error.take() {
                     return Err(e);
                 }
@@ -339,7 +372,23 @@ impl<S: Stage> Loop<'_, S> {
             };
             if batch.ready(idle) {
                 let (records, started) = batch.take();
-                if !self.flush(records, started)? {
+                let mut decoded = Vec::with_capacity(records.len());
+                for r in &records {
+                    let Some(d) = self.decode(r)? else {
+                        return Ok(());
+                    };
+                    decoded.push(d);
+                }
+                // (no rebalance runs between the last poll and here)
+                let generation = rebalance::lock(&self.consumer.context().news).generation;
+                let batch = Polled {
+                    records,
+                    decoded,
+                    started,
+                    generation,
+                };
+                if to_writer.send(batch).is_err() {
+                    // The writer stopped; its result says why.
                     return Ok(());
                 }
             }
@@ -347,11 +396,108 @@ impl<S: Stage> Loop<'_, S> {
         Ok(())
     }
 
-    /// Decode, prepare and write one batch. `false`: shutdown came first and
+    /// Decode `r` (retrying while the registry is away). `Ok(Some(Err))`:
+    /// a poison record, with the reason. `None`: shutdown came first.
+    fn decode(&self, r: &Record) -> Result<Option<Decoding>> {
+        let mut backoff = Backoff::default();
+        loop {
+            let decoded = self
+                .handle
+                .block_on(self.decoder.decode(r.change_key(), r.value.as_deref()));
+            match decoded {
+                Ok(mut d) => {
+                    d.event.unchanged = syncline_core::change::unchanged_columns(
+                        r.header(syncline_core::change::UNCHANGED_HEADER),
+                    );
+                    return Ok(Some(Ok(d)));
+                }
+                Err(e) if e.is_transient() => {
+                    if self.stop.is_cancelled() {
+                        return Ok(None);
+                    }
+                    let delay = backoff.next_delay();
+                    self.events
+                        .retrying("cannot decode a record", &e, backoff.attempts(), delay);
+                    std::thread::sleep(delay);
+                }
+                Err(e) if e.kind() == ErrorKind::Data => {
+                    return Ok(Some(Err(format!(
+                        "cannot decode the record at {}: {e}",
+                        r.origin()
+                    ))))
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        e.kind(),
+                        format!("cannot decode the record at {}", r.origin()),
+                    )
+                    .with_source(e))
+                }
+            }
+        }
+    }
+}
+
+/// The writer thread: for each decoded batch, under the stage's lock (so no
+/// rebalance callback runs in between), prepares, dead-letters, writes and
+/// commits.
+struct Writer<'a, S: Stage> {
+    consumer: &'a BaseConsumer<StageContext<S>>,
+    dead: DeadLetters,
+    events: Events,
+    home: OffsetsHome,
+    transactional: bool,
+    handle: Handle,
+    shutdown: &'a Shutdown,
+}
+
+/// A batch being written: its records, the items made of them, and the
+/// index of each item's record.
+struct Prepared<I> {
+    records: Vec<Record>,
+    items: Vec<I>,
+    index: Vec<usize>,
+}
+
+impl<S: Stage> Writer<'_, S> {
+    fn run(&mut self, from_poller: Receiver<Polled>) -> Result<()> {
+        for polled in from_poller {
+            if !self.flush(polled)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prepare and write one batch. `false`: shutdown came first and
     /// nothing more of the batch was stored.
-    fn flush(&mut self, records: Vec<Record>, started: Instant) -> Result<bool> {
+    fn flush(&mut self, polled: Polled) -> Result<bool> {
+        let context = self.consumer.context();
+        let mut stage = rebalance::lock(&context.stage);
+        // Partitions revoked or re-assigned since the batch was handed over
+        // start again at their stored offsets: their records are dropped.
+        let (records, decoded) = {
+            let news = rebalance::lock(&context.news);
+            let current = |r: &Record| {
+                news.last_reset
+                    .get(&(r.topic.to_string(), r.partition))
+                    .is_none_or(|&g| g <= polled.generation)
+            };
+            match polled.records.iter().all(current) {
+                true => (polled.records, polled.decoded),
+                false => polled
+                    .records
+                    .into_iter()
+                    .zip(polled.decoded)
+                    .filter(|(r, _)| current(r))
+                    .unzip(),
+            }
+        };
+        if records.is_empty() {
+            return Ok(true);
+        }
         self.events.records_in(records.len());
-        let Some(prepared) = self.prepare(records)? else {
+        let Some(prepared) = self.prepare(&mut stage, records, decoded)? else {
             return Ok(false);
         };
         // Dead letters are safe before any offset moves past their records.
@@ -363,7 +509,7 @@ impl<S: Stage> Loop<'_, S> {
             return Ok(false);
         }
         let writing = Instant::now();
-        let Some(written) = self.land(&prepared, 0, prepared.items.len())? else {
+        let Some(written) = self.land(&mut stage, &prepared, 0, prepared.items.len())? else {
             return Ok(false);
         };
         let next = next_offsets(&prepared.records);
@@ -385,21 +531,23 @@ impl<S: Stage> Loop<'_, S> {
         self.events.batch_done(
             prepared.records.len(),
             written,
-            started.elapsed(),
+            polled.started.elapsed(),
             writing.elapsed(),
         );
         Ok(true)
     }
 
-    /// Decode every record and hand it to the stage; dead-letter what
-    /// either refuses. `None`: shutdown came first.
-    fn prepare(&mut self, records: Vec<Record>) -> Result<Option<Prepared<S::Item>>> {
+    /// Hand every decoded record to the stage; dead-letter what either
+    /// refuses. `None`: shutdown came first.
+    fn prepare(
+        &mut self,
+        stage: &mut S,
+        records: Vec<Record>,
+        decoded: Vec<Decoding>,
+    ) -> Result<Option<Prepared<S::Item>>> {
         let mut items = Vec::with_capacity(records.len());
         let mut index = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            let Some(decoded) = self.decode(r)? else {
-                return Ok(None);
-            };
+        for (i, (r, decoded)) in records.iter().zip(decoded).enumerate() {
             let decoded = match decoded {
                 Ok(d) => d,
                 Err(reason) => {
@@ -407,18 +555,17 @@ impl<S: Stage> Loop<'_, S> {
                     continue;
                 }
             };
-            let item = {
-                let mut stage = self.stage();
-                // A stage that panics on one record (a bug that record
-                // reveals) sets that record aside instead of stopping.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.prepare(r, decoded)))
-                    .unwrap_or_else(|panic| {
-                        Err(Error::data(format!(
-                            "the stage failed on it (a bug; please report it): {}",
-                            panic_text(&panic)
-                        )))
-                    })
-            };
+            // A stage that panics on one record (a bug that record
+            // reveals) sets that record aside instead of stopping.
+            let item = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                stage.prepare(r, decoded)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(Error::data(format!(
+                    "the stage failed on it (a bug; please report it): {}",
+                    panic_text(&panic)
+                )))
+            });
             match item {
                 Ok(Some(item)) => {
                     items.push(item);
@@ -445,62 +592,18 @@ impl<S: Stage> Loop<'_, S> {
         }))
     }
 
-    /// Decode `r` (retrying while the registry is away). `Ok(Some(Err))`:
-    /// a poison record, with the reason. `None`: shutdown came first.
-    fn decode(&self, r: &Record) -> Result<Option<Result<Decoded, String>>> {
-        let mut backoff = Backoff::default();
-        loop {
-            let decoded = self
-                .handle
-                .block_on(self.decoder.decode(r.change_key(), r.value.as_deref()));
-            match decoded {
-                Ok(mut d) => {
-                    d.event.unchanged = syncline_core::change::unchanged_columns(
-                        r.header(syncline_core::change::UNCHANGED_HEADER),
-                    );
-                    return Ok(Some(Ok(d)));
-                }
-                Err(e) if e.is_transient() => {
-                    if self.shutdown.is_cancelled() {
-                        return Ok(None);
-                    }
-                    let delay = backoff.next_delay();
-                    self.events
-                        .retrying("cannot decode a record", &e, backoff.attempts(), delay);
-                    std::thread::sleep(delay);
-                }
-                Err(e) if e.kind() == ErrorKind::Data => {
-                    return Ok(Some(Err(format!(
-                        "cannot decode the record at {}: {e}",
-                        r.origin()
-                    ))))
-                }
-                Err(e) => {
-                    return Err(Error::new(
-                        e.kind(),
-                        format!("cannot decode the record at {}", r.origin()),
-                    )
-                    .with_source(e))
-                }
-            }
-        }
-    }
-
     /// Call the stage until it succeeds or fails for good; transient errors
     /// are retried with backoff. `Ok(Some(Err))`: a `Data` error, for the
     /// caller to isolate. `None`: shutdown came first.
     fn retrying<T>(
         &self,
+        stage: &mut S,
         what: &str,
         mut f: impl AsyncFnMut(&mut S) -> Result<T>,
     ) -> Result<Option<Result<T>>> {
         let mut backoff = Backoff::default();
         loop {
-            let attempt = {
-                let mut stage = self.stage();
-                self.handle.block_on(f(&mut *stage))
-            };
-            match attempt {
+            match self.handle.block_on(f(stage)) {
                 Ok(v) => return Ok(Some(Ok(v))),
                 Err(e) if e.kind() == ErrorKind::Data => return Ok(Some(Err(e))),
                 Err(e) if e.is_transient() && !e.restarts_component() => {
@@ -518,12 +621,18 @@ impl<S: Stage> Loop<'_, S> {
 
     /// Write items `lo..hi` with the offsets that follow them; on `Data`,
     /// split (see the module doc). The effects written; `None`: shutdown.
-    fn land(&mut self, p: &Prepared<S::Item>, lo: usize, hi: usize) -> Result<Option<usize>> {
+    fn land(
+        &mut self,
+        stage: &mut S,
+        p: &Prepared<S::Item>,
+        lo: usize,
+        hi: usize,
+    ) -> Result<Option<usize>> {
         // The write covers every record before the next item's (the
         // dead-lettered and skipped ones too), the whole batch at the end.
         let end = p.index.get(hi).map_or(p.records.len(), |i| *i);
         let next = next_offsets(&p.records[..end]);
-        let written = self.write(&p.items[lo..hi], &next)?;
+        let written = self.write(stage, &p.items[lo..hi], &next)?;
         match written {
             None => Ok(None),
             Some(Ok(n)) => Ok(Some(n)),
@@ -531,10 +640,10 @@ impl<S: Stage> Loop<'_, S> {
                 tracing::info!(component = %self.events.component(), records = hi - lo, error = %e,
                     "the target refused a batch; splitting it to find the refused records");
                 let mid = lo + (hi - lo) / 2;
-                let Some(a) = self.land(p, lo, mid)? else {
+                let Some(a) = self.land(stage, p, lo, mid)? else {
                     return Ok(None);
                 };
-                let Some(b) = self.land(p, mid, hi)? else {
+                let Some(b) = self.land(stage, p, mid, hi)? else {
                     return Ok(None);
                 };
                 Ok(Some(a + b))
@@ -551,7 +660,7 @@ impl<S: Stage> Loop<'_, S> {
                     return Ok(None);
                 }
                 // Store the offsets past it, without it.
-                match self.write(&[], &next)? {
+                match self.write(stage, &[], &next)? {
                     None => Ok(None),
                     Some(Ok(n)) => Ok(Some(n)),
                     Some(Err(e)) => Err(e),
@@ -565,13 +674,18 @@ impl<S: Stage> Loop<'_, S> {
         }
     }
 
-    fn write(&mut self, items: &[S::Item], next: &Offsets) -> Result<Option<Result<usize>>> {
+    fn write(
+        &mut self,
+        stage: &mut S,
+        items: &[S::Item],
+        next: &Offsets,
+    ) -> Result<Option<Result<usize>>> {
         let group = match self.transactional {
             true => self.consumer.group_metadata(),
             false => None,
         };
         let commit = Commit { next, group };
-        self.retrying("cannot write a batch", async |stage| {
+        self.retrying(stage, "cannot write a batch", async |stage| {
             stage.write(items, &commit).await
         })
     }

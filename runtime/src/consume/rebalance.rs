@@ -2,17 +2,18 @@
 //! says, under the eager and the cooperative protocol alike.
 //!
 //! librdkafka calls [`StageContext::rebalance`] from inside `poll`, on the
-//! runtime's consumer thread, so a rebalance never overlaps a batch: every
-//! batch is written (or abandoned) before the next poll. On assignment the
+//! runtime's consumer thread, and the callback takes the stage's lock,
+//! which the writer thread holds for the whole of each batch: so a
+//! rebalance never overlaps a batch. On assignment the
 //! stage's stored offsets are read ([`super::Stage::assigned`], retried
 //! while its system is away) and the partitions are assigned at them; a
 //! stage whose offsets live in Kafka resumes at the group's committed
 //! offsets. Under `cooperative-sticky` only the partitions that move are
 //! assigned (`incremental_assign`) or revoked (`incremental_unassign`); the
 //! rest keep flowing. Every partition revoked or (re)assigned is reported to
-//! the loop, which drops the records it had polled for them but not
-//! written: those are read again from the stored offsets, by this member or
-//! another.
+//! the poller, which drops the records it had polled for them, and to the
+//! writer, which drops them from a batch handed over before the rebalance:
+//! those are read again from the stored offsets, by this member or another.
 
 use super::{OffsetsHome, Stage};
 use crate::backoff::Backoff;
@@ -22,20 +23,25 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 use syncline_core::runtime::Shutdown;
 use syncline_core::{Error, Result};
 use tokio::runtime::Handle;
 
-/// What the rebalance callback leaves for the loop.
+/// What the rebalance callback leaves for the poller and the writer.
 #[derive(Default)]
 pub(crate) struct News {
-    /// Partitions revoked or (re)assigned since the loop last looked.
+    /// Partitions revoked or (re)assigned since the poller last looked.
     pub reset: HashSet<TopicPartition>,
     /// The stored offsets could not be read: the loop must stop.
     pub error: Option<Error>,
+    /// Counts the rebalances (each revocation or assignment).
+    pub generation: u64,
+    /// The generation of each partition's last reset: a batch handed to
+    /// the writer at an earlier generation drops that partition's records.
+    pub last_reset: HashMap<TopicPartition, u64>,
 }
 
 pub(crate) struct StageContext<S> {
@@ -69,7 +75,15 @@ impl<S: Stage> ConsumerContext for StageContext<S> {
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
-        lock(&self.news).reset.extend(parts.iter().cloned());
+        {
+            let mut news = lock(&self.news);
+            news.generation += 1;
+            let generation = news.generation;
+            for p in &parts {
+                news.reset.insert(p.clone());
+                news.last_reset.insert(p.clone(), generation);
+            }
+        }
         let component = self.events.component();
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
