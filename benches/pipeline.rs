@@ -13,6 +13,12 @@
 //!   limit), `COPY ... FROM STDIN` of the same rows into the same Postgres
 //!   (the write limit), and Debezium's JDBC sink on Kafka Connect applying
 //!   the same rows as Debezium change events (upsert by key);
+//! - sink: the `sqlite` sink applying the same records into a SQLite file
+//!   (rows/s), beside one transaction of prepared inserts of the same rows
+//!   into a fresh file (SQLite's write limit) and the same plain consumer;
+//! - sink: the `mysql` sink applying the same records into MariaDB (rows/s),
+//!   beside multi-row `INSERT`s (1000 rows each, one transaction) of the
+//!   same rows into a fresh table (MariaDB's write limit here);
 //! - end to end: source table -> target table, both running.
 
 #[path = "peers/driver.rs"]
@@ -23,6 +29,7 @@ mod support;
 use futures::SinkExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::{Duration, Instant};
+use support::target::MyDb;
 use support::{raw_producer, topic_records, PgDb, Stack, SynclineRun, TempDir};
 use syncline_core::kafka::KafkaConfig;
 
@@ -44,12 +51,13 @@ fn fill(n: i64) -> String {
     )
 }
 
-fn pipeline(stack: &Stack, name: &str, source: &PgDb, target: &PgDb) -> String {
+/// `extra`: more sinks (YAML, indented as entries of `sinks:`).
+fn pipeline(stack: &Stack, name: &str, source: &PgDb, target: &PgDb, extra: &str) -> String {
     format!(
         "name: {name}\nkafka: {{ bootstrap_servers: '{}', partitions: 3 }}\nregistry: {{ url: '{}' }}\n\
          sources:\n  src:\n    type: sql_poll\n    connection: {}\n    schedule: {{ interval_ms: 100 }}\n    batch_size: 10000\n\
          \x20   tables:\n      - table: public.items\n        topic: bench.items\n        mode: incrementing\n        incrementing_column: id\n\
-         sinks:\n  dst:\n    type: postgres\n    connection: {}\n    topics: [bench.items]\n    tables: {{ bench.items: items }}\n    batch_size: 5000\n",
+         sinks:\n  dst:\n    type: postgres\n    connection: {}\n    topics: [bench.items]\n    tables: {{ bench.items: items }}\n    batch_size: 5000\n{extra}",
         stack.bootstrap(),
         stack.registry_url(),
         source.url(),
@@ -209,6 +217,130 @@ async fn jdbc_sink(
     took
 }
 
+/// Multi-row `INSERT`s (1000 rows per statement) of the bench's rows into a
+/// fresh MariaDB table, in one transaction.
+async fn mysql_inserts(db: &MyDb) -> Duration {
+    use mysql_async::prelude::Queryable;
+    let mut c = db.conn().await;
+    c.query_drop(
+        "CREATE TABLE items (id bigint PRIMARY KEY, name longtext NOT NULL, amount decimal(12,2), \
+         qty int, at datetime(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let mut tx = c.start_transaction(Default::default()).await.unwrap();
+    let mut g = 1;
+    while g <= *ROWS {
+        let rows: Vec<String> = (g..(g + 1000).min(*ROWS + 1))
+            .map(|i| {
+                format!(
+                    "({i}, 'item number {i}', {}.{:02}, {}, '2026-01-01 00:00:00')",
+                    i / 100,
+                    i % 100,
+                    i % 1000
+                )
+            })
+            .collect();
+        g += rows.len() as i64;
+        tx.query_drop(format!("INSERT INTO items VALUES {}", rows.join(", ")))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    start.elapsed()
+}
+
+/// From now until MariaDB's `items` holds every row, and from its first row
+/// to its last (polls spaced as [`Counter`]'s).
+async fn mysql_rows_landing(db: &MyDb) -> (Duration, Duration) {
+    use mysql_async::prelude::Queryable;
+    let mut c = db.conn().await;
+    let start = Instant::now();
+    let mut first = None;
+    loop {
+        let n: i64 = c
+            .query_first("SELECT count(*) FROM items")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        if n > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if n >= *ROWS {
+            let now = Instant::now();
+            return (now - start, now - first.unwrap_or(now));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{n} of {} rows after 10 minutes",
+            *ROWS
+        );
+        let wait = (start.elapsed() / 50).max(Duration::from_millis(20));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One transaction of prepared inserts of the bench's rows into a fresh
+/// SQLite file (WAL, `synchronous = NORMAL`, as the sink runs it).
+fn sqlite_inserts(path: &std::path::Path) -> Duration {
+    let mut c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount TEXT, qty INTEGER, at TIMESTAMPTZ NOT NULL);",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let tx = c.transaction().unwrap();
+    {
+        let mut stmt = tx
+            .prepare("INSERT INTO items VALUES (?1, ?2, ?3, ?4, ?5)")
+            .unwrap();
+        for g in 1..=*ROWS {
+            stmt.execute(rusqlite::params![
+                g,
+                format!("item number {g}"),
+                format!("{}.{:02}", g / 100, g % 100),
+                g % 1000,
+                "2026-01-01 00:00:00.000000+00:00"
+            ])
+            .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    start.elapsed()
+}
+
+/// From now until the SQLite file's `items` holds every row, and from its
+/// first row to its last (polls spaced as [`Counter`]'s).
+async fn sqlite_rows_landing(path: &std::path::Path) -> (Duration, Duration) {
+    let start = Instant::now();
+    let mut first = None;
+    let count = || -> i64 {
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT count(*) FROM items", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    loop {
+        let n = count();
+        if n > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if n >= *ROWS {
+            let now = Instant::now();
+            return (now - start, now - first.unwrap_or(now));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{n} of {} rows after 10 minutes",
+            *ROWS
+        );
+        let wait = (start.elapsed() / 50).max(Duration::from_millis(20));
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// From now until `db.items` holds every row, and from its first row to its last.
 async fn rows_landing(db: &PgDb) -> (Duration, Duration) {
     let counter = Counter::new(db).await;
@@ -257,7 +389,19 @@ async fn main() {
         .unwrap();
     let dir = TempDir::new("bench");
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(&file, pipeline(&stack, "bench", &source, &target)).unwrap();
+    let replica = dir.path().join("replica.db");
+    let maria = MyDb::create("bench").await;
+    let sqlite_sink = format!(
+        "  replica:\n    type: sqlite\n    path: {}\n    topics: [bench.items]\n    tables: {{ bench.items: items }}\n    batch_size: 5000\n\
+         \x20 maria:\n    type: mysql\n    connection: {}\n    topics: [bench.items]\n    tables: {{ bench.items: items }}\n    batch_size: 5000\n",
+        replica.display(),
+        maria.url()
+    );
+    std::fs::write(
+        &file,
+        pipeline(&stack, "bench", &source, &target, &sqlite_sink),
+    )
+    .unwrap();
 
     let bootstrap = stack.bootstrap();
     let mut src = SynclineRun::start_with_args(&file, &["--component", "src"]);
@@ -304,6 +448,55 @@ async fn main() {
         if of_limit >= 0.8 { "met" } else { "NOT met" },
         read.as_secs_f64() / copy.as_secs_f64()
     );
+
+    // The sqlite sink on the same topic, beside SQLite's own write limit.
+    let raw_sqlite = sqlite_inserts(&dir.path().join("raw.db"));
+    println!(
+        "SQLite one transaction of prepared inserts {}",
+        rate(*ROWS, raw_sqlite)
+    );
+    let mut sink = SynclineRun::start_with_args(&file, &["--component", "replica"]);
+    let (d_sqlite, d_sqlite_rows) = sqlite_rows_landing(&replica).await;
+    println!(
+        "sink Kafka -> sqlite      {}  (includes start-up); first to last row {:.0} rows/s",
+        rate(*ROWS, d_sqlite),
+        *ROWS as f64 / d_sqlite_rows.as_secs_f64()
+    );
+    sink.kill9();
+    for (what, other) in [
+        ("plain consumer", read),
+        ("SQLite prepared inserts", raw_sqlite),
+    ] {
+        println!(
+            "  sqlite sink / {what} = {:.2} (rows/s)",
+            other.as_secs_f64() / d_sqlite.as_secs_f64()
+        );
+    }
+
+    // The mysql sink on the same topic, beside MariaDB's multi-row inserts.
+    let raw_maria = mysql_inserts(&MyDb::create("bench_raw").await).await;
+    println!(
+        "MariaDB multi-row INSERT (1000 rows each) {}",
+        rate(*ROWS, raw_maria)
+    );
+    let mut sink = SynclineRun::start_with_args(&file, &["--component", "maria"]);
+    let (d_maria, d_maria_rows) = mysql_rows_landing(&maria).await;
+    println!(
+        "sink Kafka -> mysql (MariaDB) {}  (includes start-up); first to last row {:.0} rows/s",
+        rate(*ROWS, d_maria),
+        *ROWS as f64 / d_maria_rows.as_secs_f64()
+    );
+    sink.kill9();
+    for (what, other) in [
+        ("plain consumer", read),
+        ("MariaDB multi-row INSERT", raw_maria),
+    ] {
+        println!(
+            "  mysql sink / {what} = {:.2} (rows/s)",
+            other.as_secs_f64() / d_maria.as_secs_f64()
+        );
+    }
+
     match peers::Peers::installed() {
         Ok(p) => {
             let (jdbc, jdbc_rows) = jdbc_sink(&p, &stack, &source, dir.path()).await;
@@ -331,7 +524,7 @@ async fn main() {
     let file2 = dir.path().join("pipeline2.yaml");
     std::fs::write(
         &file2,
-        pipeline(&stack, "bench-e2e", &source2, &target2).replace("bench.items", "bench.e2e"),
+        pipeline(&stack, "bench-e2e", &source2, &target2, "").replace("bench.items", "bench.e2e"),
     )
     .unwrap();
     let mut both = SynclineRun::start(&file2);

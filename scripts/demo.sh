@@ -7,6 +7,7 @@ CACHE="${SYNCLINE_CACHE:-$HOME/.cache/syncline}"
 STACK_DIR="${SYNCLINE_STACK_DIR:-$CACHE/stack}"
 SYNCLINE="${SYNCLINE_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/debug/syncline}"
 PG="${SYNCLINE_PG:-postgres://postgres@127.0.0.1:5432}"
+export SYNCLINE_DEMO_SQLITE="${SYNCLINE_DEMO_SQLITE:-/tmp/syncline-demo-replica.db}"
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = stop ]; then
@@ -37,16 +38,26 @@ if ! { [ -f "$STACK_DIR/demo.pid" ] && kill -0 "$(cat "$STACK_DIR/demo.pid")" 2>
 fi
 
 checksum="select count(*) || ' rows, checksum ' || coalesce(md5(string_agg(id || ':' || customer || ':' || amount || ':' || status, ',' order by id)), '-') from orders"
+# The same checksum over the SQLite replica (amount is its exact decimal text).
+replica() {
+  python3 - "$SYNCLINE_DEMO_SQLITE" <<'PY' 2>/dev/null || echo 0
+import hashlib, sqlite3, sys
+rows = sqlite3.connect(sys.argv[1]).execute(
+    "select id || ':' || customer || ':' || amount || ':' || status from orders order by id").fetchall()
+digest = hashlib.md5(",".join(r[0] for r in rows).encode()).hexdigest() if rows else "-"
+print(f"{len(rows)} rows, checksum {digest}")
+PY
+}
 follow() {
   local want
   want=$(src "$checksum")
   for _ in $(seq 1 120); do
-    local got; got=$(dst "$checksum")
-    printf '  source: %s\n  target: %s\n' "$want" "$got"
-    [ "$got" = "$want" ] && return 0
+    local got rep; got=$(dst "$checksum"); rep=$(replica)
+    printf '  source:          %s\n  postgres target: %s\n  sqlite replica:  %s\n' "$want" "$got" "$rep"
+    [ "$got" = "$want" ] && [ "$rep" = "$want" ] && return 0
     sleep 1
   done
-  echo "demo: the target did not catch up in 120s; see $STACK_DIR/demo.log" >&2; return 1
+  echo "demo: the targets did not catch up in 120s; see $STACK_DIR/demo.log" >&2; return 1
 }
 echo "demo: initial sync"; follow
 echo "demo: 1000 inserts, an update of every 10th row, a delete of every 25th, in the source"

@@ -19,7 +19,10 @@ use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::Result;
 use syncline_processors::{DedupProcessorConfig, RulesProcessorConfig};
 use syncline_runtime::Component;
+use syncline_sinks::http::HttpSinkConfig;
+use syncline_sinks::mysql::MysqlSinkConfig;
 use syncline_sinks::postgres::PostgresSinkConfig;
+use syncline_sinks::sqlite::SqliteSinkConfig;
 use syncline_sources::postgres_cdc::PostgresCdcConfig;
 use syncline_sources::sql_poll::SqlPollConfig;
 
@@ -123,5 +126,11 @@ registry! {
     "sink" SinkConfig {
         Postgres(PostgresSinkConfig) = "postgres",
             "Applies changes to Postgres tables, exactly once.";
+        Mysql(MysqlSinkConfig) = "mysql",
+            "Applies changes to MySQL 8 or MariaDB tables, exactly once.";
+        Sqlite(SqliteSinkConfig) = "sqlite",
+            "Applies changes to tables of a SQLite file (WAL mode), exactly once.";
+        Http(HttpSinkConfig) = "http",
+            "Delivers changes to an HTTP endpoint as JSON batches, at least once, with stable ids and idempotency keys for the receiver to drop repeats.";
     }
 }

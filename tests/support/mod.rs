@@ -4,8 +4,11 @@
 //! tests run in parallel and leave nothing behind.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod changes;
 pub mod pg_server;
+pub mod receiver;
 mod rng;
+pub mod target;
 
 #[allow(unused_imports)] // not every test binary draws random numbers
 pub use rng::Rng;

@@ -25,6 +25,9 @@ pub struct Error {
     /// Retrying the failed call is useless: the component must be built
     /// again (new clients) and resume from its stored position.
     restart: bool,
+    /// The least time to wait before retrying, as the other side asked
+    /// (HTTP `Retry-After`).
+    retry_after: Option<std::time::Duration>,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -37,6 +40,7 @@ impl Error {
             kind,
             pipeline_wide: false,
             restart: false,
+            retry_after: None,
             message: message.into(),
             source: None,
         }
@@ -80,6 +84,24 @@ impl Error {
     pub fn restarting_component(mut self) -> Self {
         self.restart = true;
         self
+    }
+    /// Mark a (transient) error after which the retry must wait at least
+    /// `wait`: the other side said when to come back (HTTP `Retry-After`).
+    /// The runtime waits the longer of this and its own backoff.
+    pub fn retrying_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+    /// The wait this error, or the first one it wraps that has one, asks for.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = e {
+            if let Some(wait) = err.downcast_ref::<Error>().and_then(|e| e.retry_after) {
+                return Some(wait);
+            }
+            e = err.source();
+        }
+        None
     }
     /// Whether this error, or one it wraps, asks for the component to be built again.
     pub fn restarts_component(&self) -> bool {
@@ -132,8 +154,10 @@ impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result
 }
 
 pub mod kafka;
+pub mod mysql;
 pub mod postgres;
 pub mod registry;
+pub mod sqlite;
 
 /// One row of a classification table: a code (or code prefix), the kind of
 /// error it is, and why, in the operator's words.

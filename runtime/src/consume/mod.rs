@@ -119,7 +119,9 @@ impl Commit<'_> {
 /// The runtime calls every method from its own threads (the consumer
 /// thread for rebalances, the writer thread for batches), one at a time.
 /// Errors are told apart by kind: `Transient` is retried (the same call
-/// again, after a backoff), `Data` sets the record aside in the dead-letter
+/// again, after a backoff, or after the error's
+/// [`retry_after`](syncline_core::Error::retry_after) when that is longer:
+/// a server's `Retry-After`), `Data` sets the record aside in the dead-letter
 /// topic, anything else stops the component with that error.
 pub trait Stage: Send + 'static {
     /// One record, ready to write (decoded, checked, mapped).
@@ -308,8 +310,14 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
-/// Longest wait between two checks of the shutdown signal while polling.
+/// Longest wait between two checks of the shutdown signal while polling
+/// or waiting to retry.
 const POLL_SLICE: Duration = Duration::from_millis(100);
+
+/// Longest wait a stage's error may ask for before a retry
+/// ([`syncline_core::Error::retry_after`]): a `Retry-After` of a day is
+/// taken as five minutes, and the retry after that asks again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// One record as decoded: the change, or why it is poison.
 type Decoding = std::result::Result<Decoded, String>;
@@ -610,9 +618,22 @@ impl<S: Stage> Writer<'_, S> {
                     if self.shutdown.is_cancelled() {
                         return Ok(None);
                     }
-                    let delay = backoff.next_delay();
+                    // The other side's `Retry-After`, if longer (bounded).
+                    let delay = backoff
+                        .next_delay()
+                        .max(e.retry_after().unwrap_or_default().min(MAX_RETRY_AFTER));
                     self.events.retrying(what, &e, backoff.attempts(), delay);
-                    std::thread::sleep(delay);
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until {
+                        if self.shutdown.is_cancelled() {
+                            return Ok(None);
+                        }
+                        std::thread::sleep(
+                            until
+                                .saturating_duration_since(Instant::now())
+                                .min(POLL_SLICE),
+                        );
+                    }
                 }
                 Err(e) => return Err(e),
             }

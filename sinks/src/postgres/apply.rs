@@ -1,225 +1,31 @@
 //! Writing one batch: newest change per key, staged with `COPY`, applied with
 //! conditional upserts and deletes, offsets stored, all in one transaction.
-//!
-//! # Exactly once
-//! A record's effect lands in the target exactly once, even when records are
-//! delivered again, because of two rules that hold inside every batch
-//! transaction:
-//! 1. **Offsets with rows.** The batch's consumed offsets are written to
-//!    `syncline_offsets` in the same transaction as its rows (see
-//!    `offsets.rs`), and consumption resumes from there. A crash before the
-//!    commit loses both; after it, keeps both.
-//! 2. **Apply only what is newer.** Kafka offsets alone are not enough: after
-//!    a source crash, the source replays changes it had already produced,
-//!    and those arrive as new records at new offsets, carrying the same
-//!    identity (source name, position) as before. So every target row keeps
-//!    the position of the change it holds (`_syncline_position`, bytewise
-//!    order), and an upsert or delete only touches a row whose position is
-//!    lower (or unknown). A delete leaves a tombstone (key and position, in
-//!    `syncline_tombstones`) so that an older insert replayed after the
-//!    delete cannot bring the row back; an insert newer than the tombstone
-//!    applies and removes it, which keeps the tombstones to keys that are
-//!    currently deleted.
-//!
-//! Within a batch only the newest change per key is kept (one row per key
-//! and statement is what `ON CONFLICT` requires, and older changes would be
-//! overwritten anyway).
-//!
-//! # Unchanged columns (TOAST)
-//! A record may name columns whose value it does not carry because it did
-//! not change (header `syncline.unchanged`, written by `postgres_cdc` for
-//! unchanged TOASTed values). The sink never writes the record's null
-//! placeholder for them: the value comes from the newest older change of the
-//! key in the same batch when there is one ([`newest_per_key`]), else from
-//! the target row itself (a statement fills the staged row from the target
-//! before the upsert). The target row holds the previous state of the row,
-//! because records of a key arrive in order and only newer ones apply.
+//! The rules that make it exactly once are `crate::table`'s; this is their
+//! Postgres form:
+//! - a staging temp table per (table, row shape), filled by one `COPY`;
+//! - unchanged (TOASTed) columns filled from the target row by one `UPDATE
+//!   ... FROM` of the staging table;
+//! - one `INSERT ... ON CONFLICT DO UPDATE ... WHERE position is lower` for
+//!   the upserts, guarded by the tombstones, and one `DELETE` that writes the
+//!   tombstones of what it deleted;
+//! - the offsets upserted (`offsets.rs`), then `COMMIT`.
 
 use super::config::Evolution;
-use super::ddl::{
-    self, qualified, quote_ident, quote_literal, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE,
-};
-use super::offsets::{self, TopicPartition};
+use super::ddl::{self, qualified, quote_ident, quote_literal};
+use super::offsets;
 use super::pg_error;
 use super::truncate;
-use super::values::{literal, write_copy_bytea, write_copy_field, write_copy_text};
+use super::values::{write_copy_bytea, write_copy_field, write_copy_text};
+use crate::table::{
+    self, Change, Group, TopicPartition, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE,
+};
 use apache_avro::types::Value;
 use bytes::Bytes;
 use futures::SinkExt;
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use syncline_core::codec::Decoded;
-use syncline_core::{Column, Error, ErrorKind, Op, Position, Result};
+use syncline_core::{Error, ErrorKind, Result};
 use tokio_postgres::Client;
-
-pub use syncline_runtime::record::Origin;
-
-/// One decoded change, bound for one target table.
-#[derive(Debug, Clone)]
-pub struct Change {
-    pub table: Arc<str>,
-    /// Canonical key bytes (see [`key_bytes`]).
-    pub key: Vec<u8>,
-    pub delete: bool,
-    /// A TRUNCATE of the whole table (no key; see `truncate.rs`).
-    pub truncate: bool,
-    pub decoded: Decoded,
-    pub origin: Origin,
-}
-
-impl Change {
-    /// Check that the change can be applied (the caller names the record on error).
-    pub fn new(table: Arc<str>, decoded: Decoded, origin: Origin) -> Result<Change, String> {
-        let op = decoded.event.op;
-        if op == Op::Truncate {
-            return Ok(Change {
-                table,
-                key: Vec::new(),
-                delete: false,
-                truncate: true,
-                decoded,
-                origin,
-            });
-        }
-        if let Some(c) = decoded.columns.iter().find(|c| {
-            c.name == SOURCE_COLUMN || c.name == POSITION_COLUMN || c.name.starts_with("_syncline_")
-        }) {
-            return Err(format!(
-                "its column `{}` is named like one of the sink's own columns (`_syncline_*`); rename it before the sink (a `rules` step `rename`)",
-                c.name
-            ));
-        }
-        let delete = op.removes_row();
-        if !delete && decoded.event.after.is_none() {
-            return Err(format!("{} change without an `after` row", op.symbol()));
-        }
-        let key = key_bytes(&decoded)?;
-        Ok(Change {
-            table,
-            key,
-            delete,
-            truncate: false,
-            decoded,
-            origin,
-        })
-    }
-
-    /// Columns whose value the record does not carry (unchanged): the
-    /// target keeps the value it has.
-    pub fn unchanged(&self) -> &[String] {
-        &self.decoded.event.unchanged
-    }
-
-    fn position(&self) -> &Position {
-        &self.decoded.event.source.position
-    }
-
-    fn source(&self) -> &str {
-        &self.decoded.event.source.name
-    }
-}
-
-/// The key as bytes that are equal exactly when the keys are equal: each key
-/// column's canonical text, escaped and terminated (the position encoding),
-/// in key order. Stored in tombstones and used to find duplicates.
-pub fn key_bytes(decoded: &Decoded) -> Result<Vec<u8>, String> {
-    let mut b = Position::builder();
-    for name in decoded.key_columns.iter() {
-        let col = find_column(&decoded.columns, name)?;
-        let value = decoded
-            .event
-            .key
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-            .unwrap_or(&Value::Null);
-        match literal(&col.ty, value).map_err(|e| format!("key column `{name}`: {e}"))? {
-            Some(text) => b = b.str(&text),
-            None => return Err(format!("key column `{name}` is null")),
-        }
-    }
-    Ok(b.build().into_bytes())
-}
-
-fn find_column<'a>(columns: &'a [Column], name: &str) -> Result<&'a Column, String> {
-    columns
-        .iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| format!("key column `{name}` is not a column of the row"))
-}
-
-/// Keep only the newest change per (table, key): the one with the greatest
-/// position; of equal positions (the same change delivered twice) the later.
-/// Survivors keep the order of their first appearance. A survivor's
-/// unchanged columns are filled from the change it replaces, when that one
-/// carries them.
-pub fn newest_per_key(changes: &[Change]) -> Vec<Cow<'_, Change>> {
-    let mut slot: HashMap<(&str, &[u8]), usize> = HashMap::with_capacity(changes.len());
-    let mut out: Vec<Cow<'_, Change>> = Vec::with_capacity(changes.len());
-    for c in changes {
-        match slot.get(&(&*c.table, c.key.as_slice())) {
-            Some(&i) => {
-                if c.position() >= out[i].position() {
-                    let older = std::mem::replace(&mut out[i], Cow::Borrowed(c));
-                    if let Some(filled) = fill_unchanged(c, &older) {
-                        out[i] = Cow::Owned(filled);
-                    }
-                } else if let Some(filled) = fill_unchanged(&out[i], c) {
-                    out[i] = Cow::Owned(filled);
-                }
-            }
-            None => {
-                slot.insert((&c.table, &c.key), out.len());
-                out.push(Cow::Borrowed(c));
-            }
-        }
-    }
-    out
-}
-
-/// `newer` with the unchanged columns that `older` carries filled in, or
-/// None when there is nothing to fill.
-fn fill_unchanged(newer: &Change, older: &Change) -> Option<Change> {
-    if newer.unchanged().is_empty() || newer.delete || older.delete {
-        return None;
-    }
-    let older_after = older.decoded.event.after.as_ref()?;
-    let mut filled = newer.clone();
-    let ev = &mut filled.decoded.event;
-    let after = ev.after.as_mut()?;
-    let mut any = false;
-    ev.unchanged.retain(|name| {
-        if older.unchanged().contains(name) {
-            return true;
-        }
-        let Some((_, v)) = older_after.iter().find(|(n, _)| n == name) else {
-            return true;
-        };
-        if let Some(slot) = after.iter_mut().find(|(n, _)| n == name) {
-            slot.1 = v.clone();
-            any = true;
-            return false;
-        }
-        true
-    });
-    any.then_some(filled)
-}
-
-/// The newest truncate per (table, source) among `changes`.
-fn truncate_floors(changes: &[Change]) -> truncate::Floors {
-    truncate::floors(
-        changes
-            .iter()
-            .filter(|c| c.truncate)
-            .map(|c| (&c.table, c.source(), c.position())),
-    )
-}
-
-/// Whether a truncate in `floors` supersedes the row change `c`.
-fn superseded(floors: &truncate::Floors, c: &Change) -> bool {
-    truncate::superseded(floors, &c.table, c.source(), c.position())
-}
 
 /// The batch-writing half of the sink: one connection, the tables it has
 /// checked and the staging tables it has created on it.
@@ -232,15 +38,6 @@ pub struct Writer {
     ready: HashSet<(Arc<str>, u32)>,
     /// (table, value schema id) -> temp staging table.
     stages: HashMap<(Arc<str>, u32), String>,
-}
-
-/// The changes of one batch for one table and one row shape.
-struct Group<'a> {
-    table: Arc<str>,
-    schema_id: u32,
-    columns: Arc<Vec<Column>>,
-    key: Arc<Vec<String>>,
-    changes: Vec<&'a Change>,
 }
 
 impl Writer {
@@ -261,36 +58,12 @@ impl Writer {
         changes: &[Change],
         next: &BTreeMap<TopicPartition, i64>,
     ) -> Result<()> {
-        let floors = truncate_floors(changes);
-        // Row changes only; those a truncate of this batch supersedes are dropped.
-        let kept: Cow<'_, [Change]> = if changes.iter().any(|c| c.truncate) {
-            Cow::Owned(
-                changes
-                    .iter()
-                    .filter(|c| !c.truncate && !superseded(&floors, c))
-                    .cloned()
-                    .collect(),
-            )
-        } else {
-            Cow::Borrowed(changes)
-        };
-        let newest = newest_per_key(&kept);
-        let mut groups: BTreeMap<(Arc<str>, u32), Group<'_>> = BTreeMap::new();
-        for c in newest.iter().map(|c| &**c) {
-            groups
-                .entry((c.table.clone(), c.decoded.value_schema_id))
-                .or_insert_with(|| Group {
-                    table: c.table.clone(),
-                    schema_id: c.decoded.value_schema_id,
-                    columns: c.decoded.columns.clone(),
-                    key: c.decoded.key_columns.clone(),
-                    changes: Vec::new(),
-                })
-                .changes
-                .push(c);
-        }
+        let floors = table::truncate_floors(changes);
+        let kept = table::row_changes(changes, &floors);
+        let newest = table::newest_per_key(&kept);
+        let groups = table::groups(&newest);
         let mut staged = Vec::with_capacity(groups.len());
-        for g in groups.values() {
+        for g in &groups {
             let stage = self.prepare(g).await?;
             let sql = self.apply_sql(g, &stage);
             staged.push((g, stage, stage_rows(g)?, sql));
@@ -324,7 +97,7 @@ impl Writer {
                 );
                 match err.kind() {
                     ErrorKind::Data => {
-                        Error::data(format!("{err} (one of the records at {})", span(g)))
+                        Error::data(format!("{err} (one of the records at {})", g.span()))
                     }
                     _ => err,
                 }
@@ -351,7 +124,7 @@ impl Writer {
             .await
             .map_err(|e| match e.kind() {
                 ErrorKind::Transient => e,
-                _ => Error::new(e.kind(), format!("{e} (records from {})", span(g))),
+                _ => Error::new(e.kind(), format!("{e} (records from {})", g.span())),
             })?;
             self.ready.insert(id.clone());
         }
@@ -487,11 +260,7 @@ fn stage_rows(g: &Group<'_>) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(g.changes.len() * 128);
     for c in &g.changes {
         let ev = &c.decoded.event;
-        let row = if c.delete {
-            &ev.key
-        } else {
-            ev.after.as_ref().expect("checked in Change::new")
-        };
+        let row = Group::row(c);
         for col in g.columns.iter() {
             let v = row
                 .iter()
@@ -546,185 +315,6 @@ fn copy_error(e: tokio_postgres::Error, g: &Group<'_>) -> Error {
             "record at {} does not fit {}: {err}",
             c.origin, g.table
         )),
-        None => Error::data(format!("{err} (one of the records at {})", span(g))),
-    }
-}
-
-/// `topic `t` partition 0 offsets 10..=20, ...` for the records of a group.
-fn span(g: &Group<'_>) -> String {
-    let mut ranges: BTreeMap<(&str, i32), (i64, i64)> = BTreeMap::new();
-    for c in &g.changes {
-        let r = ranges
-            .entry((&c.origin.topic, c.origin.partition))
-            .or_insert((c.origin.offset, c.origin.offset));
-        r.0 = r.0.min(c.origin.offset);
-        r.1 = r.1.max(c.origin.offset);
-    }
-    ranges
-        .into_iter()
-        .map(|((t, p), (lo, hi))| format!("topic `{t}` partition {p} offsets {lo}..={hi}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use syncline_core::{ChangeEvent, ColumnType, SourceInfo};
-
-    fn change(key: i64, pos: i64, op: Op, tag: &str) -> Change {
-        let columns = Arc::new(vec![
-            Column {
-                name: "id".into(),
-                ty: ColumnType::Long,
-                nullable: false,
-                sql_type: "int8".into(),
-            },
-            Column {
-                name: "v".into(),
-                ty: ColumnType::Text,
-                nullable: true,
-                sql_type: "text".into(),
-            },
-        ]);
-        let after = (!op.removes_row()).then(|| {
-            vec![
-                ("id".into(), Value::Long(key)),
-                ("v".into(), Value::String(tag.into())),
-            ]
-        });
-        let decoded = Decoded {
-            event: ChangeEvent {
-                op,
-                key: vec![("id".into(), Value::Long(key))],
-                before: None,
-                after,
-                source: SourceInfo {
-                    connector: "test".into(),
-                    name: "src".into(),
-                    db: "db".into(),
-                    table: "t".into(),
-                    position: Position::builder().i64(pos).build(),
-                    position_text: pos.to_string(),
-                    ts_us: 0,
-                },
-                unchanged: Vec::new(),
-            },
-            value_schema_id: 1,
-            columns,
-            key_columns: Arc::new(vec!["id".into()]),
-        };
-        Change::new(
-            "t".into(),
-            decoded,
-            Origin {
-                topic: "topic".into(),
-                partition: 0,
-                offset: pos,
-            },
-        )
-        .unwrap()
-    }
-
-    fn tag(c: &Change) -> String {
-        match c.decoded.event.after.as_ref().map(|a| &a[1].1) {
-            Some(Value::String(s)) => s.clone(),
-            _ => "deleted".into(),
-        }
-    }
-
-    #[test]
-    fn keeps_only_the_newest_change_per_key_whatever_the_arrival_order() {
-        let batch = vec![
-            change(1, 10, Op::Insert, "a"),
-            change(2, 5, Op::Insert, "b"),
-            change(1, 30, Op::Update, "c"),
-            change(1, 20, Op::Update, "replayed-old"),
-            change(2, 6, Op::Delete, ""),
-            change(3, 1, Op::Insert, "d"),
-        ];
-        let out: Vec<_> = newest_per_key(&batch)
-            .iter()
-            .map(|c| (c.key.clone(), tag(c)))
-            .collect();
-        let k = |id: i64| {
-            Position::builder()
-                .str(&id.to_string())
-                .build()
-                .into_bytes()
-        };
-        assert_eq!(
-            out,
-            [
-                (k(1), "c".to_string()),
-                (k(2), "deleted".into()),
-                (k(3), "d".into())
-            ]
-        );
-    }
-
-    #[test]
-    fn equal_positions_keep_the_later_delivery_and_tables_are_separate() {
-        let mut other_table = change(1, 10, Op::Insert, "other");
-        other_table.table = "u".into();
-        let batch = vec![
-            change(1, 10, Op::Insert, "first"),
-            other_table,
-            change(1, 10, Op::Insert, "again"),
-        ];
-        let out = newest_per_key(&batch);
-        assert_eq!(
-            out.iter().map(|c| tag(c)).collect::<Vec<_>>(),
-            ["again", "other"]
-        );
-    }
-
-    fn truncate(pos: i64) -> Change {
-        let mut d = change(1, pos, Op::Insert, "x").decoded;
-        d.event.op = Op::Truncate;
-        d.event.key.clear();
-        d.event.after = None;
-        Change::new(
-            "t".into(),
-            d,
-            Origin {
-                topic: "t".into(),
-                partition: 0,
-                offset: pos,
-            },
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn keys_are_canonical_and_a_keyless_truncate_is_accepted() {
-        let c = change(-7, 1, Op::Insert, "x");
-        assert_eq!(c.key, Position::builder().str("-7").build().into_bytes());
-        let t = truncate(5);
-        assert!(t.truncate && !t.delete && t.key.is_empty());
-    }
-
-    #[test]
-    fn a_truncate_supersedes_older_changes_of_its_table_and_source_only() {
-        let mut other_source = change(4, 3, Op::Insert, "kept");
-        other_source.decoded.event.source.name = "other".into();
-        let mut other_table = change(5, 3, Op::Insert, "kept");
-        other_table.table = "u".into();
-        let batch = vec![
-            change(1, 3, Op::Insert, "gone"),
-            truncate(5),
-            change(2, 6, Op::Insert, "kept"),
-            truncate(4),
-            other_source,
-            other_table,
-        ];
-        let floors = truncate_floors(&batch);
-        assert_eq!(floors.len(), 1, "one floor, the newest truncate");
-        let kept: Vec<_> = batch
-            .iter()
-            .filter(|c| !c.truncate && !superseded(&floors, c))
-            .map(tag)
-            .collect();
-        assert_eq!(kept, ["kept", "kept", "kept"]);
+        None => Error::data(format!("{err} (one of the records at {})", g.span())),
     }
 }

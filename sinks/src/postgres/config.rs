@@ -2,9 +2,13 @@
 //! here and turned into typed values for the running sink.
 
 use super::PostgresSink;
+use crate::table::config::{
+    default_batch_linger_ms, default_batch_max_bytes, default_batch_size, default_batch_timeout_ms,
+    default_true, refuse, table_for, Common,
+};
+pub use crate::table::config::{OnDroppedColumn, OnTruncate, OnTypeChange};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Duration;
 use syncline_core::config::Issue;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
@@ -96,45 +100,6 @@ pub struct PostgresSinkConfig {
     pub on_truncate: OnTruncate,
 }
 
-/// What the sink does with a target column whose source type changed.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum OnTypeChange {
-    /// Alter the target column when the new type holds every old value.
-    #[default]
-    Widen,
-    /// Leave the target column's type alone.
-    Keep,
-}
-
-/// What the sink does with a target column the source dropped.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum OnDroppedColumn {
-    /// Leave the column (and its values) in the target.
-    #[default]
-    Keep,
-    /// Drop the column from the target.
-    Drop,
-}
-
-/// What the sink does with a TRUNCATE of a source table.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum OnTruncate {
-    /// Delete the target rows older than the truncate (see truncate.rs).
-    #[default]
-    Apply,
-    /// Keep the target's rows.
-    Ignore,
-}
-
 /// How target tables follow schema changes (the running form of the policy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Evolution {
@@ -145,21 +110,6 @@ pub struct Evolution {
 
 fn default_schema() -> String {
     "public".into()
-}
-fn default_batch_size() -> usize {
-    1000
-}
-fn default_batch_timeout_ms() -> u64 {
-    200
-}
-fn default_batch_linger_ms() -> u64 {
-    5
-}
-fn default_batch_max_bytes() -> usize {
-    16 << 20
-}
-fn default_true() -> bool {
-    true
 }
 
 /// The typed settings the running sink gets (no raw user words).
@@ -178,20 +128,6 @@ pub(crate) struct Settings {
     pub dead_letter_topic: String,
 }
 
-/// `shop.orders` -> `shop_orders`.
-pub fn default_table_name(topic: &str) -> String {
-    topic
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 impl PostgresSinkConfig {
     /// The topics this sink reads.
     pub fn topics(&self) -> Vec<String> {
@@ -200,10 +136,20 @@ impl PostgresSinkConfig {
 
     /// The target table of `topic`.
     pub fn table_for(&self, topic: &str) -> String {
-        self.tables
-            .get(topic)
-            .cloned()
-            .unwrap_or_else(|| default_table_name(topic))
+        table_for(&self.tables, topic)
+    }
+
+    fn common(&self) -> Common<'_> {
+        Common {
+            topics: &self.topics,
+            tables: &self.tables,
+            batch_size: self.batch_size,
+            batch_max_bytes: self.batch_max_bytes,
+            batch_timeout_ms: self.batch_timeout_ms,
+            batch_linger_ms: self.batch_linger_ms,
+            group_id: self.group_id.as_deref(),
+            dead_letter_topic: self.dead_letter_topic.as_deref(),
+        }
     }
 
     /// Problems serde cannot see; paths are relative to the sink's entry.
@@ -215,110 +161,18 @@ impl PostgresSinkConfig {
                 format!("not a Postgres connection URL ({e}); write e.g. `postgres://user@host:5432/dbname`"),
             ));
         }
-        if self.topics.is_empty() {
-            issues.push(Issue::new("topics", "list at least one topic to read"));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, t) in self.topics.iter().enumerate() {
-            if t.is_empty() {
-                issues.push(Issue::new(
-                    format!("topics[{i}]"),
-                    "a topic name cannot be empty",
-                ));
-            } else if t.starts_with('^') {
-                issues.push(Issue::new(
-                    format!("topics[{i}]"),
-                    format!("`{t}` would be read as a pattern (a leading `^`); list topic names"),
-                ));
-            } else if !seen.insert(t) {
-                issues.push(Issue::new(
-                    format!("topics[{i}]"),
-                    format!("topic `{t}` is listed twice"),
-                ));
-            }
-        }
-        for (topic, table) in &self.tables {
-            if !self.topics.contains(topic) {
-                issues.push(Issue::new(
-                    format!("tables.{topic}"),
-                    format!("`{topic}` is not in `topics`; add it there or remove this entry"),
-                ));
-            }
-            if table.is_empty() {
-                issues.push(Issue::new(
-                    format!("tables.{topic}"),
-                    "a table name cannot be empty",
-                ));
-            }
-        }
-        for topic in &self.topics {
-            let table = self.table_for(topic);
-            if table.len() > MAX_IDENT_BYTES {
-                let path = if self.tables.contains_key(topic) {
-                    format!("tables.{topic}")
-                } else {
-                    "topics".to_string()
-                };
-                issues.push(Issue::new(
-                    path,
-                    format!(
-                        "table name `{table}` is longer than Postgres' {MAX_IDENT_BYTES} bytes; \
-                         name a shorter one under `tables`"
-                    ),
-                ));
-            }
-        }
+        issues.extend(self.common().check(Some((MAX_IDENT_BYTES, "Postgres"))));
         if self.schema.is_empty() || self.schema.len() > MAX_IDENT_BYTES {
             issues.push(Issue::new(
                 "schema",
                 format!("a schema name needs 1 to {MAX_IDENT_BYTES} bytes"),
             ));
         }
-        if self.batch_size == 0 {
-            issues.push(Issue::new(
-                "batch_size",
-                "must be at least 1 (records per transaction)",
-            ));
-        }
-        if self.batch_max_bytes == 0 {
-            issues.push(Issue::new(
-                "batch_max_bytes",
-                "must be at least 1 (bytes per transaction)",
-            ));
-        }
-        if self.dead_letter_topic.as_deref() == Some("") {
-            issues.push(Issue::new(
-                "dead_letter_topic",
-                "cannot be empty; remove it to use the default topic",
-            ));
-        }
-        if self.batch_timeout_ms == 0 {
-            issues.push(Issue::new(
-                "batch_timeout_ms",
-                "must be at least 1 millisecond",
-            ));
-        }
-        if self.group_id.as_deref() == Some("") {
-            issues.push(Issue::new(
-                "group_id",
-                "cannot be empty; remove it to use the default group",
-            ));
-        }
         issues
     }
 
     pub(crate) fn settings(&self, ctx: &ComponentContext) -> Result<Settings> {
-        if let Some(first) = self.check().into_iter().next() {
-            let at = if first.path.is_empty() {
-                String::new()
-            } else {
-                format!(" at `{}`", first.path)
-            };
-            return Err(Error::config(format!(
-                "postgres sink `{}`{at}: {}",
-                ctx.component, first.message
-            )));
-        }
+        refuse("postgres", ctx, self.check())?;
         let pg = self
             .connection
             .parse::<tokio_postgres::Config>()
@@ -333,21 +187,9 @@ impl PostgresSinkConfig {
             pg,
             schema: self.schema.clone(),
             topics: self.topics.clone(),
-            tables: self
-                .topics
-                .iter()
-                .map(|t| (t.clone(), self.table_for(t)))
-                .collect(),
-            batch: syncline_runtime::BatchSettings {
-                max_records: self.batch_size,
-                max_bytes: self.batch_max_bytes,
-                linger: Duration::from_millis(self.batch_linger_ms),
-                max_wait: Duration::from_millis(self.batch_timeout_ms),
-            },
-            group_id: self
-                .group_id
-                .clone()
-                .unwrap_or_else(|| ctx.qualified_name()),
+            tables: self.common().tables(),
+            batch: self.common().batch(),
+            group_id: self.common().group_id(ctx),
             create_tables: self.create_tables,
             evolution: Evolution {
                 create: self.create_tables,
@@ -355,10 +197,7 @@ impl PostgresSinkConfig {
                 on_dropped_column: self.on_dropped_column,
             },
             on_truncate: self.on_truncate,
-            dead_letter_topic: self
-                .dead_letter_topic
-                .clone()
-                .unwrap_or_else(|| format!("{}.{}.dead", ctx.pipeline, ctx.component)),
+            dead_letter_topic: self.common().dead_letter_topic(ctx),
         })
     }
 

@@ -39,16 +39,10 @@
 
 use super::config::{Evolution, OnDroppedColumn, OnTypeChange};
 use super::pg_error;
+use crate::table::{OFFSETS_TABLE, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE};
 use std::collections::{BTreeMap, BTreeSet};
 use syncline_core::{Column, ColumnType, Error, Result};
 use tokio_postgres::Client;
-
-/// The column holding the source name of the change a row holds.
-pub const SOURCE_COLUMN: &str = "_syncline_source";
-/// The column holding the position of the change a row holds.
-pub const POSITION_COLUMN: &str = "_syncline_position";
-pub const OFFSETS_TABLE: &str = "syncline_offsets";
-pub const TOMBSTONES_TABLE: &str = "syncline_tombstones";
 
 /// `na"me` -> `"na""me"`.
 pub fn quote_ident(name: &str) -> String {

@@ -40,8 +40,10 @@ mod truncate;
 mod values;
 
 pub use config::{OnDroppedColumn, OnTruncate, OnTypeChange, PostgresSinkConfig};
+pub(crate) use values::literal;
 
-use apply::{Change, Writer};
+use crate::table::Change;
+use apply::Writer;
 use config::Settings;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -13,8 +13,9 @@
 //! to Kafka as well, after the database commit and best-effort, only so lag
 //! tools can show progress; they are never read back.
 
-use super::ddl::{qualified, OFFSETS_TABLE};
+use super::ddl::qualified;
 use super::pg_error;
+use crate::table::OFFSETS_TABLE;
 use std::collections::{BTreeMap, HashMap};
 use syncline_core::Result;
 use tokio_postgres::GenericClient;

@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use syncline_core::value::decimal_from_text;
-use syncline_core::{Column, ColumnType, Error, ErrorKind, Result};
+use syncline_core::{Column, ColumnType, Error, Result};
 
 /// Map a declared SQLite column type to a column type.
 ///
@@ -95,19 +95,9 @@ pub fn cursor_type_ok(is_timestamp: bool, ty: &ColumnType) -> bool {
     }
 }
 
+/// By the one SQLite classification (`syncline_core::error::sqlite`).
 fn sql_error(e: rusqlite::Error, what: impl FnOnce() -> String) -> Error {
-    let kind = match &e {
-        // busy or locked by a writer: try again; anything else (cannot open,
-        // no such table or column, bad SQL) is the configuration's to fix
-        rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
-                ErrorKind::Transient
-            }
-            _ => ErrorKind::Config,
-        },
-        _ => ErrorKind::Data,
-    };
-    Error::new(kind, what()).with_source(e)
+    syncline_core::error::sqlite::sqlite_error(e, what())
 }
 
 struct SqliteTable {

@@ -1,0 +1,159 @@
+//! A real HTTP receiver on loopback for the `http` sink's tests: a plain
+//! HTTP/1.1 server on a tokio socket (keep-alive, `Content-Length` bodies),
+//! which fails on purpose as a [`Faults`] plan says (500s, 429 with
+//! `Retry-After`, answers later than the sink's timeout, connections
+//! dropped mid-request) and records every request it accepted (2xx).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// What the receiver does with request number `n` (from 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Answer {
+    Ok,
+    Status(u16),
+    /// 429 with `Retry-After: <seconds>`.
+    TooMany(u64),
+    /// Answer 200 after this long (longer than the sink waits: a timeout).
+    Late(Duration),
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// One accepted request: its headers (lower-case names) and JSON body.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+    pub raw_body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Plan = dyn Fn(u64, &serde_json::Value) -> Answer + Send + Sync;
+
+pub struct Receiver {
+    pub port: u16,
+    accepted: Arc<Mutex<Vec<Request>>>,
+    seen: Arc<Mutex<u64>>,
+}
+
+impl Receiver {
+    /// Start on a free loopback port; `plan` picks each request's answer
+    /// from its number and body.
+    pub async fn start(
+        plan: impl Fn(u64, &serde_json::Value) -> Answer + Send + Sync + 'static,
+    ) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(0u64));
+        let plan: Arc<Plan> = Arc::new(plan);
+        let (a, s) = (accepted.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (a, s, plan) = (a.clone(), s.clone(), plan.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut read = BufReader::new(read);
+                    loop {
+                        let mut headers = Vec::new();
+                        let mut line = String::new();
+                        if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut h = String::new();
+                            if read.read_line(&mut h).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((n, v)) = h.split_once(':') {
+                                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                            }
+                        }
+                        let len: usize = headers
+                            .iter()
+                            .find(|(n, _)| n == "content-length")
+                            .and_then(|(_, v)| v.parse().ok())
+                            .unwrap_or(0);
+                        let mut raw_body = vec![0; len];
+                        if read.read_exact(&mut raw_body).await.is_err() {
+                            return;
+                        }
+                        let body: serde_json::Value =
+                            serde_json::from_slice(&raw_body).unwrap_or(serde_json::Value::Null);
+                        let n = {
+                            let mut s = s.lock().unwrap();
+                            *s += 1;
+                            *s
+                        };
+                        let answer = plan(n, &body);
+                        let (status, extra) = match answer {
+                            Answer::Drop => return,
+                            Answer::Late(wait) => {
+                                tokio::time::sleep(wait).await;
+                                (200, String::new())
+                            }
+                            Answer::Ok => (200, String::new()),
+                            Answer::Status(code) => (code, String::new()),
+                            Answer::TooMany(secs) => (429, format!("retry-after: {secs}\r\n")),
+                        };
+                        // A late answer still applied the request (as a real
+                        // receiver would have), though the sink gave up on it.
+                        if status / 100 == 2 {
+                            a.lock().unwrap().push(Request {
+                                headers: headers.clone(),
+                                body,
+                                raw_body,
+                            });
+                        }
+                        let text = format!("answer {status} to request {n}");
+                        let out = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n{extra}\r\n{text}",
+                            text.len()
+                        );
+                        if write.write_all(out.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Receiver {
+            port,
+            accepted,
+            seen,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/changes", self.port)
+    }
+
+    /// Every request answered 2xx (late ones too: the receiver applied them
+    /// though the sink had given up), in arrival order.
+    pub fn accepted(&self) -> Vec<Request> {
+        self.accepted.lock().unwrap().clone()
+    }
+
+    /// Requests seen, whatever their answer.
+    pub fn seen(&self) -> u64 {
+        *self.seen.lock().unwrap()
+    }
+}
