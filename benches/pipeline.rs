@@ -19,6 +19,9 @@
 //! - sink: the `mysql` sink applying the same records into MariaDB (rows/s),
 //!   beside multi-row `INSERT`s (1000 rows each, one transaction) of the
 //!   same rows into a fresh table (MariaDB's write limit here);
+//! - sink: the `http` sink delivering the same records to a null receiver
+//!   on loopback (answers 200 at once), beside a plain HTTP client posting
+//!   bodies of the same changes (1000 per request) to it;
 //! - end to end: source table -> target table, both running.
 
 #[path = "peers/driver.rs"]
@@ -217,6 +220,43 @@ async fn jdbc_sink(
     took
 }
 
+/// A plain HTTP client posting the bench's rows as changes, 1000 per
+/// request, one request at a time, to `null` (the bodies are built first).
+async fn http_posts(null: &support::receiver::Receiver) -> Duration {
+    let client = reqwest::Client::new();
+    let mut bodies = Vec::new();
+    let mut g = 1;
+    while g <= *ROWS {
+        let changes: Vec<serde_json::Value> = (g..(g + 1000).min(*ROWS + 1))
+            .map(|i| {
+                serde_json::json!({
+                    "id": format!("src/{i:016x}"), "op": "READ", "key": {"id": i}, "before": null,
+                    "after": {"id": i, "name": format!("item number {i}"),
+                              "amount": format!("{}.{:02}", i / 100, i % 100), "qty": i % 1000,
+                              "at": "2026-01-01 00:00:00.000000+00"},
+                    "unchanged": [], "source": {"connector": "sql_poll", "name": "src", "db": "bench",
+                    "table": "public.items", "position": i.to_string(), "ts_us": 0},
+                    "schema": {"value_schema_id": 1}, "topic": "bench.items", "partition": 0, "offset": i
+                })
+            })
+            .collect();
+        g += changes.len() as i64;
+        bodies.push(serde_json::to_vec(&serde_json::json!({ "changes": changes })).unwrap());
+    }
+    let start = Instant::now();
+    for body in bodies {
+        let r = client
+            .post(null.url())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    start.elapsed()
+}
+
 /// Multi-row `INSERT`s (1000 rows per statement) of the bench's rows into a
 /// fresh MariaDB table, in one transaction.
 async fn mysql_inserts(db: &MyDb) -> Duration {
@@ -391,11 +431,15 @@ async fn main() {
     let file = dir.path().join("pipeline.yaml");
     let replica = dir.path().join("replica.db");
     let maria = MyDb::create("bench").await;
+    let null = support::receiver::Receiver::null().await;
     let sqlite_sink = format!(
         "  replica:\n    type: sqlite\n    path: {}\n    topics: [bench.items]\n    tables: {{ bench.items: items }}\n    batch_size: 5000\n\
          \x20 maria:\n    type: mysql\n    connection: {}\n    topics: [bench.items]\n    tables: {{ bench.items: items }}\n    batch_size: 5000\n",
         replica.display(),
         maria.url()
+    ) + &format!(
+        "  hook:\n    type: http\n    url: {}\n    topics: [bench.items]\n    batch_size: 1000\n    batch_max_bytes: 4194304\n",
+        null.url()
     );
     std::fs::write(
         &file,
@@ -494,6 +538,41 @@ async fn main() {
         println!(
             "  mysql sink / {what} = {:.2} (rows/s)",
             other.as_secs_f64() / d_maria.as_secs_f64()
+        );
+    }
+
+    // The http sink on the same topic, beside a plain client posting to the
+    // same null receiver.
+    let raw_http = http_posts(&null).await;
+    println!(
+        "plain HTTP POSTs of the same changes (1000 per request) {}",
+        rate(*ROWS, raw_http)
+    );
+    let counted = null.changes();
+    let mut sink = SynclineRun::start_with_args(&file, &["--component", "hook"]);
+    let start = Instant::now();
+    let mut first = None;
+    while null.changes() < counted + *ROWS as u64 {
+        if first.is_none() && null.changes() > counted {
+            first = Some(Instant::now());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "http sink: 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d_http = start.elapsed();
+    println!(
+        "sink Kafka -> http (null receiver) {}  (includes start-up); first to last change {:.0} changes/s",
+        rate(*ROWS, d_http),
+        *ROWS as f64 / first.map_or(d_http, |f| f.elapsed()).as_secs_f64()
+    );
+    sink.kill9();
+    for (what, other) in [("plain consumer", read), ("plain HTTP POSTs", raw_http)] {
+        println!(
+            "  http sink / {what} = {:.2} (rows/s)",
+            other.as_secs_f64() / d_http.as_secs_f64()
         );
     }
 

@@ -45,6 +45,8 @@ pub struct Receiver {
     pub port: u16,
     accepted: Arc<Mutex<Vec<Request>>>,
     seen: Arc<Mutex<u64>>,
+    /// Changes in the requests answered 2xx.
+    changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Receiver {
@@ -53,18 +55,32 @@ impl Receiver {
     pub async fn start(
         plan: impl Fn(u64, &serde_json::Value) -> Answer + Send + Sync + 'static,
     ) -> Receiver {
+        Self::start_keeping(plan, true).await
+    }
+
+    /// A receiver that answers every request 200 at once and only counts
+    /// the changes (for benchmarks: nothing is kept).
+    pub async fn null() -> Receiver {
+        Self::start_keeping(|_, _| Answer::Ok, false).await
+    }
+
+    async fn start_keeping(
+        plan: impl Fn(u64, &serde_json::Value) -> Answer + Send + Sync + 'static,
+        keep: bool,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::new(Mutex::new(0u64));
+        let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let plan: Arc<Plan> = Arc::new(plan);
-        let (a, s) = (accepted.clone(), seen.clone());
+        let (a, s, counted) = (accepted.clone(), seen.clone(), changes.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                let (a, s, plan) = (a.clone(), s.clone(), plan.clone());
+                let (a, s, plan, counted) = (a.clone(), s.clone(), plan.clone(), counted.clone());
                 tokio::spawn(async move {
                     let (read, mut write) = socket.into_split();
                     let mut read = BufReader::new(read);
@@ -117,11 +133,15 @@ impl Receiver {
                         // A late answer still applied the request (as a real
                         // receiver would have), though the sink gave up on it.
                         if status / 100 == 2 {
-                            a.lock().unwrap().push(Request {
-                                headers: headers.clone(),
-                                body,
-                                raw_body,
-                            });
+                            let n = body["changes"].as_array().map_or(0, |c| c.len());
+                            counted.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                            if keep {
+                                a.lock().unwrap().push(Request {
+                                    headers: headers.clone(),
+                                    body,
+                                    raw_body,
+                                });
+                            }
                         }
                         let text = format!("answer {status} to request {n}");
                         let out = format!(
@@ -139,6 +159,7 @@ impl Receiver {
             port,
             accepted,
             seen,
+            changes,
         }
     }
 
@@ -150,6 +171,11 @@ impl Receiver {
     /// though the sink had given up), in arrival order.
     pub fn accepted(&self) -> Vec<Request> {
         self.accepted.lock().unwrap().clone()
+    }
+
+    /// Changes in the requests answered 2xx.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Requests seen, whatever their answer.
