@@ -70,12 +70,9 @@ fn pipeline(stack: &Stack, name: &str, source: &PgDb, target: &PgDb, extra: &str
 
 /// Counts the rows of `db.items` while a stage writes them, as cheaply as a
 /// count can be: one connection for every poll (not a new backend each
-/// time), no parallel workers, and polls spaced by 1/50 of the time waited
-/// so far (at least 20 ms): the stage under test gets the database, and a
-/// figure is at most 2% late.
+/// time), no parallel workers (polls are spaced by [`landing`]).
 struct Counter {
     client: tokio_postgres::Client,
-    start: Instant,
 }
 
 impl Counter {
@@ -85,10 +82,7 @@ impl Counter {
             .batch_execute("SET max_parallel_workers_per_gather = 0")
             .await
             .unwrap();
-        Counter {
-            client,
-            start: Instant::now(),
-        }
+        Counter { client }
     }
 
     async fn count(&self) -> i64 {
@@ -97,11 +91,6 @@ impl Counter {
             .await
             .map(|r| r.get(0))
             .unwrap_or(0)
-    }
-
-    async fn pause(&self) {
-        let wait = (self.start.elapsed() / 50).max(Duration::from_millis(20));
-        tokio::time::sleep(wait).await;
     }
 }
 
@@ -292,34 +281,21 @@ async fn mysql_inserts(db: &MyDb) -> Duration {
 }
 
 /// From now until MariaDB's `items` holds every row, and from its first row
-/// to its last (polls spaced as [`Counter`]'s).
+/// to its last.
 async fn mysql_rows_landing(db: &MyDb) -> (Duration, Duration) {
     use mysql_async::prelude::Queryable;
-    let mut c = db.conn().await;
-    let start = Instant::now();
-    let mut first = None;
-    loop {
-        let n: i64 = c
+    let c = tokio::sync::Mutex::new(db.conn().await);
+    landing(|| async {
+        let n: Option<i64> = c
+            .lock()
+            .await
             .query_first("SELECT count(*) FROM items")
             .await
             .ok()
-            .flatten()
-            .unwrap_or(0);
-        if n > 0 && first.is_none() {
-            first = Some(Instant::now());
-        }
-        if n >= *ROWS {
-            let now = Instant::now();
-            return (now - start, now - first.unwrap_or(now));
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "{n} of {} rows after 10 minutes",
-            *ROWS
-        );
-        let wait = (start.elapsed() / 50).max(Duration::from_millis(20));
-        tokio::time::sleep(wait).await;
-    }
+            .flatten();
+        n.unwrap_or(0)
+    })
+    .await
 }
 
 /// One transaction of prepared inserts of the bench's rows into a fresh
@@ -353,17 +329,26 @@ fn sqlite_inserts(path: &std::path::Path) -> Duration {
 }
 
 /// From now until the SQLite file's `items` holds every row, and from its
-/// first row to its last (polls spaced as [`Counter`]'s).
+/// first row to its last.
 async fn sqlite_rows_landing(path: &std::path::Path) -> (Duration, Duration) {
-    let start = Instant::now();
-    let mut first = None;
-    let count = || -> i64 {
+    landing(|| async {
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| c.query_row("SELECT count(*) FROM items", [], |r| r.get(0)))
             .unwrap_or(0)
-    };
+    })
+    .await
+}
+
+/// From now until `count` reaches the bench's rows, and from its first row
+/// to its last. Polls are spaced by 1/50 of the time waited so far (at least
+/// 20 ms): the stage under test gets the machine, a figure is at most 2% late.
+async fn landing<F: std::future::Future<Output = i64>>(
+    mut count: impl FnMut() -> F,
+) -> (Duration, Duration) {
+    let start = Instant::now();
+    let mut first = None;
     loop {
-        let n = count();
+        let n = count().await;
         if n > 0 && first.is_none() {
             first = Some(Instant::now());
         }
@@ -384,24 +369,7 @@ async fn sqlite_rows_landing(path: &std::path::Path) -> (Duration, Duration) {
 /// From now until `db.items` holds every row, and from its first row to its last.
 async fn rows_landing(db: &PgDb) -> (Duration, Duration) {
     let counter = Counter::new(db).await;
-    let start = Instant::now();
-    let mut first = None;
-    loop {
-        let n = counter.count().await;
-        if n > 0 && first.is_none() {
-            first = Some(Instant::now());
-        }
-        if n >= *ROWS {
-            let now = Instant::now();
-            return (now - start, now - first.unwrap_or(now));
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "{n} of {} rows after 10 minutes",
-            *ROWS
-        );
-        counter.pause().await;
-    }
+    landing(|| counter.count()).await
 }
 
 #[tokio::main]
@@ -550,23 +518,11 @@ async fn main() {
     );
     let counted = null.changes();
     let mut sink = SynclineRun::start_with_args(&file, &["--component", "hook"]);
-    let start = Instant::now();
-    let mut first = None;
-    while null.changes() < counted + *ROWS as u64 {
-        if first.is_none() && null.changes() > counted {
-            first = Some(Instant::now());
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "http sink: 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let d_http = start.elapsed();
+    let (d_http, d_http_changes) = landing(|| async { (null.changes() - counted) as i64 }).await;
     println!(
         "sink Kafka -> http (null receiver) {}  (includes start-up); first to last change {:.0} changes/s",
         rate(*ROWS, d_http),
-        *ROWS as f64 / first.map_or(d_http, |f| f.elapsed()).as_secs_f64()
+        *ROWS as f64 / d_http_changes.as_secs_f64()
     );
     sink.kill9();
     for (what, other) in [("plain consumer", read), ("plain HTTP POSTs", raw_http)] {

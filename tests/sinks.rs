@@ -285,7 +285,7 @@ async fn kill_9_while_writing_large_batches_loses_and_duplicates_nothing(target:
     let dir = TempDir::new("sink-kill");
     let p = Producer::new(&stack);
     p.topic("kill.items", 3).await;
-    let events = workload(50_000, 20_000);
+    let events = workload(80_000, 30_000);
     p.send("kill.items", &items_table(), &events).await;
     let total = events.len() as i64;
 
@@ -302,7 +302,7 @@ async fn kill_9_while_writing_large_batches_loses_and_duplicates_nothing(target:
             break;
         }
         wait_progress(&mut run, &target, &g, "progress", |n| n > before).await;
-        tokio::time::sleep(Duration::from_millis(rng.below(700))).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
         run.kill9();
         kills += 1;
         println!(

@@ -47,7 +47,7 @@ use std::time::{Duration, SystemTime};
 use syncline_core::codec::Decoded;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, ErrorKind, Result};
-use syncline_runtime::consume::{self, ConsumeSettings};
+use syncline_runtime::consume::ConsumeSettings;
 use syncline_runtime::{Commit, OffsetsHome, Record, Stage};
 
 /// A built sink, ready to run.
@@ -85,12 +85,7 @@ impl HttpSink {
             settings: self.settings.clone(),
             client: self.client.clone(),
         };
-        let result = consume::run(&self.ctx, consume, stage, shutdown).await;
-        match &result {
-            Ok(()) => tracing::info!(sink = %self.ctx.component, "http sink stopped"),
-            Err(e) => tracing::error!(sink = %self.ctx.component, error = %e, "http sink failed"),
-        }
-        result
+        crate::run_stage(&self.ctx, consume, stage, shutdown).await
     }
 }
 

@@ -38,16 +38,14 @@ mod values;
 
 pub use config::MysqlSinkConfig;
 
-use crate::table::config::OnTruncate;
-use crate::table::Change;
+use crate::table::{Change, Router};
 use apply::Writer;
 use config::Settings;
 use std::collections::HashMap;
-use std::sync::Arc;
 use syncline_core::codec::Decoded;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
-use syncline_runtime::consume::{self, ConsumeSettings};
+use syncline_runtime::consume::ConsumeSettings;
 use syncline_runtime::{Commit, OffsetsHome, Record, Stage, TopicPartition};
 
 /// ``na`me`` -> `` `na``me` ``.
@@ -91,29 +89,18 @@ impl MysqlSink {
             dead_letter_topic: s.dead_letter_topic.clone(),
         };
         let stage = SinkStage {
-            tables: s
-                .tables
-                .iter()
-                .map(|(topic, table)| (topic.clone(), Arc::from(table.as_str())))
-                .collect(),
-            component: self.ctx.component.clone(),
+            router: Router::new("mysql", &self.ctx.component, &s.tables, s.on_truncate),
             settings: self.settings.clone(),
             writer: None,
         };
-        let result = consume::run(&self.ctx, consume, stage, shutdown).await;
-        match &result {
-            Ok(()) => tracing::info!(sink = %self.ctx.component, "mysql sink stopped"),
-            Err(e) => tracing::error!(sink = %self.ctx.component, error = %e, "mysql sink failed"),
-        }
-        result
+        crate::run_stage(&self.ctx, consume, stage, shutdown).await
     }
 }
 
 /// The sink's part of the runtime contract.
 struct SinkStage {
     settings: Settings,
-    component: String,
-    tables: HashMap<String, Arc<str>>,
+    router: Router,
     /// The connection and what it knows (its staging tables go with it);
     /// dropped after an error and made again on the next call.
     writer: Option<Writer>,
@@ -160,19 +147,7 @@ impl Stage for SinkStage {
     }
 
     fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Change>> {
-        let table = self.tables.get(&*record.topic).cloned().ok_or_else(|| {
-            Error::config(format!(
-                "the sink has no table for topic `{}`",
-                record.topic
-            ))
-        })?;
-        let change = Change::new(table, decoded, record.origin())
-            .map_err(|reason| Error::data(format!("cannot apply it: {reason}")))?;
-        if change.truncate && self.settings.on_truncate == OnTruncate::Ignore {
-            tracing::info!(sink = %self.component, at = %change.origin, "mysql sink: TRUNCATE ignored (on_truncate: ignore)");
-            return Ok(None);
-        }
-        Ok(Some(change))
+        self.router.prepare(record, decoded)
     }
 
     async fn write(&mut self, items: &[Change], commit: &Commit<'_>) -> Result<usize> {

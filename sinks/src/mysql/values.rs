@@ -2,8 +2,8 @@
 //! as parameters of prepared statements (binary protocol): no quoting, no
 //! text round trip for numbers and dates.
 
-use crate::postgres::literal;
 use crate::table::json::array_json;
+use crate::table::text::literal;
 use apache_avro::types::Value;
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use mysql_async::Value as My;

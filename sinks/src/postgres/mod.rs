@@ -40,17 +40,15 @@ mod truncate;
 mod values;
 
 pub use config::{OnDroppedColumn, OnTruncate, OnTypeChange, PostgresSinkConfig};
-pub(crate) use values::literal;
 
-use crate::table::Change;
+use crate::table::{Change, Router};
 use apply::Writer;
 use config::Settings;
 use std::collections::HashMap;
-use std::sync::Arc;
 use syncline_core::codec::Decoded;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
-use syncline_runtime::consume::{self, ConsumeSettings};
+use syncline_runtime::consume::ConsumeSettings;
 use syncline_runtime::{Commit, OffsetsHome, Record, Stage, TopicPartition};
 
 /// A built sink, ready to run.
@@ -88,32 +86,19 @@ impl PostgresSink {
             dead_letter_topic: s.dead_letter_topic.clone(),
         };
         let stage = SinkStage {
-            tables: s
-                .tables
-                .iter()
-                .map(|(topic, table)| (topic.clone(), Arc::from(table.as_str())))
-                .collect(),
-            component: self.ctx.component.clone(),
+            router: Router::new("postgres", &self.ctx.component, &s.tables, s.on_truncate),
             settings: self.settings.clone(),
             writer: None,
             offsets_client: None,
         };
-        let result = consume::run(&self.ctx, consume, stage, shutdown).await;
-        match &result {
-            Ok(()) => tracing::info!(sink = %self.ctx.component, "postgres sink stopped"),
-            Err(e) => {
-                tracing::error!(sink = %self.ctx.component, error = %e, "postgres sink failed")
-            }
-        }
-        result
+        crate::run_stage(&self.ctx, consume, stage, shutdown).await
     }
 }
 
 /// The sink's part of the runtime contract.
 struct SinkStage {
     settings: Settings,
-    component: String,
-    tables: HashMap<String, Arc<str>>,
+    router: Router,
     /// The batch writer and its connection; dropped after an error (its
     /// staging tables go with the connection) and made again on the next write.
     writer: Option<Writer>,
@@ -149,21 +134,7 @@ impl Stage for SinkStage {
     }
 
     fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Change>> {
-        // Every subscribed topic has a table (Settings::tables; topic
-        // names are checked not to be patterns).
-        let table = self.tables.get(&*record.topic).cloned().ok_or_else(|| {
-            Error::config(format!(
-                "the sink has no table for topic `{}`",
-                record.topic
-            ))
-        })?;
-        let change = Change::new(table, decoded, record.origin())
-            .map_err(|reason| Error::data(format!("cannot apply it: {reason}")))?;
-        if change.truncate && self.settings.on_truncate == OnTruncate::Ignore {
-            tracing::info!(sink = %self.component, at = %change.origin, "postgres sink: TRUNCATE ignored (on_truncate: ignore)");
-            return Ok(None);
-        }
-        Ok(Some(change))
+        self.router.prepare(record, decoded)
     }
 
     async fn write(&mut self, items: &[Change], commit: &Commit<'_>) -> Result<usize> {

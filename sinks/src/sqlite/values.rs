@@ -1,7 +1,7 @@
 //! Avro values -> SQLite values, by the type mapping of `ddl.rs`.
 
-use crate::postgres::literal;
 use crate::table::json::array_json;
+use crate::table::text::literal;
 use apache_avro::types::Value;
 use rusqlite::types::Value as Sql;
 use syncline_core::ColumnType;

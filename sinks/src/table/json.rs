@@ -5,7 +5,7 @@
 //! value as its canonical text (the text Postgres reads: exact decimals,
 //! dates, times, timestamps, uuids).
 
-use crate::postgres::literal;
+use crate::table::text::literal;
 use apache_avro::types::Value;
 use serde_json::Value as J;
 use syncline_core::ColumnType;

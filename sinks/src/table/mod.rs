@@ -68,8 +68,9 @@
 
 pub mod config;
 pub mod json;
+pub mod text;
 
-use crate::postgres::literal;
+use crate::table::text::literal;
 use apache_avro::types::Value;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -79,6 +80,60 @@ use syncline_core::{Column, Op, Position};
 
 pub use syncline_runtime::record::Origin;
 pub use syncline_runtime::TopicPartition;
+
+/// What every database sink's `Stage::prepare` does: find the record's
+/// target table, check the change ([`Change::new`]), and skip truncates
+/// under `on_truncate: ignore`.
+pub struct Router {
+    kind: &'static str,
+    component: String,
+    tables: HashMap<String, Arc<str>>,
+    on_truncate: config::OnTruncate,
+}
+
+impl Router {
+    /// `tables`: the target table of every subscribed topic.
+    pub fn new(
+        kind: &'static str,
+        component: &str,
+        tables: &BTreeMap<String, String>,
+        on_truncate: config::OnTruncate,
+    ) -> Router {
+        Router {
+            kind,
+            component: component.to_string(),
+            tables: tables
+                .iter()
+                .map(|(topic, table)| (topic.clone(), Arc::from(table.as_str())))
+                .collect(),
+            on_truncate,
+        }
+    }
+
+    /// The change of one decoded record; `None`: nothing to apply.
+    pub fn prepare(
+        &self,
+        record: &syncline_runtime::Record,
+        decoded: Decoded,
+    ) -> syncline_core::Result<Option<Change>> {
+        // Every subscribed topic has a table (the settings' `tables`; topic
+        // names are checked not to be patterns).
+        let table = self.tables.get(&*record.topic).cloned().ok_or_else(|| {
+            syncline_core::Error::config(format!(
+                "the sink has no table for topic `{}`",
+                record.topic
+            ))
+        })?;
+        let change = Change::new(table, decoded, record.origin())
+            .map_err(|reason| syncline_core::Error::data(format!("cannot apply it: {reason}")))?;
+        if change.truncate && self.on_truncate == config::OnTruncate::Ignore {
+            tracing::info!(sink = %self.component, r#type = self.kind, at = %change.origin,
+                "TRUNCATE ignored (on_truncate: ignore)");
+            return Ok(None);
+        }
+        Ok(Some(change))
+    }
+}
 
 /// The column holding the source name of the change a row holds.
 pub const SOURCE_COLUMN: &str = "_syncline_source";
