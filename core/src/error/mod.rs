@@ -94,28 +94,21 @@ impl Error {
     }
     /// The wait this error, or the first one it wraps that has one, asks for.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
-        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(err) = e {
-            if let Some(wait) = err.downcast_ref::<Error>().and_then(|e| e.retry_after) {
-                return Some(wait);
-            }
-            e = err.source();
-        }
-        None
+        self.chain().find_map(|e| e.retry_after)
     }
     /// Whether this error, or one it wraps, asks for the component to be built again.
     pub fn restarts_component(&self) -> bool {
         self.any_in_chain(|e| e.restart)
     }
     fn any_in_chain(&self, f: impl Fn(&Error) -> bool) -> bool {
-        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(err) = e {
-            if err.downcast_ref::<Error>().is_some_and(&f) {
-                return true;
-            }
-            e = err.source();
-        }
-        false
+        self.chain().any(f)
+    }
+    /// This error and the syncline errors it wraps, outermost first.
+    fn chain(&self) -> impl Iterator<Item = &Error> {
+        std::iter::successors(Some(self as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .filter_map(|e| e.downcast_ref::<Error>())
     }
     pub fn is_transient(&self) -> bool {
         self.kind == ErrorKind::Transient

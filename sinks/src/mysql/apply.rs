@@ -215,21 +215,11 @@ async fn truncate(tx: &mut mysql_async::Transaction<'_>, floors: &Floors) -> Res
 fn stage_rows(g: &Group<'_>) -> Result<Vec<Vec<My>>> {
     let mut rows = Vec::with_capacity(g.changes.len());
     for c in &g.changes {
-        let row = Group::row(c);
         let mut values = Vec::with_capacity(g.columns.len() + 6);
-        for col in g.columns.iter() {
-            let v = row
-                .iter()
-                .find(|(n, _)| n == &col.name)
-                .map(|(_, v)| v)
-                .unwrap_or(&apache_avro::types::Value::Null);
-            values.push(sql_value(&col.ty, v).map_err(|e| {
-                Error::data(format!(
-                    "record at {} does not fit column `{}`: {e}",
-                    c.origin, col.name
-                ))
-            })?);
-        }
+        g.each_value(c, |col, v| {
+            values.push(sql_value(&col.ty, v)?);
+            Ok(())
+        })?;
         values.push(My::Bytes(c.source().as_bytes().to_vec()));
         values.push(My::Bytes(c.position().as_bytes().to_vec()));
         values.push(My::Bytes(c.key.clone()));
@@ -306,15 +296,7 @@ fn apply_sql(g: &Group<'_>, stage: &str) -> Vec<String> {
     let mut sql = Vec::new();
     let has_upserts = g.changes.iter().any(|c| !c.delete);
     let has_deletes = g.changes.iter().any(|c| c.delete);
-    let mut unchanged: Vec<&str> = g
-        .changes
-        .iter()
-        .flat_map(|c| c.unchanged().iter().map(String::as_str))
-        .filter(|n| !g.key.iter().any(|k| k == n))
-        .filter(|n| g.columns.iter().any(|c| c.name == *n))
-        .collect();
-    unchanged.sort_unstable();
-    unchanged.dedup();
+    let unchanged = g.unchanged_columns();
     if has_upserts && !unchanged.is_empty() {
         let sets: Vec<String> = unchanged
             .iter()

@@ -271,18 +271,7 @@ pub async fn ensure_table(
     evolution: Evolution,
 ) -> Result<()> {
     let name = quote(table);
-    if key.is_empty() {
-        return Err(Error::data(format!(
-            "records for {name} have no key columns: cannot upsert by key"
-        )));
-    }
-    for k in key {
-        if !columns.iter().any(|c| &c.name == k) {
-            return Err(Error::data(format!(
-                "key column `{k}` of {name} is not a column of the record"
-            )));
-        }
-    }
+    crate::table::check_key(&name, columns, key)?;
     let create = evolution.create;
     let types = sql_types(columns, key);
     let mut ddl = Vec::new();
@@ -347,20 +336,11 @@ pub async fn ensure_table(
                     }
                 }
             }
-            let mut want: Vec<&String> = key.iter().collect();
-            want.sort();
-            let fits = existing.unique_keys.iter().any(|u| {
-                let mut have: Vec<&String> = u.iter().collect();
-                have.sort();
-                have == want
-            });
-            if !fits {
-                return Err(Error::data(format!(
-                    "the record key ({}) is not the primary key or a unique index of target table {name}; \
-                     upserts need one (add the index, or map the topic to another table under `tables`)",
-                    key.join(", ")
-                )));
-            }
+            crate::table::check_key_is_unique(
+                &name,
+                key,
+                existing.unique_keys.iter().map(Vec::as_slice),
+            )?;
         }
     }
     if ddl.is_empty() {

@@ -19,7 +19,6 @@ use super::values::{write_copy_bytea, write_copy_field, write_copy_text};
 use crate::table::{
     self, Change, Group, TopicPartition, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE,
 };
-use apache_avro::types::Value;
 use bytes::Bytes;
 use futures::SinkExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -213,15 +212,7 @@ impl Writer {
             key_ts = key_eq("t", "s"),
         );
         // Unchanged columns take the target's value (see the module docs).
-        let mut unchanged: Vec<&str> = g
-            .changes
-            .iter()
-            .flat_map(|c| c.unchanged().iter().map(String::as_str))
-            .filter(|n| !g.key.iter().any(|k| k == n))
-            .filter(|n| g.columns.iter().any(|c| c.name == *n))
-            .collect();
-        unchanged.sort_unstable();
-        unchanged.dedup();
+        let unchanged = g.unchanged_columns();
         let upserts = if unchanged.is_empty() {
             upserts
         } else {
@@ -260,21 +251,11 @@ fn stage_rows(g: &Group<'_>) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(g.changes.len() * 128);
     for c in &g.changes {
         let ev = &c.decoded.event;
-        let row = Group::row(c);
-        for col in g.columns.iter() {
-            let v = row
-                .iter()
-                .find(|(n, _)| n == &col.name)
-                .map(|(_, v)| v)
-                .unwrap_or(&Value::Null);
-            write_copy_field(&mut out, &col.ty, v).map_err(|e| {
-                Error::data(format!(
-                    "record at {} does not fit column `{}`: {e}",
-                    c.origin, col.name
-                ))
-            })?;
+        g.each_value(c, |col, v| {
+            write_copy_field(&mut out, &col.ty, v)?;
             out.push(b'\t');
-        }
+            Ok(())
+        })?;
         write_copy_text(&mut out, Some(&ev.source.name));
         out.push(b'\t');
         write_copy_bytea(&mut out, c.position().as_bytes());

@@ -40,7 +40,7 @@
 use super::config::{Evolution, OnDroppedColumn, OnTypeChange};
 use super::pg_error;
 use crate::table::{OFFSETS_TABLE, POSITION_COLUMN, SOURCE_COLUMN, TOMBSTONES_TABLE};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use syncline_core::{Column, ColumnType, Error, Result};
 use tokio_postgres::Client;
 
@@ -174,7 +174,7 @@ struct Existing {
     /// column -> (format_type, not null)
     columns: BTreeMap<String, (String, bool)>,
     /// Column sets of the unique indexes (the primary key among them).
-    unique_keys: Vec<BTreeSet<String>>,
+    unique_keys: Vec<Vec<String>>,
 }
 
 async fn inspect(client: &Client, qualified_name: &str) -> Result<Option<Existing>> {
@@ -208,7 +208,7 @@ async fn inspect(client: &Client, qualified_name: &str) -> Result<Option<Existin
         .map_err(|e| pg_error(e, "cannot read the target table's keys"))?;
     existing.unique_keys = rows
         .into_iter()
-        .map(|r| r.get::<_, Vec<String>>(0).into_iter().collect())
+        .map(|r| r.get::<_, Vec<String>>(0))
         .collect();
     Ok(Some(existing))
 }
@@ -249,18 +249,7 @@ pub async fn ensure_table(
 ) -> Result<()> {
     let create = evolution.create;
     let name = qualified(schema, table);
-    if key.is_empty() {
-        return Err(Error::data(format!(
-            "records for {name} have no key columns: cannot upsert by key"
-        )));
-    }
-    for k in key {
-        if !columns.iter().any(|c| &c.name == k) {
-            return Err(Error::data(format!(
-                "key column `{k}` of {name} is not a column of the record"
-            )));
-        }
-    }
+    crate::table::check_key(&name, columns, key)?;
     let mut ddl = Vec::new();
     match inspect(client, &name).await? {
         None if !create => {
@@ -326,16 +315,11 @@ pub async fn ensure_table(
                     }
                 }
             }
-            let key_set: BTreeSet<String> = key.iter().cloned().collect();
-            if !existing.unique_keys.contains(&key_set) {
-                // The record's key is what does not fit this table: its
-                // records are set aside, the others go on.
-                return Err(Error::data(format!(
-                    "the record key ({}) is not the primary key or a unique index of target table {name}; \
-                     upserts need one (add the index, or map the topic to another table under `tables`)",
-                    key.join(", ")
-                )));
-            }
+            crate::table::check_key_is_unique(
+                &name,
+                key,
+                existing.unique_keys.iter().map(Vec::as_slice),
+            )?;
         }
     }
     if ddl.is_empty() {

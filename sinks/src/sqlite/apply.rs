@@ -273,22 +273,15 @@ fn apply_group(tx: &Transaction<'_>, g: &Group<'_>) -> Result<()> {
         }
     };
     let name = Sql::Text(g.table.to_string());
+    // The statement of a change that carries every column, made once; one
+    // leaving unchanged columns out is made (and cached) for its shape.
+    let full_upsert = upsert_sql(&[]);
     for c in &g.changes {
-        let row = Group::row(c);
         let mut values = Vec::with_capacity(n + 4);
-        for col in g.columns.iter() {
-            let v = row
-                .iter()
-                .find(|(name, _)| name == &col.name)
-                .map(|(_, v)| v)
-                .unwrap_or(&apache_avro::types::Value::Null);
-            values.push(sql_value(&col.ty, v).map_err(|e| {
-                Error::data(format!(
-                    "record at {} does not fit column `{}`: {e}",
-                    c.origin, col.name
-                ))
-            })?);
-        }
+        g.each_value(c, |col, v| {
+            values.push(sql_value(&col.ty, v)?);
+            Ok(())
+        })?;
         let position = Sql::Blob(c.position().as_bytes().to_vec());
         let key = Sql::Blob(c.key.clone());
         if c.delete {
@@ -311,7 +304,11 @@ fn apply_group(tx: &Transaction<'_>, g: &Group<'_>) -> Result<()> {
                 name.clone(),
                 key,
             ]);
-            tx.prepare_cached(&upsert_sql(c.unchanged()))
+            let sql = match c.unchanged() {
+                [] => std::borrow::Cow::Borrowed(&full_upsert),
+                unchanged => std::borrow::Cow::Owned(upsert_sql(unchanged)),
+            };
+            tx.prepare_cached(&sql)
                 .and_then(|mut s| s.execute(params_from_iter(&values)))
                 .map_err(|e| refused(e, c))?;
         }

@@ -175,18 +175,7 @@ pub fn ensure_table(
     on_dropped_column: OnDroppedColumn,
 ) -> Result<()> {
     let name = quote_ident(table);
-    if key.is_empty() {
-        return Err(Error::data(format!(
-            "records for {name} have no key columns: cannot upsert by key"
-        )));
-    }
-    for k in key {
-        if !columns.iter().any(|c| &c.name == k) {
-            return Err(Error::data(format!(
-                "key column `{k}` of {name} is not a column of the record"
-            )));
-        }
-    }
+    crate::table::check_key(&name, columns, key)?;
     let mut ddl = Vec::new();
     match inspect(conn, table)? {
         None if !create => {
@@ -230,22 +219,7 @@ pub fn ensure_table(
                     }
                 }
             }
-            let mut want: Vec<&String> = key.iter().collect();
-            want.sort();
-            let fits = unique.iter().any(|u| {
-                let mut have: Vec<&String> = u.iter().collect();
-                have.sort();
-                have == want
-            });
-            if !fits {
-                // The record's key is what does not fit this table: its
-                // records are set aside, the others go on.
-                return Err(Error::data(format!(
-                    "the record key ({}) is not the primary key or a unique index of target table {name}; \
-                     upserts need one (add the index, or map the topic to another table under `tables`)",
-                    key.join(", ")
-                )));
-            }
+            crate::table::check_key_is_unique(&name, key, unique.iter().map(Vec::as_slice))?;
         }
     }
     if ddl.is_empty() {

@@ -388,6 +388,87 @@ impl Group<'_> {
             ev.after.as_deref().expect("checked in Change::new")
         }
     }
+
+    /// Call `f` with each column of the group and `c`'s value for it (null
+    /// when the change has none), in column order. A value `f` refuses is
+    /// a `Data` error naming the record and the column.
+    pub fn each_value(
+        &self,
+        c: &Change,
+        mut f: impl FnMut(&Column, &Value) -> Result<(), String>,
+    ) -> syncline_core::Result<()> {
+        let row = Self::row(c);
+        for col in self.columns.iter() {
+            let v = row
+                .iter()
+                .find(|(n, _)| n == &col.name)
+                .map(|(_, v)| v)
+                .unwrap_or(&Value::Null);
+            f(col, v).map_err(|e| {
+                syncline_core::Error::data(format!(
+                    "record at {} does not fit column `{}`: {e}",
+                    c.origin, col.name
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The non-key columns that some change of the group does not carry
+    /// (unchanged), sorted, each once: the target keeps their value.
+    pub fn unchanged_columns(&self) -> Vec<&str> {
+        let mut unchanged: Vec<&str> = self
+            .changes
+            .iter()
+            .flat_map(|c| c.unchanged().iter().map(String::as_str))
+            .filter(|n| !self.key.iter().any(|k| k == n))
+            .filter(|n| self.columns.iter().any(|c| c.name == *n))
+            .collect();
+        unchanged.sort_unstable();
+        unchanged.dedup();
+        unchanged
+    }
+}
+
+/// Check that `key` can key upserts into target table `name`: it has
+/// columns, and each is a column of the record. A `Data` error sets the
+/// record aside (its key is what does not fit), the others go on.
+pub fn check_key(name: &str, columns: &[Column], key: &[String]) -> syncline_core::Result<()> {
+    if key.is_empty() {
+        return Err(syncline_core::Error::data(format!(
+            "records for {name} have no key columns: cannot upsert by key"
+        )));
+    }
+    match key.iter().find(|k| !columns.iter().any(|c| &c.name == *k)) {
+        Some(k) => Err(syncline_core::Error::data(format!(
+            "key column `{k}` of {name} is not a column of the record"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Check that `key` is the column set of one of `unique_keys` (the primary
+/// key or a unique index) of an existing target table `name`: upserts need
+/// one. A `Data` error: this record's key does not fit the table.
+pub fn check_key_is_unique<'a>(
+    name: &str,
+    key: &[String],
+    unique_keys: impl IntoIterator<Item = &'a [String]>,
+) -> syncline_core::Result<()> {
+    let set = |cols: &'a [String]| {
+        cols.iter()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let want: std::collections::BTreeSet<&str> = key.iter().map(String::as_str).collect();
+    if unique_keys.into_iter().any(|u| set(u) == want) {
+        return Ok(());
+    }
+    Err(syncline_core::Error::data(format!(
+        "the record key ({}) is not the primary key or a unique index of target table {name}; \
+         upserts need one (add the index, or map the topic to another table under `tables`)",
+        key.join(", ")
+    )))
 }
 
 /// `newest` grouped by (table, value schema id), in that order.
