@@ -4,6 +4,7 @@
 //! `Retry-After`, answers later than the sink's timeout, connections
 //! dropped mid-request) and records every request it accepted (2xx).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -44,9 +45,10 @@ type Plan = dyn Fn(u64, &serde_json::Value) -> Answer + Send + Sync;
 pub struct Receiver {
     pub port: u16,
     accepted: Arc<Mutex<Vec<Request>>>,
-    seen: Arc<Mutex<u64>>,
+    /// Requests read, whatever their answer.
+    seen: Arc<AtomicU64>,
     /// Changes in the requests answered 2xx.
-    changes: Arc<std::sync::atomic::AtomicU64>,
+    changes: Arc<AtomicU64>,
 }
 
 impl Receiver {
@@ -71,8 +73,8 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::new(Mutex::new(0u64));
-        let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = Arc::new(AtomicU64::new(0));
+        let changes = Arc::new(AtomicU64::new(0));
         let plan: Arc<Plan> = Arc::new(plan);
         let (a, s, counted) = (accepted.clone(), seen.clone(), changes.clone());
         tokio::spawn(async move {
@@ -114,11 +116,7 @@ impl Receiver {
                         }
                         let body: serde_json::Value =
                             serde_json::from_slice(&raw_body).unwrap_or(serde_json::Value::Null);
-                        let n = {
-                            let mut s = s.lock().unwrap();
-                            *s += 1;
-                            *s
-                        };
+                        let n = s.fetch_add(1, Ordering::SeqCst) + 1;
                         let answer = plan(n, &body);
                         let (status, extra) = match answer {
                             Answer::Drop => return,
@@ -134,7 +132,7 @@ impl Receiver {
                         // receiver would have), though the sink gave up on it.
                         if status / 100 == 2 {
                             let n = body["changes"].as_array().map_or(0, |c| c.len());
-                            counted.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                            counted.fetch_add(n as u64, Ordering::SeqCst);
                             if keep {
                                 a.lock().unwrap().push(Request {
                                     headers: headers.clone(),
@@ -175,11 +173,11 @@ impl Receiver {
 
     /// Changes in the requests answered 2xx.
     pub fn changes(&self) -> u64 {
-        self.changes.load(std::sync::atomic::Ordering::SeqCst)
+        self.changes.load(Ordering::SeqCst)
     }
 
     /// Requests seen, whatever their answer.
     pub fn seen(&self) -> u64 {
-        *self.seen.lock().unwrap()
+        self.seen.load(Ordering::SeqCst)
     }
 }

@@ -89,10 +89,11 @@ impl HttpSink {
     }
 }
 
-/// One change, ready to send: its id and its JSON.
+/// One change, ready to send: its id and its JSON text (encoded once, in
+/// `prepare`; a request only joins them, also when it is split or retried).
 pub struct Delivery {
     id: String,
-    json: serde_json::Value,
+    json: Vec<u8>,
 }
 
 struct SinkStage {
@@ -110,6 +111,8 @@ impl Stage for SinkStage {
     fn prepare(&mut self, record: &Record, decoded: Decoded) -> Result<Option<Delivery>> {
         let (id, json) = body::change(record, &decoded)
             .map_err(|reason| Error::data(format!("cannot send it: {reason}")))?;
+        let json = serde_json::to_vec(&json)
+            .map_err(|e| Error::internal("cannot encode a change").with_source(e))?;
         Ok(Some(Delivery { id, json }))
     }
 
@@ -117,10 +120,17 @@ impl Stage for SinkStage {
         if items.is_empty() {
             return Ok(0);
         }
-        let body = serde_json::to_vec(&serde_json::json!({
-            "changes": items.iter().map(|d| &d.json).collect::<Vec<_>>()
-        }))
-        .map_err(|e| Error::internal("cannot encode a request").with_source(e))?;
+        // `{"changes":[...]}` of the changes' JSON, as encoded in `prepare`.
+        let mut body =
+            Vec::with_capacity(items.iter().map(|d| d.json.len() + 1).sum::<usize>() + 14);
+        body.extend_from_slice(b"{\"changes\":[");
+        for (i, d) in items.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&d.json);
+        }
+        body.extend_from_slice(b"]}");
         let key = idempotency_key(items.iter().map(|d| d.id.as_str()));
         let s = &self.settings;
         let mut request = match s.method {
