@@ -195,6 +195,60 @@ fn a_component_rule_is_checked_with_its_key() {
     );
 }
 
+/// TLS settings that cannot be what the user meant are refused at the
+/// `connection` line with the fix: a CA file that is missing, a CA file
+/// with a mode that would ignore it, an unknown mode, a client certificate.
+#[test]
+fn tls_settings_are_checked_with_the_fix() {
+    let dir = TempDir::new("validate");
+    let text = GOOD
+        .replace(
+            "127.0.0.1:5432/shop",
+            "127.0.0.1:5432/shop?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+        )
+        .replace(
+            "127.0.0.1:5432/warehouse",
+            "127.0.0.1:5432/warehouse?sslmode=prefer&sslrootcert=/nonexistent/ca.pem",
+        );
+    let (code, _, err, file) = check(&dir, &text);
+    assert_eq!(code, 2, "{err}");
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "5432/shop?"),
+        &["connection", "cannot read the CA file /nonexistent/ca.pem"],
+    );
+    assert_error(
+        &err,
+        &file,
+        line_of(&text, "5432/warehouse?"),
+        &["connection", "sslmode=verify-full"],
+    );
+    for (q, fragment) in [
+        ("sslmode=verify", "not a TLS mode"),
+        ("sslmode=require&sslcert=/c.pem", "not supported yet"),
+    ] {
+        let text = GOOD.replace(
+            "127.0.0.1:5432/warehouse",
+            &format!("127.0.0.1:5432/warehouse?{q}"),
+        );
+        let (code, _, err, file) = check(&dir, &text);
+        assert_eq!(code, 2, "{q}: {err}");
+        assert_error(
+            &err,
+            &file,
+            line_of(&text, "5432/warehouse?"),
+            &["connection", fragment],
+        );
+    }
+    let text = GOOD.replace(
+        "127.0.0.1:5432/warehouse",
+        "127.0.0.1:5432/warehouse?sslmode=require",
+    );
+    let (code, _, err, _) = check(&dir, &text);
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn unset_variables_are_errors_and_defaults_apply() {
     let dir = TempDir::new("validate");

@@ -10,6 +10,7 @@
 pub mod change;
 pub mod codec;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod kafka;
 pub mod limits;

@@ -4,7 +4,9 @@
 //! tests run in parallel and leave nothing behind.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod certs;
 pub mod changes;
+pub mod my_server;
 pub mod pg_server;
 pub mod receiver;
 mod rng;

@@ -31,7 +31,7 @@ pub fn pg_bin() -> PathBuf {
         .expect("no /usr/lib/postgresql/*/bin/initdb: install the postgresql package (make tools)")
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -32,6 +32,7 @@ use mysql_async::{Conn, Params, TxOpts, Value as My};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use syncline_core::connect::mysql::Mysql;
 use syncline_core::error::mysql::mysql_error;
 use syncline_core::{Error, ErrorKind, Result};
 
@@ -39,10 +40,8 @@ use syncline_core::{Error, ErrorKind, Result};
 const MAX_PARAMS: usize = 65_535;
 
 /// Connect and set the session up (see the module docs).
-pub async fn connect(opts: &mysql_async::Opts) -> Result<Conn> {
-    let mut conn = Conn::new(opts.clone())
-        .await
-        .map_err(|e| mysql_error(e, "cannot connect to MySQL"))?;
+pub async fn connect(mysql: &Mysql) -> Result<Conn> {
+    let mut conn = mysql.connect("the target MySQL").await?;
     conn.query_drop(
         "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO',
              SESSION time_zone = '+00:00';

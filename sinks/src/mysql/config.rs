@@ -9,6 +9,7 @@ use crate::table::config::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use syncline_core::config::Issue;
+use syncline_core::connect::mysql::Mysql;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
 
@@ -24,7 +25,10 @@ pub struct MysqlSinkConfig {
     /// Connection URL of the target database, which must name the database:
     /// `mysql://syncline:${MYSQL_PASSWORD}@db.internal:3306/warehouse`. The
     /// sink's own tables (`syncline_offsets`, `syncline_tombstones`) live in
-    /// it too.
+    /// it too. TLS as the mysql client takes it: `ssl-mode=` DISABLED,
+    /// PREFERRED (default), REQUIRED, VERIFY_CA or VERIFY_IDENTITY (the
+    /// libpq names work too), and `ssl-ca=` a CA file (PEM); REQUIRED and
+    /// stronger never fall back to plain TCP or to the Unix socket.
     pub connection: String,
     /// The topics to read. Each topic's records must be syncline change
     /// records (Avro, Confluent wire format, key = primary key).
@@ -91,7 +95,7 @@ pub struct MysqlSinkConfig {
 /// The typed settings the running sink gets.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub opts: mysql_async::Opts,
+    pub mysql: Mysql,
     pub topics: Vec<String>,
     pub tables: BTreeMap<String, String>,
     pub batch: syncline_runtime::BatchSettings,
@@ -125,14 +129,9 @@ impl MysqlSinkConfig {
     /// Problems serde cannot see; paths are relative to the sink's entry.
     pub fn check(&self) -> Vec<Issue> {
         let mut issues = Vec::new();
-        match mysql_async::Opts::from_url(&self.connection) {
-            Err(e) => issues.push(Issue::new(
-                "connection",
-                format!(
-                    "not a MySQL connection URL ({e}); write e.g. `mysql://user@host:3306/dbname`"
-                ),
-            )),
-            Ok(o) if o.db_name().is_none() => issues.push(Issue::new(
+        match Mysql::parse(&self.connection) {
+            Err(e) => issues.push(Issue::new("connection", e)),
+            Ok(m) if m.opts().db_name().is_none() => issues.push(Issue::new(
                 "connection",
                 "name the database in the URL, e.g. `mysql://user@host:3306/warehouse`",
             )),
@@ -144,16 +143,15 @@ impl MysqlSinkConfig {
 
     pub(crate) fn settings(&self, ctx: &ComponentContext) -> Result<Settings> {
         refuse("mysql", ctx, self.check())?;
-        let opts = mysql_async::Opts::from_url(&self.connection).map_err(|e| {
+        let mysql = Mysql::parse(&self.connection).map_err(|e| {
             Error::config(format!(
-                "mysql sink `{}`: bad connection URL",
+                "mysql sink `{}`: bad connection URL: {e}",
                 ctx.component
             ))
-            .with_source(e)
         })?;
         let common = self.common();
         Ok(Settings {
-            opts,
+            mysql,
             topics: self.topics.clone(),
             tables: common.tables(),
             batch: common.batch(),

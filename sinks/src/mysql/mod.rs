@@ -72,7 +72,7 @@ impl MysqlSink {
             )
             .with_source(e)
         };
-        let mut conn = apply::connect(&settings.opts).await.map_err(fail)?;
+        let mut conn = apply::connect(&settings.mysql).await.map_err(fail)?;
         ddl::ensure_bookkeeping(&mut conn).await.map_err(fail)?;
         let _ = conn.disconnect().await;
         Ok(MysqlSink { settings, ctx })
@@ -110,7 +110,7 @@ impl SinkStage {
     async fn writer(&mut self) -> Result<&mut Writer> {
         if self.writer.is_none() {
             let s = &self.settings;
-            let conn = apply::connect(&s.opts).await?;
+            let conn = apply::connect(&s.mysql).await?;
             self.writer = Some(Writer::new(
                 conn,
                 s.group_id.clone(),

@@ -10,6 +10,7 @@ pub use crate::table::config::{OnDroppedColumn, OnTruncate, OnTypeChange};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use syncline_core::config::Issue;
+use syncline_core::connect::postgres::Postgres;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
 
@@ -24,7 +25,9 @@ const MAX_IDENT_BYTES: usize = 63;
 pub struct PostgresSinkConfig {
     /// Connection URL of the target database, e.g.
     /// `postgres://syncline@db.internal:5432/warehouse` (use `${PGPASSWORD}`
-    /// for secrets). TLS is not supported yet: the connection is plain TCP.
+    /// for secrets). TLS as libpq takes it: `sslmode=` disable, prefer
+    /// (default), require, verify-ca or verify-full, and `sslrootcert=` a CA
+    /// file (PEM); `require` and stronger never fall back to plain TCP.
     pub connection: String,
     /// The topics to read. Each topic's records must be syncline change
     /// records (Avro, Confluent wire format, key = primary key).
@@ -115,7 +118,7 @@ fn default_schema() -> String {
 /// The typed settings the running sink gets (no raw user words).
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub pg: tokio_postgres::Config,
+    pub pg: Postgres,
     pub schema: String,
     pub topics: Vec<String>,
     /// Target table per topic, every topic present.
@@ -155,11 +158,8 @@ impl PostgresSinkConfig {
     /// Problems serde cannot see; paths are relative to the sink's entry.
     pub fn check(&self) -> Vec<Issue> {
         let mut issues = Vec::new();
-        if let Err(e) = self.connection.parse::<tokio_postgres::Config>() {
-            issues.push(Issue::new(
-                "connection",
-                format!("not a Postgres connection URL ({e}); write e.g. `postgres://user@host:5432/dbname`"),
-            ));
+        if let Err(e) = Postgres::parse(&self.connection) {
+            issues.push(Issue::new("connection", e));
         }
         issues.extend(self.common().check(Some((MAX_IDENT_BYTES, "Postgres"))));
         if self.schema.is_empty() || self.schema.len() > MAX_IDENT_BYTES {
@@ -173,16 +173,12 @@ impl PostgresSinkConfig {
 
     pub(crate) fn settings(&self, ctx: &ComponentContext) -> Result<Settings> {
         refuse("postgres", ctx, self.check())?;
-        let pg = self
-            .connection
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| {
-                Error::config(format!(
-                    "postgres sink `{}`: bad connection URL",
-                    ctx.component
-                ))
-                .with_source(e)
-            })?;
+        let pg = Postgres::parse(&self.connection).map_err(|e| {
+            Error::config(format!(
+                "postgres sink `{}`: bad connection URL: {e}",
+                ctx.component
+            ))
+        })?;
         Ok(Settings {
             pg,
             schema: self.schema.clone(),

@@ -46,6 +46,7 @@ use apply::Writer;
 use config::Settings;
 use std::collections::HashMap;
 use syncline_core::codec::Decoded;
+use syncline_core::connect::postgres::Postgres;
 use syncline_core::runtime::{ComponentContext, Shutdown};
 use syncline_core::{Error, Result};
 use syncline_runtime::consume::ConsumeSettings;
@@ -160,18 +161,10 @@ impl Stage for SinkStage {
     }
 }
 
-/// Connect, with the connection task on the current runtime.
-async fn connect(pg: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
-    let (client, connection) = pg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| pg_error(e, "cannot connect to Postgres"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres connection closed");
-        }
-    });
-    Ok(client)
+/// Connect, with the connection task on the current runtime, and TLS as
+/// the connection URL asks (syncline_core::connect).
+async fn connect(pg: &Postgres) -> Result<tokio_postgres::Client> {
+    pg.connect("the target Postgres").await
 }
 
 pub(crate) use syncline_core::error::postgres::pg_error;

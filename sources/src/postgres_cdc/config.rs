@@ -20,7 +20,11 @@ pub struct PostgresCdcConfig {
     /// The database: `postgres://user@host:5432/db` (a password may be given
     /// in the URL; it is never logged). The role needs REPLICATION (or
     /// superuser), SELECT on the tables, and CREATE on the database to create
-    /// the publication when it is missing.
+    /// the publication when it is missing. TLS as libpq takes it:
+    /// `sslmode=` disable, prefer (default), require, verify-ca or
+    /// verify-full, and `sslrootcert=` a CA file (PEM), for the replication
+    /// connection and every other one alike; `require` and stronger never
+    /// fall back to plain TCP.
     pub connection: String,
     /// The logical replication slot (created when missing, with the initial
     /// snapshot exported from it). Default: `syncline_<pipeline>_<source>`
@@ -154,6 +158,8 @@ impl PostgresCdcConfig {
                     redact(c)
                 ),
             ));
+        } else if let Err(e) = syncline_core::connect::postgres::Postgres::parse(c) {
+            issues.push(Issue::new("connection", e));
         }
         for (field, v) in [("slot", &self.slot), ("publication", &self.publication)] {
             if let Some(v) = v {

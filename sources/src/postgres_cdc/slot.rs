@@ -17,48 +17,37 @@ use crate::sql_poll::connection::redact;
 use crate::sql_poll::plan::{quote_ident, quote_table};
 use pg_walstream::PgReplicationConnection;
 use std::collections::HashMap;
+use syncline_core::connect::postgres::Postgres;
 use syncline_core::{Error, ErrorKind, Result};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 pub(crate) use syncline_core::error::postgres::pg_error;
 
 /// A plain connection with the session settings of [`SESSION_OPTIONS`].
 pub async fn connect(url: &str, source: &str) -> Result<Client> {
-    let display = redact(url);
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-        Error::config(format!(
-            "{display} is not a valid Postgres connection string"
-        ))
-        .with_source(e)
-    })?;
+    let mut pg = parse(url)?;
+    let config = pg.config_mut();
     config.options(SESSION_OPTIONS);
     if config.get_application_name().is_none() {
         config.application_name(format!("syncline postgres_cdc {source}"));
     }
-    let (client, conn) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| pg_error(e, format!("cannot connect to {display}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "postgres_cdc: connection closed");
-        }
-    });
-    Ok(client)
+    pg.connect(&redact(url)).await
 }
 
-/// The libpq connection string of a replication connection to the same database.
-pub fn replication_conninfo(url: &str) -> String {
-    let options: String = SESSION_OPTIONS
-        .chars()
-        .map(|c| match c {
-            ' ' => "%20".to_string(),
-            '=' => "%3D".to_string(),
-            c => c.to_string(),
-        })
-        .collect();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}replication=database&options={options}")
+/// The connection string as a [`Postgres`] (TLS settings taken out).
+fn parse(url: &str) -> Result<Postgres> {
+    Postgres::parse(url).map_err(|e| {
+        Error::config(format!(
+            "{} is not a valid Postgres connection string: {e}",
+            redact(url)
+        ))
+    })
+}
+
+/// The libpq connection string of a replication connection to the same
+/// database, with the same TLS settings made explicit.
+pub fn replication_conninfo(url: &str) -> Result<String> {
+    parse(url)?.libpq(&[("replication", "database"), ("options", SESSION_OPTIONS)])
 }
 
 /// A captured table as resolved at start.
@@ -431,7 +420,7 @@ pub struct Exported {
 /// `CREATE_REPLICATION_SLOT slot [TEMPORARY] LOGICAL pgoutput (SNAPSHOT 'export')`.
 pub async fn create_slot(url: &str, slot: &str, temporary: bool) -> Result<Exported> {
     let display = redact(url);
-    let mut conn = PgReplicationConnection::connect_async(&replication_conninfo(url))
+    let mut conn = PgReplicationConnection::connect_async(&replication_conninfo(url)?)
         .await
         .map_err(|e| {
             Error::transient(format!("cannot open a replication connection to {display}"))
@@ -492,8 +481,8 @@ mod tests {
         assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
         assert_eq!(
-            replication_conninfo("postgres://u@h/db"),
-            "postgres://u@h/db?replication=database&options=-c%20DateStyle%3DISO%20-c%20TimeZone%3DUTC%20-c%20extra_float_digits%3D3%20-c%20bytea_output%3Dhex%20-c%20IntervalStyle%3Dpostgres"
+            replication_conninfo("postgres://u@h/db").unwrap(),
+            "postgres://u@h/db?sslmode=prefer&replication=database&options=-c%20DateStyle%3DISO%20-c%20TimeZone%3DUTC%20-c%20extra_float_digits%3D3%20-c%20bytea_output%3Dhex%20-c%20IntervalStyle%3Dpostgres"
         );
     }
 }

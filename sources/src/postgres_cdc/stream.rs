@@ -109,7 +109,7 @@ impl PostgresCdcSource {
             .with_messages(true)
             .with_existing_slot_required(true)
             .with_feedback_interval(Duration::from_secs(1));
-        let conninfo = slot::replication_conninfo(&self.url);
+        let conninfo = slot::replication_conninfo(&self.url)?;
         let mut stream = LogicalReplicationStream::new(&conninfo, config)
             .await
             .map_err(|e| {

@@ -19,6 +19,9 @@ pub struct SqlPollConfig {
     /// The database: `postgres://user@host:5432/db` (a password may be given
     /// in the URL; it is never logged), or `sqlite:///absolute/path.db`, or
     /// `sqlite:relative/path.db` (relative to the working directory).
+    /// Postgres TLS as libpq takes it: `sslmode=` disable, prefer (default),
+    /// require, verify-ca or verify-full, and `sslrootcert=` a CA file (PEM);
+    /// `require` and stronger never fall back to plain TCP.
     pub connection: String,
     /// When to poll: `{ interval_ms: 1000 }` (default) or `{ cron: "*/10 * * * * *" }`
     /// (six or seven fields, seconds first, UTC). A poll reads until it has

@@ -17,6 +17,8 @@ impl Connection {
         let s = s.trim();
         if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("host=")
         {
+            syncline_core::connect::postgres::Postgres::parse(s)
+                .map_err(|e| Error::config(format!("`{}`: {e}", redact(s))))?;
             return Ok(Connection::Postgres(s.to_string()));
         }
         if let Some(rest) = s.strip_prefix("sqlite:") {

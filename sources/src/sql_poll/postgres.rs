@@ -10,12 +10,13 @@ use apache_avro::types::Value;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{pin_mut, TryStreamExt};
 use std::time::Instant;
+use syncline_core::connect::postgres::Postgres;
 use syncline_core::error::postgres::pg_error;
 use syncline_core::schema::nullable_value;
 use syncline_core::value::decimal_from_text;
 use syncline_core::{Column, ColumnType, Error, Result};
 use tokio_postgres::types::{FromSql, ToSql};
-use tokio_postgres::{Client, IsolationLevel, NoTls, Row};
+use tokio_postgres::{Client, IsolationLevel, Row};
 
 /// Map a Postgres type to a column type. `base` is the type name after
 /// resolving a domain, `elem` the element type name of an array.
@@ -130,7 +131,7 @@ pub struct PgBatch {
 }
 
 pub struct PgSource {
-    config: tokio_postgres::Config,
+    config: Postgres,
     client: Option<Client>,
     pub db_name: String,
     tables: Vec<PgTable>,
@@ -169,14 +170,15 @@ impl PgSource {
     /// connection string sets one, so operators can find the poller in
     /// `pg_stat_activity`.
     pub async fn connect(url: &str, display: &str, source: &str) -> Result<PgSource> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        let mut config = Postgres::parse(url).map_err(|e| {
             Error::config(format!(
-                "{display} is not a valid Postgres connection string"
+                "{display} is not a valid Postgres connection string: {e}"
             ))
-            .with_source(e)
         })?;
-        if config.get_application_name().is_none() {
-            config.application_name(format!("syncline sql_poll {source}"));
+        if config.config().get_application_name().is_none() {
+            config
+                .config_mut()
+                .application_name(format!("syncline sql_poll {source}"));
         }
         let mut s = PgSource {
             config,
@@ -199,17 +201,7 @@ impl PgSource {
     /// (Re)open the connection; pending fences stay valid (they describe
     /// the server's transactions, not this session).
     pub async fn reconnect(&mut self, display: &str) -> Result<()> {
-        let (client, conn) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| pg_error(e, format!("cannot connect to {display}")))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "sql_poll: Postgres connection closed");
-            }
-        });
-        self.client = Some(client);
+        self.client = Some(self.config.connect(display).await?);
         Ok(())
     }
 

@@ -1,0 +1,135 @@
+//! A throwaway MariaDB server: `mariadb-install-db` into a fresh directory,
+//! `mariadbd` on its own port with the options a test gives (TLS
+//! certificates, binlog settings), killed and removed on drop. The
+//! machine's server (scripts/services.sh) stays untouched.
+//!
+//! `mariadbd` refuses to run as root: when the tests run as root, it runs
+//! as the `mysql` user, in a directory that user owns.
+
+use super::pg_server::is_root;
+use mysql_async::prelude::Queryable;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct MyServer {
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl MyServer {
+    /// Start a server; `extra` are more `--name=value` options.
+    pub async fn start(extra: &[String]) -> MyServer {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "syncline-my-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let user = if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "mysql:mysql"])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown mysql {}", dir.display());
+            "mysql".to_string()
+        } else {
+            String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let data = dir.join("data");
+        let out = Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--user={user}"))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .expect("cannot run mariadb-install-db (make tools)");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = super::free_port();
+        let child = Command::new("mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--user={user}"))
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
+            .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
+            .arg(format!("--log-error={}", dir.join("error.log").display()))
+            .args([
+                "--innodb-flush-log-at-trx-commit=2",
+                "--innodb-buffer-pool-size=64M",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start mariadbd");
+        let mut server = MyServer { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(c) = mysql_async::Conn::from_url(server.root_url()).await {
+                let _ = c.disconnect().await;
+                break;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("mariadbd exited ({status}):\n{}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd did not come up in 60 s:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        server
+    }
+
+    /// `mysql://root@127.0.0.1:PORT` (no password, plain TCP).
+    pub fn root_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Run statements as root.
+    pub async fn exec(&self, sql: &str) {
+        let mut c = mysql_async::Conn::from_url(self.root_url()).await.unwrap();
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = c.disconnect().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for MyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
