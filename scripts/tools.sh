@@ -3,7 +3,8 @@
 # machine, pinned, outside the checkout (so repeated runs reuse it), then
 # starts the databases (scripts/services.sh up):
 #   - Debian packages: the -sys crates' headers (openssl for rdkafka's TLS,
-#     libclang for rocksdb's bindgen, libpq), PostgreSQL 15 and MariaDB
+#     libclang for rocksdb's bindgen, libpq), the openssl command and CA
+#     bundle (tests/tls.rs makes its certificates), PostgreSQL 15 and MariaDB
 #     10.11 (servers the tests use), a Java 17 runtime and Maven (Kafka)
 #   - Apache Kafka (the broker), assembled from Maven Central by
 #     scripts/kafka/pom.xml into $SYNCLINE_CACHE/kafka-<version>/libs
@@ -18,7 +19,7 @@ VENV="$CACHE/venv"
 mkdir -p "$CACHE"
 
 need_apt=()
-for pkg in pkg-config libssl-dev zlib1g-dev libclang-dev libpq-dev make gcc g++ perl python3-venv \
+for pkg in pkg-config libssl-dev openssl ca-certificates zlib1g-dev libclang-dev libpq-dev make gcc g++ perl python3-venv \
   postgresql-15 postgresql-client-15 mariadb-server mariadb-client openjdk-17-jre-headless maven; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
