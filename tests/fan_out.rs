@@ -1,18 +1,21 @@
-//! One `postgres_cdc` source fanned out to every kind of database sink at
-//! once: a throwaway Postgres with `wal_level = logical` as the source, and
-//! Postgres, MariaDB and a SQLite file as targets, each its own sink (its
+//! One `postgres_cdc` source fanned out to every kind of sink at once: a
+//! throwaway Postgres with `wal_level = logical` as the source, and
+//! Postgres, MariaDB, a SQLite file and an HTTP receiver (that fails on
+//! purpose: 503s and dropped connections) as targets, each its own sink (its
 //! own consumer group) reading the same topic, under a concurrent workload
 //! of inserts, updates and deletes, with the sinks killed (-9) while they
-//! write. Every target must converge to the source, row by row.
+//! write. Every target must converge to the source, row by row; for the
+//! receiver, after dropping repeated change ids as docs tell receivers to.
 
 mod support;
 
 use mysql_async::prelude::Queryable;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::pg_server::PgServer;
+use support::receiver::{Answer, Receiver};
 use support::target::Target;
 use support::{pg_connect, Rng, Stack, SynclineRun, TempDir};
 
@@ -78,6 +81,33 @@ async fn target_rows(target: &Target) -> Rows {
     }
 }
 
+/// What the receiver holds after applying every accepted change in the order
+/// it accepted them, each change id once.
+fn received_rows(receiver: &Receiver) -> Rows {
+    let mut seen = HashSet::new();
+    let mut rows = Rows::new();
+    for r in receiver.accepted() {
+        for c in r.body["changes"].as_array().unwrap() {
+            if !seen.insert(c["id"].as_str().unwrap().to_string()) {
+                continue;
+            }
+            let id = c["key"]["id"].as_i64().unwrap();
+            if c["op"] == "DELETE" {
+                rows.remove(&id);
+                continue;
+            }
+            let a = &c["after"];
+            let row = (
+                a["name"].as_str().unwrap().to_string(),
+                a["amount"].as_str().unwrap().to_string(),
+                a["qty"].as_i64().unwrap(),
+            );
+            rows.insert(id, row);
+        }
+    }
+    rows
+}
+
 /// Random single-row transactions until `stop`: inserts of new ids,
 /// updates and deletes of existing ones. Returns how many ran.
 fn workload(url: String, mut rng: Rng, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
@@ -108,7 +138,7 @@ fn workload(url: String, mut rng: Rng, stop: Arc<AtomicBool>) -> tokio::task::Jo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_cdc_source_fans_out_to_postgres_mariadb_and_sqlite_and_all_converge() {
+async fn one_cdc_source_fans_out_to_postgres_mariadb_sqlite_and_http_and_all_converge() {
     let stack = Stack::start();
     let pg = PgServer::start(&[]);
     let source = pg.create_db("fan").await;
@@ -125,6 +155,17 @@ async fn one_cdc_source_fans_out_to_postgres_mariadb_and_sqlite_and_all_converge
             target.sink_lines("    ")
         ));
     }
+    // Every 9th request a 503, every 17th connection dropped unanswered.
+    let receiver = Receiver::start(|n, _| match n {
+        n if n % 17 == 0 => Answer::Drop,
+        n if n % 9 == 0 => Answer::Status(503),
+        _ => Answer::Ok,
+    })
+    .await;
+    sinks.push_str(&format!(
+        "  to_http:\n    type: http\n    url: {}\n    topics: [fan.items]\n    batch_size: 500\n    timeout_ms: 2000\n",
+        receiver.url()
+    ));
     let dir = TempDir::new("fan-out");
     let file = dir.path().join("pipeline.yaml");
     std::fs::write(
@@ -157,7 +198,9 @@ sinks:
     let mut cdc = SynclineRun::start_with_args(&file, &["--component", "cdc"]);
     let mut runs: Vec<SynclineRun> = targets
         .iter()
-        .map(|(name, _)| SynclineRun::start_with_args(&file, &["--component", name]))
+        .map(|(name, _)| *name)
+        .chain(["to_http"])
+        .map(|name| SynclineRun::start_with_args(&file, &["--component", name]))
         .collect();
     // Each sink is killed twice while the workload runs.
     for _ in 0..2 {
@@ -177,9 +220,13 @@ sinks:
     );
 
     let deadline = Instant::now() + Duration::from_secs(180);
-    for (i, (name, target)) in targets.iter().enumerate() {
+    let names = targets.iter().map(|(name, _)| *name).chain(["to_http"]);
+    for (i, name) in names.enumerate() {
         loop {
-            let have = target_rows(target).await;
+            let have = match targets.get(i) {
+                Some((_, target)) => target_rows(target).await,
+                None => received_rows(&receiver),
+            };
             if have == want {
                 break;
             }
@@ -204,4 +251,8 @@ sinks:
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+    assert!(
+        receiver.seen() > receiver.accepted().len() as u64,
+        "the receiver refused nothing; its failures were not exercised"
+    );
 }

@@ -60,11 +60,7 @@ sinks:
 
 /// The id of a produced change, as the sink makes it.
 fn id_of(e: &ChangeEvent) -> String {
-    format!(
-        "{}/{}",
-        e.source.name,
-        hex::encode(e.source.position.as_bytes())
-    )
+    syncline_sinks::http::change_id(e)
 }
 
 /// Check a request as a Standard Webhooks receiver would.
@@ -123,6 +119,11 @@ async fn every_change_arrives_once_after_dropping_repeats_in_order_across_kill9_
     let mut run = SynclineRun::start(&file);
     let mut rng = Rng::from_time();
     let ids: BTreeSet<String> = events.iter().map(id_of).collect();
+    assert_eq!(
+        ids.len(),
+        6000,
+        "one id per distinct change, a replay's the same"
+    );
     let got = |receiver: &Receiver| -> BTreeSet<String> {
         receiver
             .accepted()

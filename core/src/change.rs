@@ -190,8 +190,42 @@ pub struct ChangeEvent {
 
 impl ChangeEvent {
     /// The identity of this change: same change read twice, same identity.
+    /// A position orders the changes of one key; several keys may share one
+    /// (every row of a snapshot is at the snapshot's position, and two
+    /// tables' rows in one transaction may have equal keys), so what names
+    /// one change is the source, its table, its key and its position: see
+    /// [`ChangeEvent::identity_digest`].
     pub fn identity(&self) -> (&str, &Position) {
         (&self.source.name, &self.source.position)
+    }
+
+    /// SHA-256 of the change's identity: source name, database, table, key
+    /// values and position, canonical (`crate::digest`). Equal for the same
+    /// change however often it is read, published or delivered; different
+    /// for any two changes, including rows of one snapshot.
+    pub fn identity_digest(&self) -> [u8; 32] {
+        use crate::digest::{bytes, text};
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.row_digest());
+        text(&mut h, &self.source.name);
+        bytes(&mut h, self.source.position.as_bytes());
+        h.finalize().into()
+    }
+
+    /// SHA-256 of the row this change is about: database, table and key
+    /// values (canonical), without the source or position.
+    pub fn row_digest(&self) -> [u8; 32] {
+        use crate::digest::{text, value};
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        text(&mut h, &self.source.db);
+        text(&mut h, &self.source.table);
+        for (name, v) in &self.key {
+            text(&mut h, name);
+            value(&mut h, v);
+        }
+        h.finalize().into()
     }
 }
 

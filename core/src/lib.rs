@@ -1,6 +1,6 @@
 //! The shapes every syncline stage shares.
 //!
-//! - [`change`]: a change to one row, and its identity (source + position).
+//! - [`change`]: a change to one row, and its identity (source, table, key and position).
 //! - [`schema`]: a table's columns, the Avro schemas derived from them, and the
 //!   mapping back (so a sink can rebuild columns from a registered schema).
 //! - [`codec`]: Confluent wire format through a schema registry.
@@ -11,6 +11,7 @@ pub mod change;
 pub mod codec;
 pub mod config;
 pub mod connect;
+pub mod digest;
 pub mod error;
 pub mod kafka;
 pub mod limits;

@@ -14,7 +14,7 @@
 //! a replication slot position, consumed offsets) only after
 //! [`Publisher::acknowledged`] returned for every record that progress
 //! covers, so nothing is lost; what is published again after a crash carries
-//! the same identity (source + position), which every syncline sink uses to
+//! the same identity (source, table, key and position), which every syncline sink uses to
 //! apply it once. The producer is idempotent (no duplicates or reordering
 //! from its own retries) unless a transactional producer is given.
 //!

@@ -22,8 +22,8 @@ pub struct DedupProcessorConfig {
     /// The topic the changes that are not duplicates go to.
     pub to: String,
     /// What makes two changes duplicates:
-    /// `identity` (default): the same change (same `source.name` and
-    /// `source.position`) delivered more than once;
+    /// `identity` (default): the same change (same `source.name`, table,
+    /// key and `source.position`) delivered more than once;
     /// `content`: equal operation, table and row values, whatever the
     /// identity (e.g. a re-read of an unchanged row);
     /// `fields`: equal values of the columns listed in `fields`.

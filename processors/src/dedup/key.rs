@@ -4,6 +4,7 @@
 
 use apache_avro::types::Value;
 use sha2::{Digest, Sha256};
+use syncline_core::digest::{text, value};
 use syncline_core::ChangeEvent;
 
 pub type Key = [u8; 32];
@@ -11,7 +12,9 @@ pub type Key = [u8; 32];
 /// What makes two changes duplicates (see `by:` in the pipeline file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DedupKey {
-    /// The same change: equal `source.name` and `source.position`.
+    /// The same change: equal identity (`ChangeEvent::identity_digest`:
+    /// source, table, key and position; the rows of one snapshot share a
+    /// position and stay apart by their keys).
     Identity,
     /// Equal operation, table and row values (before image for a delete).
     Content,
@@ -26,8 +29,7 @@ impl DedupKey {
         match self {
             DedupKey::Identity => {
                 h.update(b"i");
-                text(&mut h, &event.source.name);
-                bytes(&mut h, event.source.position.as_bytes());
+                h.update(event.identity_digest());
             }
             DedupKey::Content => {
                 h.update(b"c");
@@ -98,67 +100,6 @@ fn row(event: &ChangeEvent) -> &[(String, Value)] {
         .unwrap_or(&event.key)
 }
 
-fn bytes(h: &mut Sha256, b: &[u8]) {
-    h.update((b.len() as u64).to_be_bytes());
-    h.update(b);
-}
-
-fn text(h: &mut Sha256, s: &str) {
-    bytes(h, s.as_bytes());
-}
-
-/// Feed a value in a form that is equal exactly when the values are: a tag
-/// per kind, lengths before variable parts, map entries in key order, and a
-/// union's branch index left out (a nullable column and its non-null
-/// schema version hash alike).
-fn value(h: &mut Sha256, v: &Value) {
-    match v {
-        Value::Union(_, inner) => value(h, inner),
-        Value::Null => h.update(b"n"),
-        Value::Boolean(b) => h.update(if *b { b"T" } else { b"F" }),
-        Value::Bytes(b) | Value::Fixed(_, b) => {
-            h.update(b"b");
-            bytes(h, b);
-        }
-        Value::String(s) | Value::Enum(_, s) => {
-            h.update(b"s");
-            text(h, s);
-        }
-        Value::Array(items) => {
-            h.update(b"a");
-            h.update((items.len() as u64).to_be_bytes());
-            for i in items {
-                value(h, i);
-            }
-        }
-        Value::Map(m) => {
-            h.update(b"m");
-            let mut entries: Vec<_> = m.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            h.update((entries.len() as u64).to_be_bytes());
-            for (k, v) in entries {
-                text(h, k);
-                value(h, v);
-            }
-        }
-        Value::Record(fields) => {
-            h.update(b"r");
-            h.update((fields.len() as u64).to_be_bytes());
-            for (k, v) in fields {
-                text(h, k);
-                value(h, v);
-            }
-        }
-        // Scalars: their Debug text names the kind and the exact value
-        // (integers, floats with shortest round-trip digits, decimals'
-        // unscaled bytes, timestamps' units).
-        other => {
-            h.update(b"v");
-            text(h, &format!("{other:?}"));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +145,19 @@ mod tests {
         assert_ne!(content.of(&a), content.of(&edited));
         // The operation is part of the content.
         assert_ne!(content.of(&a), content.of(&change(2, Op::Update, 7, "x")));
+    }
+
+    /// Every row of a snapshot is at the snapshot's position: their keys
+    /// (and tables) keep them apart, so none is dropped as a duplicate.
+    #[test]
+    fn rows_sharing_a_position_are_different_changes() {
+        let id = DedupKey::Identity;
+        let a = change(5, Op::Read, 1, "x");
+        let b = change(5, Op::Read, 2, "x");
+        assert_ne!(id.of(&a), id.of(&b));
+        let mut other_table = a.clone();
+        other_table.source.table = "u".into();
+        assert_ne!(id.of(&a), id.of(&other_table));
     }
 
     #[test]

@@ -7,16 +7,14 @@ use syncline_core::codec::Decoded;
 use syncline_core::Column;
 use syncline_runtime::Record;
 
-/// `(id, JSON)` of one change. The id is `<source name>/<position hex>`:
-/// the change's identity, the same however often it is delivered or
-/// published again.
+/// `(id, JSON)` of one change. The id is `<source name>/<position
+/// hex>/<row hex>`: the change's identity (the row part is the first 16
+/// bytes of `ChangeEvent::row_digest`, table and key, because the rows of
+/// one snapshot share a position), the same however often it is delivered
+/// or published again.
 pub fn change(record: &Record, d: &Decoded) -> Result<(String, J), String> {
     let ev = &d.event;
-    let id = format!(
-        "{}/{}",
-        ev.source.name,
-        hex::encode(ev.source.position.as_bytes())
-    );
+    let id = change_id(ev);
     let row = |values: &Option<Vec<(String, Value)>>| -> Result<J, String> {
         match values {
             None => Ok(J::Null),
@@ -44,6 +42,16 @@ pub fn change(record: &Record, d: &Decoded) -> Result<(String, J), String> {
         "offset": record.offset,
     });
     Ok((id, body))
+}
+
+/// The id of a change (see [`change`]).
+pub fn change_id(ev: &syncline_core::ChangeEvent) -> String {
+    format!(
+        "{}/{}/{}",
+        ev.source.name,
+        hex::encode(ev.source.position.as_bytes()),
+        hex::encode(&ev.row_digest()[..16])
+    )
 }
 
 /// The named values as a JSON object, each by its column's type.

@@ -12,7 +12,7 @@ use syncline_core::{Error, Result};
 
 /// Delivers changes to an HTTP endpoint as JSON, in batches, at least once
 /// and idempotently: every request carries an `Idempotency-Key` and every
-/// change a stable `id` (from its source and position), equal across
+/// change a stable `id` (from its source, position, table and key), equal across
 /// retries, restarts and upstream replays, so the receiver drops repeats.
 /// Kafka offsets are committed only after a 2xx.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

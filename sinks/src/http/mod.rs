@@ -9,7 +9,8 @@
 //!   failed request, the records after the last committed offset are sent
 //!   again.
 //! - **Repeats can be dropped exactly**: every change carries an `id` made of
-//!   its identity (source name and position, `crate::table`), equal across
+//!   its identity (source name, position, and a digest of its table and
+//!   key: the rows of one snapshot share a position), equal across
 //!   retries, restarts and upstream replays (a source that publishes a
 //!   change again after its own crash publishes the same identity). Every
 //!   request carries an `Idempotency-Key`: the SHA-256 of the ids it
@@ -39,6 +40,7 @@ mod body;
 mod config;
 pub mod sign;
 
+pub use body::change_id;
 pub use config::{Auth, Basic, HttpSinkConfig, Method, Secret};
 
 use config::Settings;
