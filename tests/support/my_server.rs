@@ -6,11 +6,10 @@
 //! `mariadbd` refuses to run as root: when the tests run as root, it runs
 //! as the `mysql` user, in a directory that user owns.
 
-use super::pg_server::is_root;
+use super::pg_server::{is_root, server_dir};
 use mysql_async::prelude::Queryable;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct MyServer {
@@ -22,22 +21,7 @@ pub struct MyServer {
 impl MyServer {
     /// Start a server; `extra` are more `--name=value` options.
     pub async fn start(extra: &[String]) -> MyServer {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "syncline-my-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("data")).unwrap();
         let user = if is_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "mysql:mysql"])
-                .arg(&dir)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown mysql {}", dir.display());
             "mysql".to_string()
         } else {
             String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
@@ -45,6 +29,7 @@ impl MyServer {
                 .trim()
                 .to_string()
         };
+        let dir = server_dir("my", &user);
         let data = dir.join("data");
         let out = Command::new("mariadb-install-db")
             .arg("--no-defaults")

@@ -65,6 +65,31 @@ fn run(mut c: Command, what: &str) {
     );
 }
 
+/// A fresh directory for a throwaway server's files, `syncline-<prefix>-…`
+/// under the system temp dir, owned by `user` when the tests run as root
+/// (the servers refuse to run as root). The caller removes it.
+pub fn server_dir(prefix: &str, user: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "syncline-{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if is_root() {
+        run(
+            {
+                let mut c = Command::new("chown");
+                c.args(["-R", &format!("{user}:{user}")]).arg(&dir);
+                c
+            },
+            "chown",
+        );
+    }
+    dir
+}
+
 pub struct PgServer {
     dir: PathBuf,
     port: u16,
@@ -74,24 +99,7 @@ impl PgServer {
     /// Start a server with logical replication on; `extra` are more
     /// `name=value` settings (they override the defaults here).
     pub fn start(extra: &[&str]) -> PgServer {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "syncline-pg-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
-            run(
-                {
-                    let mut c = Command::new("chown");
-                    c.args(["-R", "postgres:postgres"]).arg(&dir);
-                    c
-                },
-                "chown",
-            );
-        }
+        let dir = server_dir("pg", "postgres");
         let data = dir.join("data");
         let data_s = data.to_str().unwrap();
         run(
