@@ -124,6 +124,12 @@ async fn wait_equal(
             for (t, cols, key) in tables {
                 differ.push(row_diff(source, target, t, cols, key).await);
             }
+            for (i, r) in runs.iter().enumerate() {
+                let kept = std::env::temp_dir()
+                    .join(format!("syncline-failed-{}-{i}.log", std::process::id()));
+                let _ = std::fs::write(&kept, r.log());
+                eprintln!("full log of run {i}: {}", kept.display());
+            }
             let logs: Vec<String> = runs
                 .iter()
                 .map(|r| {
@@ -574,6 +580,72 @@ async fn unchanged_toast_values_survive_rules_and_dedup_on_the_way() {
     )
     .await;
     assert_no_null_big(&target.url()).await;
+}
+
+/// Large rows that pile up in the replication socket while the process is
+/// frozen (the server fills the TCP window, then waits) are all read once
+/// it runs again: the reading that `sources/src/postgres_cdc/wire.rs`
+/// does for large messages. (pg_walstream's own libpq stream stalled on a
+/// large message under load, in the TOAST tests; this burst did not make
+/// it stall in three tries, so that stall's proof is those tests on a
+/// loaded machine, not this one.)
+#[tokio::test(flavor = "multi_thread")]
+async fn large_rows_piled_up_in_the_socket_are_all_read() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("piled").await;
+    let target = PgDb::create("cdc_piled").await;
+    let src = pg_connect(&source).await;
+    src.batch_execute(
+        "CREATE TABLE blobs (id int PRIMARY KEY, big text); INSERT INTO blobs VALUES (0, 'small')",
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("cdc-piled");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        small_pipeline_with(
+            &stack,
+            "cdc-piled",
+            &source,
+            &target.url(),
+            "      - { table: public.blobs, topic: cdc.blobs }\n",
+            "",
+            "    topics: [cdc.blobs]\n    tables: { cdc.blobs: blobs }\n",
+        ),
+    )
+    .unwrap();
+    let run = SynclineRun::start(&file);
+    let tables: &[(&str, &str, &str)] = &[("blobs", "id, md5(big) AS big", "id")];
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the snapshot",
+        &[&run],
+    )
+    .await;
+    run.freeze(true);
+    // 40 rows of ~320 kB (incompressible, so pgoutput sends them whole),
+    // one transaction each: far more than the socket buffers hold.
+    for id in 1..=40 {
+        src.batch_execute(&format!(
+            "INSERT INTO blobs SELECT {id}, string_agg(md5({id}::text || i::text), '') FROM generate_series(1, 10000) i"
+        ))
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.freeze(false);
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the frozen burst",
+        &[&run],
+    )
+    .await;
 }
 
 /// Bytes of WAL the slot keeps: pg_current_wal_lsn() - restart_lsn.

@@ -149,6 +149,18 @@ impl Proc {
             let _ = c.wait();
         }
     }
+    /// `kill -STOP` (`true`) or `kill -CONT` (`false`): the process is
+    /// frozen, its sockets stay open and fill up.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(c) = &self.child {
+            let signal = if frozen { "-STOP" } else { "-CONT" };
+            let status = Command::new("kill")
+                .args([signal, &c.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
     /// SIGTERM, then wait up to `timeout` for the process to exit (SIGKILL after).
     pub fn terminate(&mut self, timeout: Duration) {
         if let Some(mut c) = self.child.take() {
@@ -629,15 +641,24 @@ impl SynclineRun {
         }
     }
     fn spawn(pipeline: &Path, args: &[String], log: &Path) -> Proc {
+        /// `info`, or `SYNCLINE_TEST_LOG` (a `RUST_LOG` filter) to see more
+        /// of a run that a test is chasing.
+        fn run_log_filter() -> String {
+            std::env::var("SYNCLINE_TEST_LOG").unwrap_or_else(|_| "info".into())
+        }
         let mut cmd = Command::new(syncline_bin());
         cmd.arg("run")
             .arg(pipeline)
             .args(args)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", run_log_filter());
         Proc::spawn(cmd, log)
     }
     pub fn kill9(&mut self) {
         self.proc.kill9();
+    }
+    /// See [`Proc::freeze`].
+    pub fn freeze(&self, frozen: bool) {
+        self.proc.freeze(frozen);
     }
     /// kill -9, then start the same pipeline again (appending to the same log).
     pub fn restart(&mut self) {
@@ -686,6 +707,35 @@ pub fn topic_records(bootstrap: &str, topic: &str) -> i64 {
                 .unwrap_or(0)
         })
         .sum()
+}
+
+/// The first record of partition 0 of `topic` (waits up to 3 minutes for it).
+pub fn first_record(bootstrap: &str, topic: &str) -> rdkafka::message::OwnedMessage {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = syncline_core::kafka::KafkaConfig::new(bootstrap)
+        .reader_config()
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        assert!(Instant::now() < deadline, "nothing in the topic `{topic}`");
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            return m.detach();
+        }
+    }
+}
+
+/// The value of header `name` of `m` ("" when it has none).
+pub fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
+    use rdkafka::message::{Headers, Message};
+    m.headers()
+        .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
 }
 
 /// How long a plain librdkafka producer takes to write `n` records of

@@ -43,6 +43,7 @@ mod progress;
 mod slot;
 mod snapshot;
 mod stream;
+mod wire;
 
 pub use config::{CdcTableConfig, PostgresCdcConfig, SnapshotMode};
 pub use stream::{ResnapshotRequest, RESNAPSHOT_PREFIX};

@@ -1,15 +1,17 @@
 //! Streaming: the slot's changes as change events, and the slot's
 //! acknowledgements.
 //!
-//! A reader task pulls decoded pgoutput messages (pg_walstream, protocol 1,
-//! whole transactions) into a bounded channel; this loop turns each change
-//! into records and hands them to the producer in WAL order.
+//! A reader task pulls pgoutput messages (protocol 1, whole transactions)
+//! off the replication connection ([`super::wire`]), decodes them
+//! (pg_walstream's decoder) into a bounded channel, and reports progress
+//! to the server every second; this loop turns each change into records
+//! and hands them to the producer in WAL order.
 //!
 //! # When the slot advances (the guarantee, implemented here)
 //! At a transaction's commit, the delivery futures of all its records are
 //! queued, in commit order, behind those of earlier transactions. Only when
 //! all of them are acknowledged by the broker is the transaction's end LSN
-//! reported as flushed (`update_applied_lsn`), and Postgres moves the slot's
+//! reported as flushed (the reader's status updates), and Postgres moves the slot's
 //! `confirmed_flush_lsn` only to a reported position. So the slot never
 //! passes a record the broker does not have: after a crash the stream
 //! resumes at or before the first unacknowledged transaction, and the
@@ -40,15 +42,18 @@
 
 use super::decode::{RawColumn, Row};
 use super::slot::{self, format_lsn};
+use super::wire::{Frame, Wire};
 use super::{await_deliveries, key_of, PostgresCdcSource};
+use crate::sql_poll::plan::quote_ident;
 use apache_avro::types::Value;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use pg_walstream::{
-    CancellationToken, ChangeEvent as WalEvent, EventType, LogicalReplicationStream,
-    ReplicationStreamConfig, RowData, StreamingMode,
+    CancellationToken, ChangeEvent as WalEvent, EventType, Lsn, PgOutputDecoder, RowData,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use syncline_core::runtime::Shutdown;
 use syncline_core::{ChangeEvent, Error, Op, Position, Result};
@@ -101,40 +106,86 @@ impl Drop for ReaderGuard {
     }
 }
 
-impl PostgresCdcSource {
-    pub(super) async fn stream(&mut self, shutdown: &Shutdown) -> Result<StreamEnd> {
-        let config = ReplicationStreamConfig::builder(self.slot.clone(), self.publication.clone())
-            .with_protocol_version(1)
-            .with_streaming_mode(StreamingMode::Off)
-            .with_messages(true)
-            .with_existing_slot_required(true)
-            .with_feedback_interval(Duration::from_secs(1));
-        let conninfo = slot::replication_conninfo(&self.url)?;
-        let mut stream = LogicalReplicationStream::new(&conninfo, config)
-            .await
-            .map_err(|e| {
-                Error::transient(format!(
-                    "cannot open a replication connection to {}",
-                    self.display
-                ))
-                .with_source(e)
-            })?;
-        if let Err(e) = stream.start(None).await {
-            return Err(self.stream_error(e).await);
-        }
-        let feedback = stream.shared_lsn_feedback.clone();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<pg_walstream::Result<WalEvent>>(4096);
-        let cancel = CancellationToken::new();
-        let reader_cancel = cancel.clone();
-        let reader = tokio::spawn(async move {
-            loop {
-                let ev = stream.next_event(&reader_cancel).await;
-                let end = ev.is_err();
-                if tx.send(ev).await.is_err() || end {
-                    break;
+/// The reader task: frames from `wire`, decoded, into `tx` in WAL order;
+/// a status update every second (received, and `acked` as flushed) and
+/// whenever the server asks. Ends at the first error (sent on) or when
+/// cancelled.
+async fn read_stream(
+    mut wire: Wire,
+    acked: Arc<AtomicU64>,
+    tx: tokio::sync::mpsc::Sender<Result<WalEvent>>,
+    cancel: CancellationToken,
+) {
+    let mut decoder = PgOutputDecoder::with_protocol_version(1);
+    let mut received = 0u64;
+    let mut status = tokio::time::interval(Duration::from_secs(1));
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            _ = cancel.cancelled() => return,
+            f = wire.next() => Some(f),
+            _ = status.tick() => None,
+        };
+        let event = match frame {
+            None => {
+                // (`acked` never passes `received`: it is a commit's end
+                // LSN of a transaction read here)
+                let flushed = acked.load(Ordering::Relaxed);
+                match wire.status(received.max(flushed), flushed, false).await {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
                 }
             }
-        });
+            Some(Ok(Frame::Keepalive { end, reply })) => {
+                received = received.max(end);
+                if !reply {
+                    continue;
+                }
+                let flushed = acked.load(Ordering::Relaxed);
+                match wire.status(received.max(flushed), flushed, false).await {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
+                }
+            }
+            Some(Ok(Frame::XLogData { start, end, body })) => {
+                received = received.max(end);
+                match decoder.decode_message(body, Lsn::new(start)) {
+                    Ok(Some(ev)) => Ok(ev),
+                    Ok(None) => continue,
+                    Err(e) => Err(Error::internal(format!(
+                        "cannot decode a pgoutput message at {}",
+                        format_lsn(start)
+                    ))
+                    .with_source(e)),
+                }
+            }
+            Some(Err(e)) => Err(e),
+        };
+        let end = event.is_err();
+        if tx.send(event).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+impl PostgresCdcSource {
+    pub(super) async fn stream(&mut self, shutdown: &Shutdown) -> Result<StreamEnd> {
+        let conninfo = slot::replication_conninfo(&self.url)?;
+        // pgoutput protocol 1: whole transactions, at their commit.
+        let publication = quote_ident(&self.publication).replace('\'', "''");
+        let start = format!(
+            "START_REPLICATION SLOT {} LOGICAL 0/0 (\"proto_version\" '1', \"publication_names\" '{publication}', \"messages\" 'on')",
+            quote_ident(&self.slot),
+        );
+        let wire = match Wire::start(conninfo, start).await {
+            Ok(w) => w,
+            Err(e) => return Err(self.stream_error(e).await),
+        };
+        // The end LSN of the last transaction whose records the broker has.
+        let flushed = Arc::new(AtomicU64::new(0));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<WalEvent>>(4096);
+        let cancel = CancellationToken::new();
+        let reader = tokio::spawn(read_stream(wire, flushed.clone(), tx, cancel.clone()));
         let _guard = ReaderGuard(cancel, reader);
         tracing::info!(source = %self.name, slot = %self.slot, publication = %self.publication, "postgres_cdc: streaming");
 
@@ -164,7 +215,7 @@ impl PostgresCdcSource {
                 _ = shutdown.cancelled() => return Ok(StreamEnd::Shutdown),
                 Some(acked) = inflight.next(), if !inflight.is_empty() => {
                     let (end_lsn, ts_us, records, resnapshot) = acked?;
-                    feedback.update_applied_lsn(end_lsn);
+                    flushed.fetch_max(end_lsn, Ordering::Relaxed);
                     if resnapshot {
                         tracing::info!(source = %self.name, at = %format_lsn(end_lsn),
                             "postgres_cdc: re-snapshot requested; streaming pauses while it runs");
@@ -226,7 +277,7 @@ impl PostgresCdcSource {
                         metrics::gauge!("syncline_cdc_slot_retained_wal_bytes", &labels)
                             .set(retained.unwrap_or(0.0));
                         tracing::debug!(source = %self.name, lag_bytes = ?lag, retained_wal_bytes = ?retained,
-                            acked = %format_lsn(feedback.get_feedback_lsn().1), "postgres_cdc: slot");
+                            acked = %format_lsn(flushed.load(Ordering::Relaxed)), "postgres_cdc: slot");
                         if row.get::<_, Option<String>>(2).as_deref() == Some("lost") {
                             return Err(slot::lost_slot_error(&self.slot));
                         }
@@ -237,7 +288,7 @@ impl PostgresCdcSource {
     }
 
     /// A replication error: a lost slot stops the pipeline; the rest is transient.
-    async fn stream_error(&self, e: pg_walstream::ReplicationError) -> Error {
+    async fn stream_error(&self, e: Error) -> Error {
         if let Ok(client) = slot::connect(&self.url, &self.name).await {
             match slot::slot_status(&client, &self.slot, &self.db_name).await {
                 Err(lost) => return lost,
@@ -300,6 +351,10 @@ impl PostgresCdcSource {
                 };
                 let end = end_lsn.value();
                 let (records, ts, at) = (tx.records, tx.ts_us, tx.commit_lsn);
+                if records > 0 {
+                    tracing::debug!(source = %self.name, xid = tx.xid, lsn = %format_lsn(at), records,
+                        "postgres_cdc: transaction read");
+                }
                 // A request is answered once: a replayed one is older than the answer.
                 let requested: Vec<String> = tx
                     .resnapshot
