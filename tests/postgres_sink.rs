@@ -1,17 +1,17 @@
-//! What only the postgres sink has (its type mapping, schema evolution, the
-//! values Postgres refuses), against a real Apache Kafka broker, the real `syncline
+//! What only the postgres sink has (its type mapping, the values Postgres
+//! refuses), against a real Apache Kafka broker, the real `syncline
 //! registry` and the machine's Postgres. Records are produced with the
 //! registry codec's `Encoder` and a real producer; every check reads the
 //! target database back and compares it with what was produced. The
-//! scenarios every database sink shares (replays, kill -9, groups) are in
-//! `sinks.rs`.
+//! scenarios every database sink shares (replays, kill -9, groups, schema
+//! evolution, dead letters, a registry outage) are in `sinks.rs`.
 
 mod support;
 
 use apache_avro::types::Value;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-use support::changes::{all_types, change, col, items_table, upsert, AllTypes, Producer};
+use std::time::Duration;
+use support::changes::{all_types, change, col, AllTypes, Producer};
 use support::{wait_until, PgDb, Stack};
 use syncline_core::kafka::KafkaConfig;
 use syncline_core::registry::RegistryConfig;
@@ -90,15 +90,6 @@ async fn wait_consumed(db: &tokio_postgres::Client, group: &str, n: i64, what: &
         n,
         "{what}: more offsets than records"
     );
-}
-
-async fn rows(db: &tokio_postgres::Client, table: &str) -> BTreeMap<i64, String> {
-    db.query(&format!("SELECT id, v FROM {table}"), &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
 }
 
 // ---- tests ----
@@ -262,221 +253,6 @@ async fn every_type_lands_exactly_in_a_table_created_from_the_schema() {
     assert_eq!(r.get::<_, Vec<Option<i32>>>(16), Vec::<Option<i32>>::new());
 }
 
-/// A schema that gains a column: the sink adds it (nullable) to the table
-/// it created, and rows of both shapes land.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_column_added_at_the_source_is_added_to_the_table() {
-    let stack = Stack::start();
-    let db = PgDb::create("sink_evolve").await;
-    let p = Producer::new(&stack);
-    p.topic("evolve.items", 1).await;
-    p.send("evolve.items", &items_table(), &[upsert(1, 1, "a")])
-        .await;
-    let cfg = sink_config(&format!(
-        "connection: {}\ntopics: [evolve.items]\ntables: {{ evolve.items: items }}\n",
-        db.url()
-    ));
-    let sink = start_sink(&stack, &cfg).await;
-    let c = db.client().await;
-    wait_consumed(&c, &group("test"), 1, "first shape").await;
-
-    let mut wider = items_table();
-    wider.columns.push(col(
-        "amount",
-        ColumnType::Decimal {
-            precision: 10,
-            scale: 2,
-        },
-        true,
-        "numeric(10,2)",
-    ));
-    let with_amount = |pos, id: i64, v: &str, amount: &str| {
-        let after = vec![
-            ("id".to_string(), Value::Long(id)),
-            ("v".into(), Value::String(v.into())),
-            ("amount".into(), decimal_from_text(amount, 2).unwrap()),
-        ];
-        change(Op::Update, pos, id, Some(after))
-    };
-    p.send(
-        "evolve.items",
-        &wider,
-        &[
-            with_amount(2, 1, "b", "12.5"),
-            with_amount(3, 2, "c", "-0.01"),
-        ],
-    )
-    .await;
-    wait_consumed(&c, &group("test"), 3, "second shape").await;
-    sink.stop().await;
-
-    let ty: (String, bool) = c
-        .query_one(
-            "SELECT format_type(atttypid, atttypmod), attnotnull FROM pg_attribute
-             WHERE attrelid = 'public.items'::regclass AND attname = 'amount'",
-            &[],
-        )
-        .await
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
-    assert_eq!(ty, ("numeric(10,2)".to_string(), false));
-    let got: Vec<(i64, String, Option<String>)> = c
-        .query("SELECT id, v, amount::text FROM items ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            (1, "b".into(), Some("12.50".into())),
-            (2, "c".into(), Some("-0.01".into()))
-        ]
-    );
-}
-
-/// The registry is down when the sink needs a schema: the sink waits and
-/// retries, and finishes once the registry is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_outage_is_waited_out() {
-    let mut stack = Stack::start();
-    let db = PgDb::create("sink_registry").await;
-    let p = Producer::new(&stack);
-    p.topic("outage.items", 1).await;
-    p.send(
-        "outage.items",
-        &items_table(),
-        &[upsert(1, 1, "a"), upsert(2, 2, "b")],
-    )
-    .await;
-    stack.registry.kill9();
-    let cfg = sink_config(&format!(
-        "connection: {}\ntopics: [outage.items]\n",
-        db.url()
-    ));
-    let sink = start_sink(&stack, &cfg).await;
-    let c = db.client().await;
-    tokio::time::sleep(Duration::from_secs(8)).await; // past the group join (3 s) and several retries
-    assert_eq!(
-        consumed(&c, &group("test")).await,
-        0,
-        "nothing can be decoded without the registry"
-    );
-    assert!(
-        !sink.task.is_finished(),
-        "the sink gave up while the registry was away"
-    );
-    stack.registry.restart();
-    wait_consumed(&c, &group("test"), 2, "after the registry came back").await;
-    assert_eq!(
-        rows(&c, "outage_items").await,
-        BTreeMap::from([(1, "a".into()), (2, "b".into())])
-    );
-    sink.stop().await;
-}
-
-/// Without `dead_letter_topic`, a poison record goes to the default one
-/// (`<pipeline>.<sink>.dead`) and the sink goes on: nothing stops, the
-/// records around it land.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_record_goes_to_the_default_dead_letter_topic() {
-    let stack = Stack::start();
-    let db = PgDb::create("sink_poison").await;
-    let p = Producer::new(&stack);
-    p.topic("poison.items", 1).await;
-    p.send("poison.items", &items_table(), &[upsert(1, 1, "a")])
-        .await;
-    p.send_raw("poison.items", b"not avro", b"not avro either")
-        .await;
-    p.send("poison.items", &items_table(), &[upsert(2, 2, "b")])
-        .await;
-    let cfg = sink_config(&format!(
-        "connection: {}\ntopics: [poison.items]\nbatch_size: 1\n",
-        db.url()
-    ));
-    let sink = start_sink(&stack, &cfg).await;
-    let c = db.client().await;
-    wait_consumed(&c, &group("test"), 3, "records around the poison one").await;
-    assert_eq!(
-        rows(&c, "poison_items").await,
-        BTreeMap::from([(1, "a".into()), (2, "b".into())])
-    );
-    sink.stop().await;
-    let m = first_dead_letter(&stack, "test.warehouse.dead");
-    assert_eq!(rdkafka::message::Message::key(&m), Some(&b"not avro"[..]));
-}
-
-/// The value of header `name` of `m` ("" when it has none).
-fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
-    use rdkafka::message::{Headers, Message};
-    m.headers()
-        .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default()
-}
-
-/// The first record of `topic` (waits for it).
-fn first_dead_letter(stack: &Stack, topic: &str) -> rdkafka::message::OwnedMessage {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let reader: BaseConsumer = KafkaConfig::new(stack.bootstrap())
-        .reader_config()
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    reader.assign(&tpl).unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "nothing in the dead-letter topic `{topic}`"
-        );
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
-            return m.detach();
-        }
-    }
-}
-
-/// With `dead_letter_topic`, a poison record goes there unchanged with the
-/// reason and its origin in headers, and the sink goes on: the records
-/// around it are applied and every offset is stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_record_is_dead_lettered_with_its_reason() {
-    use rdkafka::message::Message;
-    let stack = Stack::start();
-    let db = PgDb::create("sink_dlq").await;
-    let p = Producer::new(&stack);
-    p.topic("dlq.items", 1).await;
-    p.send("dlq.items", &items_table(), &[upsert(1, 1, "a")])
-        .await;
-    p.send_raw("dlq.items", b"not avro", b"not avro either")
-        .await;
-    p.send("dlq.items", &items_table(), &[upsert(2, 2, "b")])
-        .await;
-    let cfg = sink_config(&format!(
-        "connection: {}\ntopics: [dlq.items]\nbatch_size: 2\ndead_letter_topic: dlq.items.dead\n",
-        db.url()
-    ));
-    let sink = start_sink(&stack, &cfg).await;
-    let c = db.client().await;
-    wait_consumed(&c, &group("test"), 3, "records around the poison one").await;
-    assert_eq!(
-        rows(&c, "dlq_items").await,
-        BTreeMap::from([(1, "a".into()), (2, "b".into())])
-    );
-    sink.stop().await;
-
-    let m = first_dead_letter(&stack, "dlq.items.dead");
-    assert_eq!(m.key(), Some(&b"not avro"[..]));
-    assert_eq!(m.payload(), Some(&b"not avro either"[..]));
-    assert_eq!(header(&m, "syncline.topic"), "dlq.items");
-    assert_eq!(header(&m, "syncline.partition"), "0");
-    assert_eq!(header(&m, "syncline.offset"), "1");
-    assert!(header(&m, "syncline.reason").contains("Confluent wire format"));
-}
-
 /// A record the target refuses (a decimal too wide for its column), inside a
 /// batch of several, goes to the dead-letter topic with the database's
 /// reason and its origin; the rest of its batch lands.
@@ -537,9 +313,9 @@ async fn a_record_that_does_not_fit_its_column_is_named() {
         .collect();
     assert_eq!(prices, [(1, "999.99".to_string()), (3, "1.00".to_string())]);
     sink.stop().await;
-    let m = first_dead_letter(&stack, "test.warehouse.dead");
-    assert_eq!(header(&m, "syncline.offset"), "1");
-    let reason = header(&m, "syncline.reason");
+    let m = support::first_record(&stack.bootstrap(), "test.warehouse.dead");
+    assert_eq!(support::header(&m, "syncline.offset"), "1");
+    let reason = support::header(&m, "syncline.reason");
     assert!(
         reason.contains("topic `fit.prices` partition 0 offset 1"),
         "{reason}"

@@ -10,13 +10,14 @@ mod support;
 use apache_avro::types::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::changes::{delete, expected, items_table, upsert, workload, Producer};
+use support::changes::{change, col, delete, expected, items_table, upsert, workload, Producer};
 use support::target::Target;
 use support::{wait_until, Rng, Stack, SynclineRun, TempDir};
 use syncline_core::kafka::KafkaConfig;
 use syncline_core::registry::RegistryConfig;
 use syncline_core::runtime::{ComponentContext, Shutdown};
-use syncline_core::{ChangeEvent, Position};
+use syncline_core::value::decimal_from_text;
+use syncline_core::{ChangeEvent, ColumnType, Op, Position};
 use syncline_runtime::Component;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -58,6 +59,10 @@ scenarios!(
     three_cooperative_instances_joining_and_killed_stay_exact,
     unchanged_columns_keep_the_target_value,
     poison_records_are_dead_lettered_and_the_rest_lands,
+    a_poison_record_goes_to_the_default_dead_letter_topic_with_its_reason_and_origin,
+    a_record_the_target_refuses_is_dead_lettered_with_the_reason_and_its_batch_lands,
+    a_column_added_at_the_source_is_added_to_the_table,
+    a_registry_outage_is_waited_out,
 );
 
 // ---- the sink, in this process or as `syncline run` ----
@@ -534,4 +539,190 @@ async fn poison_records_are_dead_lettered_and_the_rest_lands(target: Target) {
     sink.stop().await;
     let dead = support::topic_records(&stack.bootstrap(), "poison.dead");
     assert_eq!(dead, 3, "three poison records dead-lettered");
+}
+
+/// Without `dead_letter_topic`, a poison record goes to the default one
+/// (`<pipeline>.<sink>.dead`) as it was (key and value), with the reason
+/// and its origin in headers; nothing stops, the records around it land.
+async fn a_poison_record_goes_to_the_default_dead_letter_topic_with_its_reason_and_origin(
+    target: Target,
+) {
+    use rdkafka::message::Message;
+    let stack = Stack::start();
+    let p = Producer::new(&stack);
+    p.topic("dlq.items", 1).await;
+    p.send("dlq.items", &items_table(), &[upsert(1, 1, "a")])
+        .await;
+    p.send_raw("dlq.items", b"not avro", b"not avro either")
+        .await;
+    p.send("dlq.items", &items_table(), &[upsert(2, 2, "b")])
+        .await;
+    let sink = start_sink(&stack, &target, "topics: [dlq.items]\nbatch_size: 2\n");
+    let g = group("test");
+    wait_consumed(&target, &g, 3, "records around the poison one").await;
+    assert_eq!(
+        target.rows("dlq_items").await,
+        BTreeMap::from([(1, "a".into()), (2, "b".into())])
+    );
+    sink.stop().await;
+    let m = support::first_record(&stack.bootstrap(), "test.warehouse.dead");
+    assert_eq!(m.key(), Some(&b"not avro"[..]));
+    assert_eq!(m.payload(), Some(&b"not avro either"[..]));
+    assert_eq!(support::header(&m, "syncline.topic"), "dlq.items");
+    assert_eq!(support::header(&m, "syncline.partition"), "0");
+    assert_eq!(support::header(&m, "syncline.offset"), "1");
+    let reason = support::header(&m, "syncline.reason");
+    assert!(reason.contains("Confluent wire format"), "{reason}");
+}
+
+/// A record the target refuses (a unique index the user added to the
+/// table, which the record's value violates), inside a batch of several,
+/// goes to the dead-letter topic with the database's reason and its origin;
+/// the rest of its batch lands and every offset is stored.
+async fn a_record_the_target_refuses_is_dead_lettered_with_the_reason_and_its_batch_lands(
+    target: Target,
+) {
+    let stack = Stack::start();
+    let p = Producer::new(&stack);
+    let table = items_table();
+    p.topic("refused.items", 1).await;
+    p.send("refused.items", &table, &[upsert(1, 1, "taken")])
+        .await;
+    let body = "topics: [refused.items]\ntables: { refused.items: items }\nbatch_timeout_ms: 2000\nbatch_linger_ms: 1000\n";
+    let sink = start_sink(&stack, &target, body);
+    let g = group("test");
+    wait_consumed(&target, &g, 1, "the table made").await;
+    // (a prefix: MySQL indexes at most part of a text column)
+    let column = if target.kind() == "mysql" {
+        "v(64)"
+    } else {
+        "v"
+    };
+    target
+        .exec(&format!("CREATE UNIQUE INDEX items_v ON items ({column})"))
+        .await;
+    p.send(
+        "refused.items",
+        &table,
+        &[upsert(2, 2, "b"), upsert(3, 3, "taken"), upsert(4, 4, "c")],
+    )
+    .await;
+    wait_consumed(&target, &g, 4, "the batch around the refused record").await;
+    sink.stop().await;
+    assert_eq!(
+        target.rows("items").await,
+        BTreeMap::from([(1, "taken".into()), (2, "b".into()), (4, "c".into())])
+    );
+    let m = support::first_record(&stack.bootstrap(), "test.warehouse.dead");
+    assert_eq!(support::header(&m, "syncline.offset"), "2");
+    let reason = support::header(&m, "syncline.reason");
+    assert!(
+        reason.contains("topic `refused.items` partition 0 offset 2"),
+        "{reason}"
+    );
+    let lower = reason.to_lowercase();
+    assert!(
+        lower.contains("unique") || lower.contains("duplicate"),
+        "the database's reason: {reason}"
+    );
+}
+
+/// A schema that gains a column: the sink adds it (nullable, its type per
+/// the sink's mapping) to the table it created, and rows of both shapes
+/// land with their values.
+async fn a_column_added_at_the_source_is_added_to_the_table(target: Target) {
+    let stack = Stack::start();
+    let p = Producer::new(&stack);
+    p.topic("evolve.items", 1).await;
+    p.send("evolve.items", &items_table(), &[upsert(1, 1, "a")])
+        .await;
+    let sink = start_sink(
+        &stack,
+        &target,
+        "topics: [evolve.items]\ntables: { evolve.items: items }\n",
+    );
+    let g = group("test");
+    wait_consumed(&target, &g, 1, "first shape").await;
+    assert_eq!(target.column("items", "amount").await, None);
+    let mut wider = items_table();
+    wider.columns.push(col(
+        "amount",
+        ColumnType::Decimal {
+            precision: 10,
+            scale: 2,
+        },
+        true,
+        "numeric(10,2)",
+    ));
+    let with_amount = |pos, id: i64, v: &str, amount: &str| {
+        let after = vec![
+            ("id".to_string(), Value::Long(id)),
+            ("v".into(), Value::String(v.into())),
+            ("amount".into(), decimal_from_text(amount, 2).unwrap()),
+        ];
+        change(Op::Update, pos, id, Some(after))
+    };
+    p.send(
+        "evolve.items",
+        &wider,
+        &[
+            with_amount(2, 1, "b", "12.5"),
+            with_amount(3, 2, "c", "-0.01"),
+        ],
+    )
+    .await;
+    wait_consumed(&target, &g, 3, "second shape").await;
+    sink.stop().await;
+    let declared = match target.kind() {
+        "postgres" => "numeric(10,2)",
+        "mysql" => "decimal(10,2)",
+        _ => "text", // SQLite keeps a decimal's exact text
+    };
+    assert_eq!(
+        target.column("items", "amount").await,
+        Some((declared.to_string(), true))
+    );
+    let text = |s: &str| Some(s.to_string());
+    assert_eq!(
+        target.texts("items", &["id", "v", "amount"]).await,
+        [
+            vec![text("1"), text("b"), text("12.50")],
+            vec![text("2"), text("c"), text("-0.01")],
+        ]
+    );
+}
+
+/// The registry is down when the sink needs a schema: the sink waits and
+/// retries (it neither gives up nor stores an offset), and finishes once
+/// the registry is back.
+async fn a_registry_outage_is_waited_out(target: Target) {
+    let mut stack = Stack::start();
+    let p = Producer::new(&stack);
+    p.topic("outage.items", 1).await;
+    p.send(
+        "outage.items",
+        &items_table(),
+        &[upsert(1, 1, "a"), upsert(2, 2, "b")],
+    )
+    .await;
+    stack.registry.kill9();
+    let sink = start_sink(&stack, &target, "topics: [outage.items]\n");
+    let g = group("test");
+    tokio::time::sleep(Duration::from_secs(8)).await; // past the group join (3 s) and several retries
+    assert_eq!(
+        target.consumed(&g).await,
+        0,
+        "nothing can be decoded without the registry"
+    );
+    assert!(
+        !sink.task.is_finished(),
+        "the sink gave up while the registry was away"
+    );
+    stack.registry.restart();
+    wait_consumed(&target, &g, 2, "after the registry came back").await;
+    assert_eq!(
+        target.rows("outage_items").await,
+        BTreeMap::from([(1, "a".into()), (2, "b".into())])
+    );
+    sink.stop().await;
 }

@@ -220,6 +220,119 @@ impl Target {
         }
     }
 
+    /// Run `sql` (statements the three databases share) on the target.
+    pub async fn exec(&self, sql: &str) {
+        match self {
+            Target::Mysql(db) => {
+                let mut c = db.conn().await;
+                c.query_drop(sql).await.unwrap();
+                let _ = c.disconnect().await;
+            }
+            Target::Postgres { .. } => self.pg().await.batch_execute(sql).await.unwrap(),
+            Target::Sqlite { path, .. } => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+                c.execute_batch(sql).unwrap();
+            }
+        }
+    }
+
+    /// The declared type (lower case) of `table.column` and whether it
+    /// takes NULL; `None` when there is no such column.
+    pub async fn column(&self, table: &str, column: &str) -> Option<(String, bool)> {
+        match self {
+            Target::Mysql(db) => {
+                let mut c = db.conn().await;
+                let row: Option<(String, String)> = c
+                    .exec_first(
+                        "SELECT CAST(COLUMN_TYPE AS CHAR), IS_NULLABLE FROM information_schema.COLUMNS \
+                         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+                        (table, column),
+                    )
+                    .await
+                    .unwrap();
+                let _ = c.disconnect().await;
+                row.map(|(t, n)| (t.to_lowercase(), n == "YES"))
+            }
+            Target::Postgres { .. } => self
+                .pg()
+                .await
+                .query_opt(
+                    "SELECT format_type(atttypid, atttypmod), NOT attnotnull FROM pg_attribute \
+                     WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped",
+                    &[&table, &column],
+                )
+                .await
+                .unwrap()
+                .map(|r| (r.get::<_, String>(0).to_lowercase(), r.get(1))),
+            Target::Sqlite { .. } => {
+                let c = self.sqlite_read().expect("the sink made the file");
+                c.query_row(
+                    "SELECT type, \"notnull\" = 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
+                    |r| Ok((r.get::<_, String>(0)?.to_lowercase(), r.get(1)?)),
+                )
+                .ok()
+            }
+        }
+    }
+
+    /// The rows of `table` (ordered by `id`), each of `columns` as the
+    /// database's text for it.
+    pub async fn texts(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+        match self {
+            Target::Mysql(db) => {
+                let list: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("CAST(`{c}` AS CHAR)"))
+                    .collect();
+                let mut c = db.conn().await;
+                let rows: Vec<mysql_async::Row> = c
+                    .query(format!(
+                        "SELECT {} FROM `{table}` ORDER BY id",
+                        list.join(", ")
+                    ))
+                    .await
+                    .unwrap();
+                let _ = c.disconnect().await;
+                rows.into_iter()
+                    .map(|r| (0..columns.len()).map(|i| r.get(i).unwrap()).collect())
+                    .collect()
+            }
+            Target::Postgres { .. } => {
+                let list: Vec<String> = columns.iter().map(|c| format!("\"{c}\"::text")).collect();
+                self.pg()
+                    .await
+                    .query(
+                        &format!("SELECT {} FROM \"{table}\" ORDER BY id", list.join(", ")),
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..columns.len()).map(|i| r.get(i)).collect())
+                    .collect()
+            }
+            Target::Sqlite { .. } => {
+                let list: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("CAST(\"{c}\" AS TEXT)"))
+                    .collect();
+                let c = self.sqlite_read().expect("the sink made the file");
+                let mut stmt = c
+                    .prepare(&format!(
+                        "SELECT {} FROM \"{table}\" ORDER BY id",
+                        list.join(", ")
+                    ))
+                    .unwrap();
+                stmt.query_map([], |r| (0..columns.len()).map(|i| r.get(i)).collect())
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+        }
+    }
+
     /// The positions of the tombstones, in key order.
     pub async fn tombstones(&self) -> Vec<Vec<u8>> {
         let sql = "SELECT position FROM syncline_tombstones ORDER BY key";

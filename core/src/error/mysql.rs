@@ -75,6 +75,13 @@ pub fn classify_code(code: u16) -> (ErrorKind, &'static str) {
 /// What `e` means: (kind, why).
 pub fn classify(e: &E) -> (ErrorKind, &'static str) {
     match e {
+        // Two writers inserted the same key at once (fan-in of two topics
+        // into one table): the retry finds the row and updates it. A
+        // duplicate on another unique index is the record's refusal.
+        E::Server(s) if s.code == 1062 && is_primary_key_duplicate(&s.message) => (
+            Transient,
+            "another transaction inserted the same key at the same time",
+        ),
         E::Server(s) => classify_code(s.code),
         E::Io(_) => (Transient, "the connection to the server failed"),
         E::Url(_) => (Config, "a bad connection URL"),
@@ -85,6 +92,12 @@ pub fn classify(e: &E) -> (ErrorKind, &'static str) {
         E::Driver(_) => (Transient, "the driver lost its connection state"),
         E::Other(_) => (Transient, "a passing client error"),
     }
+}
+
+/// Whether a 1062 message names the primary key ("... for key 'PRIMARY'"
+/// in MariaDB, "... for key 'items.PRIMARY'" in MySQL 8).
+fn is_primary_key_duplicate(message: &str) -> bool {
+    message.ends_with("'PRIMARY'") || message.ends_with(".PRIMARY'")
 }
 
 /// `e` as a syncline error whose kind says what to do next; `what` is the
@@ -124,5 +137,21 @@ mod tests {
             std::io::ErrorKind::ConnectionRefused,
         )));
         assert_eq!(classify(&io).0, Transient);
+    }
+
+    #[test]
+    fn a_duplicate_primary_key_is_retried_and_another_unique_key_refuses() {
+        assert!(is_primary_key_duplicate(
+            "Duplicate entry '3' for key 'PRIMARY'"
+        ));
+        assert!(is_primary_key_duplicate(
+            "Duplicate entry '3' for key 'items.PRIMARY'"
+        ));
+        assert!(!is_primary_key_duplicate(
+            "Duplicate entry 'taken' for key 'items_v'"
+        ));
+        assert!(!is_primary_key_duplicate(
+            "Duplicate entry 'PRIMARY' for key 'items_v'"
+        ));
     }
 }

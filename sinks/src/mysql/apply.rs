@@ -6,10 +6,12 @@
 //!   filled by prepared multi-row `INSERT`s (up to 65,535 parameters each);
 //! - unchanged (TOASTed) columns filled from the target row by one `UPDATE
 //!   stage JOIN target`;
-//! - the tombstones older than the upserts deleted; one `INSERT ... SELECT
-//!   ... ON DUPLICATE KEY UPDATE col = IF(the row's position is lower, new,
-//!   old)` for the upserts (position assigned last: MySQL assigns left to
-//!   right), skipping keys with a tombstone as new or newer;
+//! - the tombstones older than the upserts deleted; for the upserts, one
+//!   `UPDATE target JOIN stage` of the rows whose position is lower, then
+//!   one `INSERT ... SELECT` of the keys the target lacks, both skipping
+//!   keys with a tombstone as new or newer (not `ON DUPLICATE KEY UPDATE`,
+//!   which takes a conflict on any unique index for one on the key; a
+//!   concurrent insert of the same key is retried, see `mysql_error`);
 //! - one `DELETE target JOIN stage` of older rows, and the tombstones
 //!   written unless the row held something newer;
 //! - the offsets upserted, then `COMMIT`.
@@ -289,9 +291,6 @@ fn apply_sql(g: &Group<'_>, stage: &str) -> Vec<String> {
         .map(|k| format!("t.{k} = s.{k}", k = quote(k)))
         .collect::<Vec<_>>()
         .join(" AND ");
-    // In `ON DUPLICATE KEY UPDATE` a bare name could be the staging table's:
-    // the target's columns are qualified.
-    let newer = format!("({target}.{pos} IS NULL OR {target}.{pos} < VALUES({pos}))");
     let mut sql = Vec::new();
     let has_upserts = g.changes.iter().any(|c| !c.delete);
     let has_deletes = g.changes.iter().any(|c| c.delete);
@@ -319,23 +318,36 @@ fn apply_sql(g: &Group<'_>, stage: &str) -> Vec<String> {
                ON x.`target_table` = {tname} AND x.`key_hash` = s.`_syncline_key_hash`
              WHERE NOT s.`_syncline_delete` AND x.`position` < s.{pos}"
         ));
-        // Every column but the key, then the source, then the position (last:
-        // the conditions above it read the row's old position).
-        let updates: Vec<String> = cols
+        // Not `INSERT ... ON DUPLICATE KEY UPDATE`: MySQL takes a conflict on
+        // any unique index for a conflict on the key, and would update the
+        // other row in the record's place (a unique index the user added);
+        // here that record is refused (1062) and dead-lettered, as by
+        // Postgres's `ON CONFLICT (key)`. Rows present: updated where older;
+        // then rows absent: inserted.
+        let no_newer_tombstone = format!(
+            "NOT EXISTS (
+                 SELECT 1 FROM {tomb} x
+                 WHERE x.`target_table` = {tname} AND x.`key_hash` = s.`_syncline_key_hash`
+                   AND x.`position` >= s.{pos})"
+        );
+        let sets: Vec<String> = cols
             .iter()
             .filter(|c| !g.key.iter().any(|k| &&quote(k) == c))
             .chain([&src, &pos])
-            .map(|c| format!("{target}.{c} = IF({newer}, VALUES({c}), {target}.{c})"))
+            .map(|c| format!("t.{c} = s.{c}"))
             .collect();
+        sql.push(format!(
+            "UPDATE {target} t JOIN {stage} s ON {key_eq} SET {}
+             WHERE NOT s.`_syncline_delete` AND (t.{pos} IS NULL OR t.{pos} < s.{pos})
+               AND {no_newer_tombstone}",
+            sets.join(", ")
+        ));
         sql.push(format!(
             "INSERT INTO {target} ({col_list}, {src}, {pos})
                SELECT {col_list}, {src}, {pos} FROM {stage} s
-               WHERE NOT s.`_syncline_delete` AND NOT EXISTS (
-                 SELECT 1 FROM {tomb} x
-                 WHERE x.`target_table` = {tname} AND x.`key_hash` = s.`_syncline_key_hash`
-                   AND x.`position` >= s.{pos})
-             ON DUPLICATE KEY UPDATE {}",
-            updates.join(", ")
+               WHERE NOT s.`_syncline_delete`
+                 AND NOT EXISTS (SELECT 1 FROM {target} t WHERE {key_eq})
+                 AND {no_newer_tombstone}"
         ));
     }
     if has_deletes {
