@@ -62,20 +62,32 @@ impl Running {
     }
 }
 
-/// Every record of `topic`, decoded, in offset order per partition.
+/// Every record of `topic`, decoded, in offset order per partition. A
+/// transient broker error (a partition's leader moving just after the
+/// topic was made) is read again, up to 30 times.
 async fn read_all(stack: &Stack, topic: &str) -> Vec<Decoded> {
-    let kafka = KafkaConfig::new(stack.bootstrap());
-    let t = topic.to_string();
-    let raw = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        read_topic_to_end(&kafka, &t, |_, _, k, v| {
-            out.push((k.map(<[u8]>::to_vec), v.map(<[u8]>::to_vec)))
+    let mut attempts = 0;
+    let raw = loop {
+        let kafka = KafkaConfig::new(stack.bootstrap());
+        let t = topic.to_string();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            read_topic_to_end(&kafka, &t, |_, _, k, v| {
+                out.push((k.map(<[u8]>::to_vec), v.map(<[u8]>::to_vec)))
+            })
+            .map(|()| out)
         })
-        .map(|()| out)
-    })
-    .await
-    .unwrap()
-    .unwrap();
+        .await
+        .unwrap();
+        match read {
+            Ok(raw) => break raw,
+            Err(e) if e.is_transient() && attempts < 30 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot read `{topic}`: {e}"),
+        }
+    };
     let decoder = Decoder::new(&RegistryConfig::new(stack.registry_url())).unwrap();
     let mut out = Vec::new();
     for (k, v) in raw {
