@@ -269,13 +269,10 @@ async fn snapshot_and_stream_under_concurrent_writes_survive_kill9_and_converge(
         .await
         .unwrap();
 
-    let dir = TempDir::new("cdc-e2e");
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        pipeline_yaml(&stack, "cdc-e2e", &source, &target.url(), ""),
-    )
-    .unwrap();
+    let (_dir, file) = pipeline_in(
+        "cdc-e2e",
+        &pipeline_yaml(&stack, "cdc-e2e", &source, &target.url(), ""),
+    );
     let mut rng = Rng::from_time();
     let stop = Arc::new(AtomicBool::new(false));
     let load = workload(source.clone(), rng.clone(), stop.clone());
@@ -350,11 +347,9 @@ async fn captured_and_noise(
     )
     .await
     .unwrap();
-    let dir = TempDir::new(name);
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        small_pipeline(
+    let (dir, file) = pipeline_in(
+        name,
+        &small_pipeline(
             stack,
             name,
             &source,
@@ -362,8 +357,7 @@ async fn captured_and_noise(
             "      - { table: public.captured, topic: cdc.captured }\n",
             "    topics: [cdc.captured]\n    tables: { cdc.captured: captured }\n",
         ),
-    )
-    .unwrap();
+    );
     Captured {
         source,
         target,
@@ -385,6 +379,14 @@ fn small_pipeline(
 }
 
 /// [`small_pipeline`] with `processors` (YAML lines under `processors:`).
+/// A new directory named after `name` holding `yaml` as `pipeline.yaml`.
+fn pipeline_in(name: &str, yaml: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(name);
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    (dir, file)
+}
+
 fn small_pipeline_with(
     stack: &Stack,
     name: &str,
@@ -476,20 +478,14 @@ async fn unchanged_toast_values_and_tables_without_primary_key_reach_the_target(
     )
     .await
     .unwrap();
-    let dir = TempDir::new("cdc-toast");
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        small_pipeline(
-            &stack,
-            "cdc-toast",
-            &source,
-            &target.url(),
-            "      - { table: public.docs, topic: cdc.docs }\n      - { table: public.events, topic: cdc.events, key: [ev_id] }\n",
-            "    topics: [cdc.docs, cdc.events]\n    tables: { cdc.docs: docs, cdc.events: events }\n",
-        ),
-    )
-    .unwrap();
+    let (_dir, file) = pipeline_in("cdc-toast", &small_pipeline(
+        &stack,
+        "cdc-toast",
+        &source,
+        &target.url(),
+        "      - { table: public.docs, topic: cdc.docs }\n      - { table: public.events, topic: cdc.events, key: [ev_id] }\n",
+        "    topics: [cdc.docs, cdc.events]\n    tables: { cdc.docs: docs, cdc.events: events }\n",
+    ));
     let (_source_run, run) = start_source_then_sink(&file).await;
     let tables: &[(&str, &str, &str)] = &[
         ("docs", "id, md5(big) AS big, counter, note", "id"),
@@ -534,11 +530,9 @@ async fn unchanged_toast_values_survive_rules_and_dedup_on_the_way() {
     let target = PgDb::create("cdc_toast_proc").await;
     let src = pg_connect(&source).await;
     src.batch_execute(DOCS_DDL).await.unwrap();
-    let dir = TempDir::new("cdc-toast-proc");
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        small_pipeline_with(
+    let (_dir, file) = pipeline_in(
+        "cdc-toast-proc",
+        &small_pipeline_with(
             &stack,
             "cdc-toast-proc",
             &source,
@@ -558,8 +552,7 @@ async fn unchanged_toast_values_survive_rules_and_dedup_on_the_way() {
 "#,
             "    topics: [cdc.docs.once]\n    tables: { cdc.docs.once: docs }\n",
         ),
-    )
-    .unwrap();
+    );
     let run = SynclineRun::start(&file);
     let tables: &[(&str, &str, &str)] = &[("docs", "id, md5(big) AS big, counter, note", "id")];
     wait_equal(
@@ -601,11 +594,9 @@ async fn large_rows_piled_up_in_the_socket_are_all_read() {
     )
     .await
     .unwrap();
-    let dir = TempDir::new("cdc-piled");
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        small_pipeline_with(
+    let (_dir, file) = pipeline_in(
+        "cdc-piled",
+        &small_pipeline_with(
             &stack,
             "cdc-piled",
             &source,
@@ -614,8 +605,7 @@ async fn large_rows_piled_up_in_the_socket_are_all_read() {
             "",
             "    topics: [cdc.blobs]\n    tables: { cdc.blobs: blobs }\n",
         ),
-    )
-    .unwrap();
+    );
     let run = SynclineRun::start(&file);
     let tables: &[(&str, &str, &str)] = &[("blobs", "id, md5(big) AS big", "id")];
     wait_equal(
@@ -646,6 +636,85 @@ async fn large_rows_piled_up_in_the_socket_are_all_read() {
         &[&run],
     )
     .await;
+}
+
+/// Values Postgres holds beyond the everyday range: `infinity` and
+/// `-infinity` dates and timestamps, dates and timestamps BC, years after
+/// 9999, `24:00:00`. They reach a Postgres target exactly, from the snapshot
+/// and from the stream alike, into columns of the source's types; before,
+/// the first of them stopped the source for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn infinities_bc_dates_far_years_and_24_00_round_trip_from_snapshot_and_stream() {
+    const COLUMNS: [(&str, &str); 4] = [
+        ("d", "date"),
+        ("ts", "timestamp without time zone"),
+        ("tstz", "timestamp with time zone"),
+        ("t", "time without time zone"),
+    ];
+    const ROWS: &str = "(1, 'infinity', 'infinity', 'infinity', '24:00:00'),
+        (2, '-infinity', '-infinity', '-infinity', '00:00:00'),
+        (3, '0044-03-15 BC', '0044-03-15 12:30:00.5 BC', '4713-01-01 00:00:00+00 BC', '23:59:59.999999'),
+        (4, '10000-01-01', '12345-06-07 08:09:10.123456', '99999-12-31 23:59:59.999999+05:30', '12:00:00'),
+        (5, '2024-02-29', '2024-02-29 00:00:00', '2024-02-29 23:00:00-03', NULL)";
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("special").await;
+    let target = PgDb::create("cdc_special").await;
+    let src = pg_connect(&source).await;
+    let ddl: Vec<String> = COLUMNS.iter().map(|(c, t)| format!("{c} {t}")).collect();
+    src.batch_execute(&format!(
+        "CREATE TABLE special (id int PRIMARY KEY, {}); INSERT INTO special VALUES {ROWS}",
+        ddl.join(", ")
+    ))
+    .await
+    .unwrap();
+    let (_dir, file) = pipeline_in(
+        "cdc-special",
+        &small_pipeline(
+            &stack,
+            "cdc-special",
+            &source,
+            &target.url(),
+            "      - { table: public.special, topic: cdc.special }\n",
+            "    topics: [cdc.special]\n    tables: { cdc.special: special }\n",
+        ),
+    );
+    let run = SynclineRun::start(&file);
+    let tables: &[(&str, &str, &str)] = &[("special", "id, d, ts, tstz, t", "id")];
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the snapshot",
+        &[&run],
+    )
+    .await;
+    // The same values again through the stream: new rows, and updates of
+    // the snapshot's rows that turn them around.
+    src.batch_execute(&format!(
+        "INSERT INTO special SELECT id + 10, d::date, ts::timestamp, tstz::timestamptz, t::time FROM (VALUES {ROWS}) v(id, d, ts, tstz, t);
+         UPDATE special s SET d = o.d, ts = o.ts, tstz = o.tstz, t = o.t
+           FROM special o WHERE o.id = 6 - s.id AND s.id <= 5"
+    ))
+    .await
+    .unwrap();
+    wait_equal(&source, &target.url(), tables, "after the stream", &[&run]).await;
+    let tgt = pg_connect(&target.url()).await;
+    for (column, ty) in COLUMNS {
+        let declared: String = tgt
+            .query_one(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                 WHERE attrelid = 'public.special'::regclass AND attname = $1",
+                &[&column],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            declared, ty,
+            "the target's `{column}` keeps the source's type"
+        );
+    }
 }
 
 /// Bytes of WAL the slot keeps: pg_current_wal_lsn() - restart_lsn.
@@ -823,11 +892,9 @@ async fn schema_changes_while_streaming_evolve_the_target_and_a_refused_one_stop
     )
     .await
     .unwrap();
-    let dir = TempDir::new("cdc-schema");
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        small_pipeline(
+    let (_dir, file) = pipeline_in(
+        "cdc-schema",
+        &small_pipeline(
             &stack,
             "cdc-schema",
             &source,
@@ -835,8 +902,7 @@ async fn schema_changes_while_streaming_evolve_the_target_and_a_refused_one_stop
             "      - { table: public.s, topic: cdc.s }\n",
             "    topics: [cdc.s]\n    tables: { cdc.s: s }\n    on_dropped_column: drop\n",
         ),
-    )
-    .unwrap();
+    );
     let (mut source_run, sink_run) = start_source_then_sink(&file).await;
     wait_equal(
         &source,
