@@ -5,6 +5,22 @@ use crate::error::{Error, Result};
 use apache_avro::{types::Value, Decimal};
 use num_bigint::BigInt;
 
+/// Postgres's `infinity` date as an Avro `date` (days since 1970-01-01):
+/// the int32 extreme, as Postgres stores it. No finite date a source
+/// publishes comes near it (chrono ends at year 262143, ~95.7 million days).
+pub const DATE_INFINITY: i32 = i32::MAX;
+/// Postgres's `-infinity` date (see [`DATE_INFINITY`]).
+pub const DATE_NEG_INFINITY: i32 = i32::MIN;
+/// Postgres's `infinity` timestamp (with or without time zone) as an Avro
+/// `timestamp-micros` / `local-timestamp-micros`: the int64 extreme, as
+/// Postgres stores it (far past any finite timestamp chrono holds).
+pub const TIMESTAMP_INFINITY: i64 = i64::MAX;
+/// Postgres's `-infinity` timestamp (see [`TIMESTAMP_INFINITY`]).
+pub const TIMESTAMP_NEG_INFINITY: i64 = i64::MIN;
+/// `24:00:00`, the end of a day, which Postgres's `time` holds: as Avro
+/// `time-micros`.
+pub const TIME_END_OF_DAY: i64 = 86_400_000_000;
+
 /// `"-12.5"` at scale 2 -> the Avro decimal with unscaled value -1250.
 /// Errors if the text has more fractional digits than `scale` (no silent rounding).
 pub fn decimal_from_text(text: &str, scale: u32) -> Result<Value> {

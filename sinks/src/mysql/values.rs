@@ -7,6 +7,9 @@ use crate::table::text::literal;
 use apache_avro::types::Value;
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use mysql_async::Value as My;
+use syncline_core::value::{
+    DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY, TIMESTAMP_NEG_INFINITY,
+};
 use syncline_core::ColumnType;
 
 /// The MySQL value of `v` for a column of type `ty`.
@@ -86,6 +89,9 @@ fn year(y: i32) -> Result<u16, String> {
 }
 
 fn date(days: i32) -> Result<My, String> {
+    if matches!(days, DATE_INFINITY | DATE_NEG_INFINITY) {
+        return Err("MySQL has no infinite date (Postgres's `infinity`)".into());
+    }
     let d = NaiveDate::from_ymd_opt(1970, 1, 1)
         .expect("valid date")
         .checked_add_signed(chrono::Duration::days(i64::from(days)))
@@ -117,6 +123,9 @@ fn time(us: i64) -> Result<My, String> {
 }
 
 fn datetime(us: i64) -> Result<My, String> {
+    if matches!(us, TIMESTAMP_INFINITY | TIMESTAMP_NEG_INFINITY) {
+        return Err("MySQL has no infinite timestamp (Postgres's `infinity`)".into());
+    }
     let t = DateTime::from_timestamp_micros(us)
         .ok_or_else(|| format!("timestamp {us} µs is out of range"))?
         .naive_utc();

@@ -1,7 +1,9 @@
 //! The canonical text of a value: Postgres' text input form, exact for
 //! every mapped type. Integers and decimals digit for digit, floats in Rust's
 //! shortest round-trip form (which Postgres parses back to the same bits),
-//! times with all six fractional digits, years before 1 AD with ` BC`.
+//! times with all six fractional digits, years before 1 AD with ` BC`,
+//! Postgres's infinities (`syncline_core::value::DATE_INFINITY` and the
+//! like) as `infinity` / `-infinity`.
 //! Nothing is rounded: a value that cannot be written exactly (nanoseconds,
 //! a NUL character in text) is an error naming why.
 //!
@@ -11,7 +13,10 @@
 
 use apache_avro::types::Value;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
-use syncline_core::value::{decimal_bytes, decimal_to_text};
+use syncline_core::value::{
+    decimal_bytes, decimal_to_text, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
+    TIMESTAMP_NEG_INFINITY,
+};
 use syncline_core::ColumnType;
 
 /// `\x00ff`: bytes as Postgres' hex `bytea` text.
@@ -148,6 +153,11 @@ fn year_parts(year: i32) -> (i32, &'static str) {
 }
 
 fn date_text(days: i32) -> Result<String, String> {
+    match days {
+        DATE_INFINITY => return Ok("infinity".into()),
+        DATE_NEG_INFINITY => return Ok("-infinity".into()),
+        _ => {}
+    }
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     let d = epoch
         .checked_add_signed(chrono::Duration::days(i64::from(days)))
@@ -171,6 +181,11 @@ fn time_text(us: i64) -> Result<String, String> {
 }
 
 fn timestamp_text(us: i64, utc: bool) -> Result<String, String> {
+    match us {
+        TIMESTAMP_INFINITY => return Ok("infinity".into()),
+        TIMESTAMP_NEG_INFINITY => return Ok("-infinity".into()),
+        _ => {}
+    }
     let t: NaiveDateTime = DateTime::from_timestamp_micros(us)
         .ok_or_else(|| format!("timestamp {us} µs is out of range"))?
         .naive_utc();
@@ -259,6 +274,32 @@ mod tests {
             "1970-01-01 00:00:01.000001+00"
         );
         assert!(literal(&ColumnType::Timestamp, &Value::LocalTimestampNanos(1)).is_err());
+        assert_eq!(
+            lit(ColumnType::Date, Value::Date(DATE_INFINITY)),
+            "infinity"
+        );
+        assert_eq!(
+            lit(ColumnType::Date, Value::Date(DATE_NEG_INFINITY)),
+            "-infinity"
+        );
+        assert_eq!(
+            lit(
+                ColumnType::TimestampTz,
+                Value::TimestampMicros(TIMESTAMP_INFINITY)
+            ),
+            "infinity"
+        );
+        assert_eq!(
+            lit(
+                ColumnType::Timestamp,
+                Value::LocalTimestampMicros(TIMESTAMP_NEG_INFINITY)
+            ),
+            "-infinity"
+        );
+        assert_eq!(
+            lit(ColumnType::Time, Value::TimeMicros(86_400_000_000)),
+            "24:00:00.000000"
+        );
     }
 
     #[test]

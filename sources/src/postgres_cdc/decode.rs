@@ -14,11 +14,14 @@
 //! incompatible schema change, and a snapshot and a stream agree.
 
 use apache_avro::types::Value;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
 use pg_walstream::{ColumnValue, RowData};
 use std::collections::HashMap;
 use syncline_core::schema::{avro_name, nullable_value};
-use syncline_core::value::decimal_from_text;
+use syncline_core::value::{
+    decimal_from_text, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
+    TIMESTAMP_NEG_INFINITY, TIME_END_OF_DAY,
+};
 use syncline_core::{Column, ColumnType, Error, Result, TableSchema};
 
 /// Session settings of every connection of this source (libpq `options`).
@@ -130,28 +133,13 @@ pub fn text_value(ty: &ColumnType, text: &str) -> Result<Value> {
             Value::String(text.to_string())
         }
         ColumnType::Decimal { scale, .. } => decimal_from_text(text, *scale)?,
-        ColumnType::Date => {
-            let d = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad("date"))?;
-            Value::Date((d - DateTime::UNIX_EPOCH.date_naive()).num_days() as i32)
-        }
-        ColumnType::Time => {
-            let t = NaiveTime::parse_from_str(text, "%H:%M:%S%.f").map_err(|_| bad("time"))?;
-            Value::TimeMicros(
-                i64::from(t.num_seconds_from_midnight()) * 1_000_000
-                    + i64::from(t.nanosecond() / 1_000),
-            )
-        }
-        ColumnType::Timestamp => {
-            let t = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-                .map_err(|_| bad("timestamp"))?;
-            Value::LocalTimestampMicros(t.and_utc().timestamp_micros())
-        }
+        ColumnType::Date => Value::Date(date_days(text).ok_or_else(|| bad("date"))?),
+        ColumnType::Time => Value::TimeMicros(time_micros(text).ok_or_else(|| bad("time"))?),
+        ColumnType::Timestamp => Value::LocalTimestampMicros(
+            timestamp_micros(text, false).ok_or_else(|| bad("timestamp"))?,
+        ),
         ColumnType::TimestampTz => {
-            // TimeZone=UTC: `2024-01-02 03:04:05.123456+00`
-            let t = DateTime::parse_from_str(&format!("{text}00"), "%Y-%m-%d %H:%M:%S%.f%z")
-                .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z"))
-                .map_err(|_| bad("timestamptz"))?;
-            Value::TimestampMicros(t.timestamp_micros())
+            Value::TimestampMicros(timestamp_micros(text, true).ok_or_else(|| bad("timestamptz"))?)
         }
         ColumnType::Uuid => Value::Uuid(text.parse().map_err(|_| bad("uuid"))?),
         ColumnType::Bytes => {
@@ -171,6 +159,97 @@ pub fn text_value(ty: &ColumnType, text: &str) -> Result<Value> {
             )
         }
     })
+}
+
+/// A date in ISO text: `2024-01-02`, `10000-01-01`, `0044-03-15 BC`,
+/// `infinity`, `-infinity` -> days since 1970-01-01 (infinities as
+/// [`DATE_INFINITY`] / [`DATE_NEG_INFINITY`]). `None`: not a date, or
+/// beyond the years chrono holds (±262,143).
+pub fn date_days(text: &str) -> Option<i32> {
+    match text {
+        "infinity" => return Some(DATE_INFINITY),
+        "-infinity" => return Some(DATE_NEG_INFINITY),
+        _ => {}
+    }
+    let (text, bc) = match text.strip_suffix(" BC") {
+        Some(t) => (t, true),
+        None => (text, false),
+    };
+    let d = ymd(text, bc)?;
+    i32::try_from((d - DateTime::UNIX_EPOCH.date_naive()).num_days()).ok()
+}
+
+/// `Y...-MM-DD` (four or more year digits; `bc`: Postgres's year N BC is
+/// the proleptic year 1 - N).
+fn ymd(text: &str, bc: bool) -> Option<NaiveDate> {
+    let (y, rest) = text.split_once('-')?;
+    let (m, d) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(y) && y.len() >= 4 && digits(m) && digits(d)) {
+        return None;
+    }
+    let year: i32 = y.parse().ok()?;
+    let year = if bc { 1 - year } else { year };
+    NaiveDate::from_ymd_opt(year, m.parse().ok()?, d.parse().ok()?)
+}
+
+/// A time of day in ISO text (`HH:MM:SS[.ffffff]`, up to `24:00:00`) ->
+/// microseconds since midnight.
+pub fn time_micros(text: &str) -> Option<i64> {
+    if let Some(frac) = text.strip_prefix("24:00:00") {
+        let zero = frac.is_empty()
+            || frac
+                .strip_prefix('.')
+                .is_some_and(|f| !f.is_empty() && f.bytes().all(|b| b == b'0'));
+        return zero.then_some(TIME_END_OF_DAY);
+    }
+    let t = NaiveTime::parse_from_str(text, "%H:%M:%S%.f").ok()?;
+    Some(i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1_000))
+}
+
+/// A timestamp in ISO text (`2024-01-02 03:04:05.123456`, with `+00` or
+/// another offset when `tz`, ` BC` last, `infinity`, `-infinity`) ->
+/// microseconds since 1970-01-01 UTC (infinities as
+/// [`TIMESTAMP_INFINITY`] / [`TIMESTAMP_NEG_INFINITY`]).
+pub fn timestamp_micros(text: &str, tz: bool) -> Option<i64> {
+    match text {
+        "infinity" => return Some(TIMESTAMP_INFINITY),
+        "-infinity" => return Some(TIMESTAMP_NEG_INFINITY),
+        _ => {}
+    }
+    let (text, bc) = match text.strip_suffix(" BC") {
+        Some(t) => (t, true),
+        None => (text, false),
+    };
+    let (date, time) = text.split_once(' ')?;
+    let (time, offset_s) = if tz {
+        let at = time.rfind(['+', '-'])?;
+        (&time[..at], utc_offset_seconds(&time[at..])?)
+    } else {
+        (time, 0)
+    };
+    let t = NaiveTime::parse_from_str(time, "%H:%M:%S%.f").ok()?;
+    let local = ymd(date, bc)?.and_time(t).and_utc().timestamp_micros();
+    local.checked_sub(offset_s * 1_000_000)
+}
+
+/// `+00`, `+05:30`, `-03:30:15` -> seconds east of UTC.
+fn utc_offset_seconds(text: &str) -> Option<i64> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let mut seconds = 0i64;
+    let mut parts = 0;
+    for (i, part) in rest.split(':').enumerate() {
+        if i > 2 || part.len() != 2 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        seconds += part.parse::<i64>().ok()? * [3600, 60, 1][i];
+        parts += 1;
+    }
+    (parts > 0).then_some(sign * seconds)
 }
 
 /// A row's values by column name, in the table schema's column order.
@@ -322,6 +401,41 @@ mod tests {
             Value::Bytes(vec![0, 255])
         );
         assert!(text_value(&ColumnType::Int, "x").is_err());
+    }
+
+    /// The values Postgres holds beyond the everyday range, as its ISO
+    /// text output writes them.
+    #[test]
+    fn parses_infinities_bc_dates_far_years_and_the_end_of_a_day() {
+        let date = |t| text_value(&ColumnType::Date, t).unwrap();
+        assert_eq!(date("infinity"), Value::Date(DATE_INFINITY));
+        assert_eq!(date("-infinity"), Value::Date(DATE_NEG_INFINITY));
+        // 1 BC is year 0; 0001-01-01 is day -719,162
+        assert_eq!(date("0001-12-31 BC"), Value::Date(-719_163));
+        assert_eq!(date("10000-01-01"), Value::Date(2_932_897));
+        let ts = |t, tz| timestamp_micros(t, tz).unwrap();
+        assert_eq!(ts("infinity", false), TIMESTAMP_INFINITY);
+        assert_eq!(ts("-infinity", true), TIMESTAMP_NEG_INFINITY);
+        assert_eq!(
+            ts("0001-12-31 23:59:59.5 BC", false),
+            -719_162 * 86_400_000_000 - 500_000
+        );
+        assert_eq!(
+            ts("0001-12-31 23:59:59.5+00 BC", true),
+            -719_162 * 86_400_000_000 - 500_000
+        );
+        assert_eq!(
+            ts("10000-01-01 00:00:00+05:30", true),
+            2_932_897 * 86_400_000_000 - 19_800_000_000
+        );
+        assert_eq!(ts("1970-01-01 00:00:00-00:00:15", true), 15_000_000);
+        assert_eq!(time_micros("24:00:00"), Some(TIME_END_OF_DAY));
+        assert_eq!(time_micros("24:00:00.000"), Some(TIME_END_OF_DAY));
+        assert_eq!(time_micros("24:00:01"), None);
+        for bad in ["999-01-01", "2024-1-x", "infinityy", "2024-01-01 BC BC", ""] {
+            assert_eq!(date_days(bad), None, "{bad}");
+        }
+        assert_eq!(timestamp_micros("2024-01-01 00:00:00", true), None);
     }
 
     #[test]
