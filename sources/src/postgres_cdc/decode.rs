@@ -171,12 +171,17 @@ pub fn date_days(text: &str) -> Option<i32> {
         "-infinity" => return Some(DATE_NEG_INFINITY),
         _ => {}
     }
-    let (text, bc) = match text.strip_suffix(" BC") {
-        Some(t) => (t, true),
-        None => (text, false),
-    };
+    let (text, bc) = without_bc(text);
     let d = ymd(text, bc)?;
     i32::try_from((d - DateTime::UNIX_EPOCH.date_naive()).num_days()).ok()
+}
+
+/// `text` without Postgres's ` BC` suffix, and whether it had one.
+fn without_bc(text: &str) -> (&str, bool) {
+    match text.strip_suffix(" BC") {
+        Some(t) => (t, true),
+        None => (text, false),
+    }
 }
 
 /// `Y...-MM-DD` (four or more year digits; `bc`: Postgres's year N BC is
@@ -217,10 +222,7 @@ pub fn timestamp_micros(text: &str, tz: bool) -> Option<i64> {
         "-infinity" => return Some(TIMESTAMP_NEG_INFINITY),
         _ => {}
     }
-    let (text, bc) = match text.strip_suffix(" BC") {
-        Some(t) => (t, true),
-        None => (text, false),
-    };
+    let (text, bc) = without_bc(text);
     let (date, time) = text.split_once(' ')?;
     let (time, offset_s) = if tz {
         let at = time.rfind(['+', '-'])?;
