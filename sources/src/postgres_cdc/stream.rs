@@ -127,20 +127,16 @@ async fn read_stream(
             _ = status.tick() => None,
         };
         let event = match frame {
-            None => {
+            // The second's status, or a keepalive that asks for one.
+            None | Some(Ok(Frame::Keepalive { .. })) => {
+                if let Some(Ok(Frame::Keepalive { end, reply })) = frame {
+                    received = received.max(end);
+                    if !reply {
+                        continue;
+                    }
+                }
                 // (`acked` never passes `received`: it is a commit's end
                 // LSN of a transaction read here)
-                let flushed = acked.load(Ordering::Relaxed);
-                match wire.status(received.max(flushed), flushed, false).await {
-                    Ok(()) => continue,
-                    Err(e) => Err(e),
-                }
-            }
-            Some(Ok(Frame::Keepalive { end, reply })) => {
-                received = received.max(end);
-                if !reply {
-                    continue;
-                }
                 let flushed = acked.load(Ordering::Relaxed);
                 match wire.status(received.max(flushed), flushed, false).await {
                     Ok(()) => continue,
