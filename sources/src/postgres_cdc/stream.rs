@@ -138,7 +138,7 @@ async fn read_stream(
                 // (`acked` never passes `received`: it is a commit's end
                 // LSN of a transaction read here)
                 let flushed = acked.load(Ordering::Relaxed);
-                match wire.status(received.max(flushed), flushed, false).await {
+                match wire.status(received.max(flushed), flushed).await {
                     Ok(()) => continue,
                     Err(e) => Err(e),
                 }

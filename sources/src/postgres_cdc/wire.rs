@@ -225,16 +225,16 @@ impl Wire {
     }
 
     /// Tell the server what was received (`write`) and what it may forget
-    /// (`flush`, also reported as applied); `reply`: ask for a keepalive.
-    pub async fn status(&mut self, write: u64, flush: u64, reply: bool) -> Result<()> {
+    /// (`flush`, also reported as applied).
+    pub async fn status(&mut self, write: u64, flush: u64) -> Result<()> {
         let mut msg = Vec::with_capacity(34);
         msg.push(b'r');
         msg.extend_from_slice(&write.to_be_bytes());
         msg.extend_from_slice(&flush.to_be_bytes());
         msg.extend_from_slice(&flush.to_be_bytes());
         msg.extend_from_slice(&pg_now().to_be_bytes());
-        msg.push(u8::from(reply));
-        // SAFETY: a live connection; libpq copies the bytes.
+        msg.push(0); // no reply asked for
+                     // SAFETY: a live connection; libpq copies the bytes.
         let queued =
             unsafe { pq::PQputCopyData(self.conn.0, msg.as_ptr().cast(), msg.len() as i32) };
         if queued != 1 {
