@@ -52,6 +52,37 @@ pub fn decimal_from_text(text: &str, scale: u32) -> Result<Value> {
     Ok(Value::Decimal(Decimal::from(n.to_signed_bytes_be())))
 }
 
+/// `NaN` of a Postgres `numeric(p,s)` as an Avro `decimal(p,s)`: the
+/// unscaled value 10^p, one digit longer than the precision allows, so that
+/// no number the column holds equals it. (A numeric with a declared
+/// precision cannot hold `Infinity`, so NaN is its only special value; an
+/// unconstrained numeric travels as text and holds all three.)
+pub fn decimal_nan(precision: u32) -> Value {
+    Value::Decimal(Decimal::from(
+        BigInt::from(10u8).pow(precision).to_signed_bytes_be(),
+    ))
+}
+
+/// A `numeric(p,s)` value's text -> its Avro decimal: [`decimal_from_text`],
+/// and `NaN` as [`decimal_nan`].
+pub fn decimal_value(text: &str, precision: u32, scale: u32) -> Result<Value> {
+    if text.trim().eq_ignore_ascii_case("nan") {
+        return Ok(decimal_nan(precision));
+    }
+    decimal_from_text(text, scale)
+}
+
+/// An Avro `decimal(p,s)`'s bytes -> its canonical text, `NaN` for
+/// [`decimal_nan`] (the inverse of [`decimal_value`]).
+pub fn decimal_text(bytes: &[u8], precision: u32, scale: u32) -> String {
+    let text = decimal_to_text(bytes, 0);
+    let p = precision as usize;
+    if text.len() == p + 1 && text.starts_with('1') && text[1..].bytes().all(|b| b == b'0') {
+        return "NaN".into();
+    }
+    decimal_to_text(bytes, scale)
+}
+
 /// The Avro decimal's two's-complement bytes at `scale` -> canonical text (`-12.50`).
 pub fn decimal_to_text(bytes: &[u8], scale: u32) -> String {
     let n = BigInt::from_signed_bytes_be(bytes);
@@ -111,6 +142,23 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn numeric_nan_has_a_value_no_number_of_its_precision_takes() {
+        let nan = decimal_value("NaN", 5, 2).unwrap();
+        let bytes = decimal_bytes(&nan).unwrap();
+        assert_eq!(decimal_text(&bytes, 5, 2), "NaN");
+        for (text, canon) in [
+            ("999.99", "999.99"),
+            ("-999.99", "-999.99"),
+            ("100", "100.00"),
+        ] {
+            let v = decimal_value(text, 5, 2).unwrap();
+            assert_eq!(decimal_text(&decimal_bytes(&v).unwrap(), 5, 2), canon);
+        }
+        // 10^5 unscaled at another precision is a plain number.
+        assert_eq!(decimal_text(&bytes, 6, 2), "1000.00");
     }
 
     #[test]

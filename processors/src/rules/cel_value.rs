@@ -27,7 +27,7 @@ use cel::Value as Cel;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
-use syncline_core::value::{decimal_bytes, decimal_from_text, decimal_to_text, unwrap_union};
+use syncline_core::value::{decimal_bytes, decimal_from_text, decimal_text, unwrap_union};
 use syncline_core::{Column, ColumnType};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -43,8 +43,9 @@ pub(crate) fn to_cel(v: &Avro, ty: &ColumnType) -> Cel {
         (Avro::Float(f), _) => Cel::Float(*f as f64),
         (Avro::Double(d), _) => Cel::Float(*d),
         (Avro::Boolean(b), _) => Cel::Bool(*b),
-        (Avro::Decimal(_), ColumnType::Decimal { scale, .. }) => {
-            let text = decimal_to_text(&decimal_bytes(v).unwrap_or_default(), *scale);
+        (Avro::Decimal(_), ColumnType::Decimal { precision, scale }) => {
+            let text = decimal_text(&decimal_bytes(v).unwrap_or_default(), *precision, *scale);
+            // `NaN` parses as f64's NaN, as Postgres's numeric NaN is one.
             Cel::Float(text.parse().unwrap_or(f64::NAN))
         }
         (Avro::String(s), ColumnType::NumericText) => match s.parse::<f64>() {
@@ -108,8 +109,8 @@ fn micros_to_cel(us: i64) -> Cel {
 pub(crate) fn canonical_text(v: &Avro, ty: &ColumnType) -> Option<String> {
     let v = unwrap_union(v)?;
     match (v, ty) {
-        (Avro::Decimal(_), ColumnType::Decimal { scale, .. }) => {
-            Some(decimal_to_text(&decimal_bytes(v)?, *scale))
+        (Avro::Decimal(_), ColumnType::Decimal { precision, scale }) => {
+            Some(decimal_text(&decimal_bytes(v)?, *precision, *scale))
         }
         (Avro::String(s), _) => Some(s.clone()),
         (Avro::LocalTimestampMicros(t), _) => DateTime::<Utc>::from_timestamp_micros(*t)

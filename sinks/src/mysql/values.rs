@@ -39,7 +39,14 @@ pub fn sql_value(ty: &ColumnType, v: &Value) -> Result<My, String> {
             Some(us) => datetime(us?)?,
             None => return Err(mismatch(ty, v)),
         },
-        // Decimals, uuids: the canonical text.
+        (ColumnType::Decimal { .. }, _) => match literal(ty, v)? {
+            Some(t) if t == "NaN" => {
+                return Err("MySQL decimals have no NaN (Postgres's numeric `NaN`)".into())
+            }
+            Some(t) => My::Bytes(t.into_bytes()),
+            None => My::NULL,
+        },
+        // Uuids: the canonical text.
         _ => match literal(ty, v)? {
             Some(t) => My::Bytes(t.into_bytes()),
             None => My::NULL,
@@ -171,6 +178,13 @@ mod tests {
             My::Bytes(b"12.34".to_vec())
         );
         assert!(sql_value(&ColumnType::Double, &Value::Double(f64::NAN)).is_err());
+        let decimal = ColumnType::Decimal {
+            precision: 10,
+            scale: 2,
+        };
+        let nan = sql_value(&decimal, &syncline_core::value::decimal_nan(10)).unwrap_err();
+        assert!(nan.contains("NaN"), "{nan}");
+        assert!(sql_value(&ColumnType::Date, &Value::Date(DATE_INFINITY)).is_err());
         assert!(
             sql_value(&ColumnType::Date, &Value::Date(-719_163)).is_err(),
             "a BC date"

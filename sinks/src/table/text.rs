@@ -3,7 +3,8 @@
 //! shortest round-trip form (which Postgres parses back to the same bits),
 //! times with all six fractional digits, years before 1 AD with ` BC`,
 //! Postgres's infinities (`syncline_core::value::DATE_INFINITY` and the
-//! like) as `infinity` / `-infinity`.
+//! like) as `infinity` / `-infinity`, a numeric's NaN
+//! (`syncline_core::value::decimal_nan`) as `NaN`.
 //! Nothing is rounded: a value that cannot be written exactly (nanoseconds,
 //! a NUL character in text) is an error naming why.
 //!
@@ -14,7 +15,7 @@
 use apache_avro::types::Value;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
 use syncline_core::value::{
-    decimal_bytes, decimal_to_text, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
+    decimal_bytes, decimal_text, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
     TIMESTAMP_NEG_INFINITY,
 };
 use syncline_core::ColumnType;
@@ -43,8 +44,8 @@ pub fn literal(ty: &ColumnType, v: &Value) -> Result<Option<String>, String> {
     let text = match (ty, v) {
         (ColumnType::Int | ColumnType::Long, Value::Int(i)) => i.to_string(),
         (ColumnType::Int | ColumnType::Long, Value::Long(i)) => i.to_string(),
-        (ColumnType::Decimal { scale, .. }, v) => match decimal_bytes(v) {
-            Some(b) => decimal_to_text(&b, *scale),
+        (ColumnType::Decimal { precision, scale }, v) => match decimal_bytes(v) {
+            Some(b) => decimal_text(&b, *precision, *scale),
             None => return Err(mismatch()),
         },
         (ColumnType::NumericText, Value::String(s)) => s.clone(),
@@ -243,6 +244,16 @@ mod tests {
                 Value::Decimal(Decimal::from(vec![0xfbu8, 0x2e]))
             ),
             "-12.34"
+        );
+        assert_eq!(
+            lit(
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2
+                },
+                syncline_core::value::decimal_nan(10)
+            ),
+            "NaN"
         );
         assert_eq!(
             lit(ColumnType::Bytes, Value::Bytes(vec![0, 0xff])),

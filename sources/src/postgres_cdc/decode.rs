@@ -19,8 +19,8 @@ use pg_walstream::{ColumnValue, RowData};
 use std::collections::HashMap;
 use syncline_core::schema::{avro_name, nullable_value};
 use syncline_core::value::{
-    decimal_from_text, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
-    TIMESTAMP_NEG_INFINITY, TIME_END_OF_DAY,
+    decimal_value, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY, TIMESTAMP_NEG_INFINITY,
+    TIME_END_OF_DAY,
 };
 use syncline_core::{Column, ColumnType, Error, Result, TableSchema};
 
@@ -132,7 +132,7 @@ pub fn text_value(ty: &ColumnType, text: &str) -> Result<Value> {
         ColumnType::Text | ColumnType::NumericText | ColumnType::Json => {
             Value::String(text.to_string())
         }
-        ColumnType::Decimal { scale, .. } => decimal_from_text(text, *scale)?,
+        ColumnType::Decimal { precision, scale } => decimal_value(text, *precision, *scale)?,
         ColumnType::Date => Value::Date(date_days(text).ok_or_else(|| bad("date"))?),
         ColumnType::Time => Value::TimeMicros(time_micros(text).ok_or_else(|| bad("time"))?),
         ColumnType::Timestamp => Value::LocalTimestampMicros(
