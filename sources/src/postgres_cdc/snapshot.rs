@@ -91,6 +91,20 @@ struct Reader {
     key_types: Vec<String>,
 }
 
+/// A column's value as the text pgoutput sends for it (its type's output
+/// function): `s.c::text`, except for a `char(n)`, whose cast to text drops
+/// the trailing blanks the stream keeps, so a row's value would depend on
+/// the phase that read it.
+fn text_of(c: &syncline_core::Column) -> String {
+    let col = format!("s.{}", quote_ident(&c.name));
+    if c.ty == syncline_core::ColumnType::Text && crate::sql_poll::postgres::is_bpchar(&c.sql_type)
+    {
+        format!("textin(bpcharout({col}))")
+    } else {
+        format!("{col}::text")
+    }
+}
+
 impl Reader {
     fn new(source: &PostgresCdcSource, t: usize) -> Reader {
         let table = &source.tables[t];
@@ -101,7 +115,7 @@ impl Reader {
         let select = columns
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("s.{}::text AS c{i}", quote_ident(&c.name)))
+            .map(|(i, c)| format!("{} AS c{i}", text_of(c)))
             .collect::<Vec<_>>()
             .join(", ");
         let key_idx: Vec<usize> = r

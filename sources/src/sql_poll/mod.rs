@@ -22,6 +22,7 @@ pub(crate) mod connection;
 mod cursor;
 mod delete_detection;
 mod fence;
+pub(crate) mod pg_time;
 pub(crate) mod plan;
 pub(crate) mod postgres;
 mod schedule;
@@ -141,6 +142,14 @@ impl SqlPollSource {
             encoder.prepare(&plan.topic, &plan.schema).await?;
         }
         let producer = ctx.kafka.producer()?;
+        let publisher = Publisher::for_source(
+            &ctx,
+            "sql_poll",
+            encoder,
+            producer.clone(),
+            cfg.dead_letter_topic.as_deref(),
+        )
+        .await?;
         let cursors = CursorStore::new(ctx.kafka.clone(), &ctx.pipeline, &ctx.component);
         let mut stored = cursors.restore().await?;
         let mut tables = Vec::new();
@@ -195,7 +204,7 @@ impl SqlPollSource {
             connection,
             db,
             tables,
-            publisher: Publisher::new(encoder, producer),
+            publisher,
             kafka: ctx.kafka,
             cursors,
             schedule: cfg.schedule()?,

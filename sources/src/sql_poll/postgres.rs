@@ -5,15 +5,15 @@
 use super::config::TableConfig;
 use super::cursor::{Cursor, CursorPart};
 use super::fence::{FenceDecision, FenceState, Running};
+use super::pg_time::{PgDate, PgTime, PgTimestamp};
 use super::plan::{plain_query, quote_ident, quote_table, subquery, SourceRow, TablePlan};
 use apache_avro::types::Value;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use futures::{pin_mut, TryStreamExt};
 use std::time::Instant;
 use syncline_core::connect::postgres::Postgres;
 use syncline_core::error::postgres::pg_error;
 use syncline_core::schema::nullable_value;
-use syncline_core::value::decimal_from_text;
+use syncline_core::value::decimal_value;
 use syncline_core::{Column, ColumnType, Error, Result};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, IsolationLevel, Row};
@@ -68,8 +68,24 @@ fn numeric_type(typmod: i32) -> ColumnType {
     }
 }
 
-/// The Postgres type a column is read as (the SELECT casts to it).
-fn read_type(ty: &ColumnType) -> String {
+/// The Postgres type a column is read as (the SELECT casts to it). A
+/// `char(n)` is read as itself, not as text: its cast to text drops the
+/// trailing blanks, which the value holds (and `postgres_cdc` carries).
+fn read_type(col: &Column) -> String {
+    let bpchar = is_bpchar(&col.sql_type);
+    match &col.ty {
+        ColumnType::Text if bpchar => "bpchar".into(),
+        ColumnType::Array(item) if bpchar && **item == ColumnType::Text => "bpchar[]".into(),
+        ty => cast_type(ty),
+    }
+}
+
+/// `character(n)` (`format_type` of a `char(n)`), or an array of it.
+pub fn is_bpchar(sql_type: &str) -> bool {
+    sql_type.starts_with("character") && !sql_type.starts_with("character varying")
+}
+
+fn cast_type(ty: &ColumnType) -> String {
     match ty {
         ColumnType::Int => "int4".into(),
         ColumnType::Long => "int8".into(),
@@ -86,7 +102,7 @@ fn read_type(ty: &ColumnType) -> String {
         ColumnType::TimestampTz => "timestamptz".into(),
         ColumnType::Uuid => "uuid".into(),
         ColumnType::Bytes => "bytea".into(),
-        ColumnType::Array(item) => format!("{}[]", read_type(item)),
+        ColumnType::Array(item) => format!("{}[]", cast_type(item)),
     }
 }
 
@@ -390,7 +406,7 @@ impl PgSource {
                 let cols = table
                     .columns
                     .iter()
-                    .map(|c| format!("t.{}::{}", quote_ident(&c.name), read_type(&c.ty)))
+                    .map(|c| format!("t.{}::{}", quote_ident(&c.name), read_type(c)))
                     .collect::<Vec<_>>();
                 let tuple = |offset: usize| {
                     let ps = table
@@ -480,7 +496,7 @@ impl PgSource {
         let cols = table
             .key
             .iter()
-            .map(|c| format!("t.{}::{}", quote_ident(&c.name), read_type(&c.ty)))
+            .map(|c| format!("t.{}::{}", quote_ident(&c.name), read_type(c)))
             .collect::<Vec<_>>();
         let sql = format!("SELECT {} FROM {} AS t", cols.join(", "), table.from);
         let stream = client
@@ -532,15 +548,9 @@ fn read_cursor(row: &Row, offset: usize, kinds: &[(String, CursorKind)]) -> Resu
         };
         parts.push(CursorPart::Int(match kind {
             CursorKind::Int => row.try_get::<_, i64>(offset + i).map_err(bad)?,
-            CursorKind::Timestamp => row
-                .try_get::<_, NaiveDateTime>(offset + i)
-                .map_err(bad)?
-                .and_utc()
-                .timestamp_micros(),
-            CursorKind::TimestampTz => row
-                .try_get::<_, DateTime<Utc>>(offset + i)
-                .map_err(bad)?
-                .timestamp_micros(),
+            CursorKind::Timestamp | CursorKind::TimestampTz => {
+                row.try_get::<_, PgTimestamp>(offset + i).map_err(bad)?.0
+            }
         }));
     }
     Ok(Cursor(parts))
@@ -560,17 +570,9 @@ fn bind(
                     "stored cursor value {part:?} of `{name}` is not an integer"
                 )));
             };
-            let micros = || {
-                DateTime::from_timestamp_micros(*v).ok_or_else(|| {
-                    Error::data(format!(
-                        "stored cursor value {v} of `{name}` is not a timestamp"
-                    ))
-                })
-            };
             Ok(match kind {
                 CursorKind::Int => Box::new(*v) as Box<dyn ToSql + Sync + Send>,
-                CursorKind::Timestamp => Box::new(micros()?.naive_utc()),
-                CursorKind::TimestampTz => Box::new(micros()?),
+                CursorKind::Timestamp | CursorKind::TimestampTz => Box::new(PgTimestamp(*v)),
             })
         })
         .collect()
@@ -579,14 +581,6 @@ fn bind(
 fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<Option<T>> {
     row.try_get::<_, Option<T>>(i)
         .map_err(|e| Error::data("cannot read the value").with_source(e))
-}
-
-fn days(d: NaiveDate) -> i32 {
-    (d - DateTime::UNIX_EPOCH.date_naive()).num_days() as i32
-}
-
-fn time_micros(t: NaiveTime) -> i64 {
-    i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1_000)
 }
 
 /// One value as the Avro value of its column type (`Value::Null` for NULL).
@@ -624,19 +618,17 @@ pub fn read_value(row: &Row, i: usize, ty: &ColumnType) -> Result<Value> {
                 ColumnType::Text | ColumnType::NumericText | ColumnType::Json => {
                     $reader::<String>(row, i, |v| Ok(Value::String(v)))
                 }
-                ColumnType::Decimal { scale, .. } => {
-                    $reader::<String>(row, i, |v| decimal_from_text(&v, *scale))
+                ColumnType::Decimal { precision, scale } => {
+                    $reader::<String>(row, i, |v| decimal_value(&v, *precision, *scale))
                 }
-                ColumnType::Date => $reader::<NaiveDate>(row, i, |v| Ok(Value::Date(days(v)))),
-                ColumnType::Time => {
-                    $reader::<NaiveTime>(row, i, |v| Ok(Value::TimeMicros(time_micros(v))))
+                ColumnType::Date => $reader::<PgDate>(row, i, |v| Ok(Value::Date(v.0))),
+                ColumnType::Time => $reader::<PgTime>(row, i, |v| Ok(Value::TimeMicros(v.0))),
+                ColumnType::Timestamp => {
+                    $reader::<PgTimestamp>(row, i, |v| Ok(Value::LocalTimestampMicros(v.0)))
                 }
-                ColumnType::Timestamp => $reader::<NaiveDateTime>(row, i, |v| {
-                    Ok(Value::LocalTimestampMicros(v.and_utc().timestamp_micros()))
-                }),
-                ColumnType::TimestampTz => $reader::<DateTime<Utc>>(row, i, |v| {
-                    Ok(Value::TimestampMicros(v.timestamp_micros()))
-                }),
+                ColumnType::TimestampTz => {
+                    $reader::<PgTimestamp>(row, i, |v| Ok(Value::TimestampMicros(v.0)))
+                }
                 ColumnType::Uuid => $reader::<uuid::Uuid>(row, i, |v| Ok(Value::Uuid(v))),
                 ColumnType::Bytes => $reader::<Vec<u8>>(row, i, |v| Ok(Value::Bytes(v))),
                 ColumnType::Array(_) => Err(Error::data("arrays of arrays are not supported")),
@@ -681,11 +673,29 @@ mod tests {
         assert_eq!(column_type("jsonb", -1, None), ColumnType::Json);
         assert_eq!(column_type("interval", -1, None), ColumnType::Text);
         assert_eq!(
-            read_type(&ColumnType::Array(Box::new(ColumnType::Decimal {
+            cast_type(&ColumnType::Array(Box::new(ColumnType::Decimal {
                 precision: 5,
                 scale: 1
             }))),
             "text[]"
+        );
+        let col = |sql_type: &str, ty: ColumnType| Column {
+            name: "c".into(),
+            ty,
+            nullable: true,
+            sql_type: sql_type.into(),
+        };
+        assert_eq!(read_type(&col("character(5)", ColumnType::Text)), "bpchar");
+        assert_eq!(
+            read_type(&col(
+                "character(2)[]",
+                ColumnType::Array(Box::new(ColumnType::Text))
+            )),
+            "bpchar[]"
+        );
+        assert_eq!(
+            read_type(&col("character varying(5)", ColumnType::Text)),
+            "text"
         );
     }
 
