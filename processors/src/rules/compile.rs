@@ -538,8 +538,10 @@ fn set_column(
     Some(Column {
         name: name.to_string(),
         nullable: nullable.unwrap_or(existing.map(|c| c.nullable).unwrap_or(true)),
+        // A computed text keeps no `varchar(n)` or `char(n)` of its column's
+        // source: a target of the source's type could not hold a longer value.
         sql_type: match existing {
-            Some(c) if c.ty == ty => c.sql_type.clone(),
+            Some(c) if c.ty == ty && ty != ColumnType::Text => c.sql_type.clone(),
             _ => sql_type(&ty),
         },
         ty,

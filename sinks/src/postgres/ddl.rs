@@ -9,7 +9,7 @@
 //! | `bytes`, logicalType `decimal(p,s)` | Decimal | `numeric(p,s)` (`numeric` if p > 1000) |
 //! | `string`, sql_type numeric/decimal | NumericText | `numeric` |
 //! | `float` / `double` | Float / Double | `real` / `double precision` |
-//! | `string` | Text | `text` |
+//! | `string` | Text | `text`, or the source's type named by sql_type when it is a built-in Postgres type whose text form round-trips ([`source_text_type`]: `character(n)`, `character varying(n)`, `interval`, `inet`, `bit(n)`, …) |
 //! | `boolean` | Bool | `boolean` |
 //! | `int`, logicalType `date` | Date | `date` |
 //! | `long`, logicalType `time-micros` | Time | `time` |
@@ -76,6 +76,20 @@ pub fn widens(have: &str, want: &str) -> bool {
         let (p, s) = inner.split_once(',')?;
         Some(Some((p.trim().parse().ok()?, s.trim().parse().ok()?)))
     };
+    let varchar = |t: &str| -> Option<Option<u32>> {
+        if t == "character varying" {
+            return Some(None);
+        }
+        Some(Some(
+            t.strip_prefix("character varying(")?
+                .strip_suffix(')')?
+                .parse()
+                .ok()?,
+        ))
+    };
+    if let (Some(Some(a)), Some(b)) = (varchar(have), varchar(want)) {
+        return b.is_none_or(|b| b >= a);
+    }
     match (have, want) {
         (_, "text") => !have.ends_with("[]") && have != "bytea",
         ("real", "double precision") => true,
@@ -115,7 +129,7 @@ fn type_name(ty: &ColumnType, sql_type: &str) -> String {
         ColumnType::Decimal { .. } | ColumnType::NumericText => "numeric".into(),
         ColumnType::Float => "real".into(),
         ColumnType::Double => "double precision".into(),
-        ColumnType::Text => "text".into(),
+        ColumnType::Text => source_text_type(sql_type).unwrap_or("text").into(),
         ColumnType::Bool => "boolean".into(),
         ColumnType::Date => "date".into(),
         ColumnType::Time => "time without time zone".into(),
@@ -127,8 +141,87 @@ fn type_name(ty: &ColumnType, sql_type: &str) -> String {
         ColumnType::Bytes => "bytea".into(),
         // Postgres has one array type per element type, whatever the dimensions.
         ColumnType::Array(item) if matches!(**item, ColumnType::Array(_)) => type_name(item, ""),
-        ColumnType::Array(item) => format!("{}[]", type_name(item, "")),
+        ColumnType::Array(item) => format!(
+            "{}[]",
+            type_name(item, sql_type.strip_suffix("[]").unwrap_or(""))
+        ),
     }
+}
+
+/// Built-in Postgres types a source's text column may have, spelled as
+/// `format_type()` spells them, after removing a `(n)` or `(p,s)` modifier.
+/// Their values travel as their text form, which reads back to the same
+/// value. Left out: `money` (its text depends on `lc_monetary`), and every
+/// type that is not built in (enums, domains, extensions), which the target
+/// may lack.
+const SOURCE_TEXT_TYPES: &[&str] = &[
+    "character",
+    "character varying",
+    "bit",
+    "bit varying",
+    "time with time zone",
+    "interval",
+    "interval year",
+    "interval month",
+    "interval day",
+    "interval hour",
+    "interval minute",
+    "interval second",
+    "interval year to month",
+    "interval day to hour",
+    "interval day to minute",
+    "interval day to second",
+    "interval hour to minute",
+    "interval hour to second",
+    "interval minute to second",
+    "inet",
+    "cidr",
+    "macaddr",
+    "macaddr8",
+    "xml",
+    "tsvector",
+    "tsquery",
+    "point",
+    "line",
+    "lseg",
+    "box",
+    "path",
+    "polygon",
+    "circle",
+    "int4range",
+    "int8range",
+    "numrange",
+    "tsrange",
+    "tstzrange",
+    "daterange",
+    "pg_lsn",
+];
+
+/// The source's type of a text column when the target can have it too:
+/// `sql_type` (a schema's field attribute, so anything) is used only when it
+/// is one of [`SOURCE_TEXT_TYPES`] with at most one modifier of digits,
+/// which also keeps it from carrying SQL into the DDL.
+pub fn source_text_type(sql_type: &str) -> Option<&str> {
+    let bare = match (sql_type.find('('), sql_type.find(')')) {
+        (Some(open), Some(close)) if open < close => {
+            let modifier = &sql_type[open + 1..close];
+            let digits =
+                |s: &str| !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit());
+            let ok = match modifier.split_once(',') {
+                Some((a, b)) => digits(a) && digits(b),
+                None => digits(modifier),
+            };
+            if !ok || sql_type[close + 1..].contains(['(', ')']) {
+                return None;
+            }
+            format!("{}{}", &sql_type[..open], &sql_type[close + 1..])
+        }
+        (None, None) => sql_type.to_string(),
+        _ => return None,
+    };
+    SOURCE_TEXT_TYPES
+        .contains(&bare.as_str())
+        .then_some(sql_type)
 }
 
 /// Create the sink's own tables (offsets and tombstones) if missing.
@@ -366,6 +459,34 @@ mod tests {
             (ColumnType::Float, "", "real"),
             (ColumnType::Double, "", "double precision"),
             (ColumnType::Text, "varchar(40)", "text"),
+            (ColumnType::Text, "character(5)", "character(5)"),
+            (
+                ColumnType::Text,
+                "character varying(40)",
+                "character varying(40)",
+            ),
+            (ColumnType::Text, "character varying", "character varying"),
+            (
+                ColumnType::Text,
+                "interval day to second(3)",
+                "interval day to second(3)",
+            ),
+            (
+                ColumnType::Text,
+                "time(3) with time zone",
+                "time(3) with time zone",
+            ),
+            (ColumnType::Text, "inet", "inet"),
+            (ColumnType::Text, "money", "text"),
+            (ColumnType::Text, "mood", "text"),
+            (ColumnType::Text, "character(5); DROP TABLE t", "text"),
+            (ColumnType::Text, "character(5) (1)", "text"),
+            (ColumnType::Text, "character(1,2,3)", "text"),
+            (
+                ColumnType::Array(Box::new(ColumnType::Text)),
+                "character(2)[]",
+                "character(2)[]",
+            ),
             (ColumnType::Bool, "", "boolean"),
             (ColumnType::Date, "", "date"),
             (ColumnType::Time, "", "time without time zone"),
@@ -418,6 +539,10 @@ mod widening_tests {
         assert!(widens("smallint", "integer"));
         assert!(!widens("bigint", "integer"));
         assert!(widens("real", "double precision"));
+        assert!(widens("character varying(5)", "character varying(10)"));
+        assert!(widens("character varying(5)", "character varying"));
+        assert!(!widens("character varying(10)", "character varying(5)"));
+        assert!(widens("character(5)", "text"));
         assert!(!widens("double precision", "real"));
         assert!(widens("numeric(10,2)", "numeric(12,2)"));
         assert!(widens("numeric(10,2)", "numeric(12,3)"));
