@@ -22,3 +22,22 @@ impl Issue {
         }
     }
 }
+
+/// A value that is never shown (a password, a token, a signing secret):
+/// `Debug` and serialization print `***`, so a logged or dumped config never
+/// holds it.
+#[derive(Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}

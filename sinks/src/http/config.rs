@@ -73,22 +73,7 @@ pub struct HttpSinkConfig {
     pub dead_letter_topic: Option<String>,
 }
 
-/// A value that is never shown: `Debug` and serialization print `***`.
-#[derive(Clone, Deserialize, schemars::JsonSchema)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
-}
+pub use syncline_core::config::Secret;
 
 /// The request method.
 #[derive(
