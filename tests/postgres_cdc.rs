@@ -638,83 +638,279 @@ async fn large_rows_piled_up_in_the_socket_are_all_read() {
     .await;
 }
 
+/// A pipeline reading the same tables two ways: `cdc` (postgres_cdc) and
+/// `poll` (sql_poll by `id`), each table `t` of `cdc` to target table `t`,
+/// each table `t` of `poll` (a copy of the data) to `t_polled`.
+fn cdc_and_poll_pipeline(
+    stack: &Stack,
+    name: &str,
+    source: &str,
+    target: &str,
+    tables: &[&str],
+) -> String {
+    let mut cdc = String::new();
+    let mut poll = String::new();
+    let mut topics = Vec::new();
+    let mut map = Vec::new();
+    for t in tables {
+        cdc.push_str(&format!(
+            "      - {{ table: public.{t}, topic: cdc.{t} }}\n"
+        ));
+        poll.push_str(&format!(
+            "      - {{ table: public.{t}_polled, topic: poll.{t}, mode: incrementing, incrementing_column: id }}\n"
+        ));
+        topics.push(format!("cdc.{t}, poll.{t}"));
+        map.push(format!("cdc.{t}: {t}, poll.{t}: {t}_polled"));
+    }
+    format!(
+        r#"name: {name}
+kafka:
+  bootstrap_servers: {bootstrap}
+  partitions: 2
+registry:
+  url: {registry}
+sources:
+  cdc:
+    type: postgres_cdc
+    connection: {source}
+    heartbeat_interval_ms: 300
+    tables:
+{cdc}  poll:
+    type: sql_poll
+    connection: {source}
+    schedule: {{ interval_ms: 300 }}
+    tables:
+{poll}sinks:
+  warehouse:
+    type: postgres
+    connection: {target}
+    topics: [{topics}]
+    tables: {{ {map} }}
+    batch_size: 200
+"#,
+        bootstrap = stack.bootstrap(),
+        registry = stack.registry_url(),
+        topics = topics.join(", "),
+        map = map.join(", "),
+    )
+}
+
 /// Values Postgres holds beyond the everyday range: `infinity` and
 /// `-infinity` dates and timestamps, dates and timestamps BC, years after
-/// 9999, `24:00:00`. They reach a Postgres target exactly, from the snapshot
-/// and from the stream alike, into columns of the source's types; before,
-/// the first of them stopped the source for good.
+/// 9999, `24:00:00`, `NaN` in a `numeric(p,s)`, and `char(n)` values with
+/// their trailing blanks. They reach a Postgres target exactly, from the
+/// snapshot, from the stream and from `sql_poll` alike, into columns of the
+/// source's types. Before, the first of the dates stopped either source for
+/// good, NaN stopped them too, and a `char(n)` lost its blanks when the row
+/// came from the snapshot or from sql_poll but kept them from the stream.
 #[tokio::test(flavor = "multi_thread")]
-async fn infinities_bc_dates_far_years_and_24_00_round_trip_from_snapshot_and_stream() {
-    const COLUMNS: [(&str, &str); 4] = [
+async fn every_special_value_round_trips_from_the_snapshot_the_stream_and_sql_poll() {
+    const COLUMNS: [(&str, &str); 8] = [
         ("d", "date"),
         ("ts", "timestamp without time zone"),
         ("tstz", "timestamp with time zone"),
         ("t", "time without time zone"),
+        ("n", "numeric(10,2)"),
+        ("c", "character(5)"),
+        ("ca", "character(3)[]"),
+        ("v", "character varying(6)"),
     ];
-    const ROWS: &str = "(1, 'infinity', 'infinity', 'infinity', '24:00:00'),
-        (2, '-infinity', '-infinity', '-infinity', '00:00:00'),
-        (3, '0044-03-15 BC', '0044-03-15 12:30:00.5 BC', '4713-01-01 00:00:00+00 BC', '23:59:59.999999'),
-        (4, '10000-01-01', '12345-06-07 08:09:10.123456', '99999-12-31 23:59:59.999999+05:30', '12:00:00'),
-        (5, '2024-02-29', '2024-02-29 00:00:00', '2024-02-29 23:00:00-03', NULL)";
+    const ROWS: &str = "(1, 'infinity', 'infinity', 'infinity', '24:00:00', 'NaN', 'ab', '{a,bc}', 'x  '),
+        (2, '-infinity', '-infinity', '-infinity', '00:00:00', '-99999999.99', '', '{\"\"}', ''),
+        (3, '0044-03-15 BC', '0044-03-15 12:30:00.5 BC', '4713-01-01 00:00:00+00 BC', '23:59:59.999999', '0.01', 'abcde', NULL, 'abcdef'),
+        (4, '10000-01-01', '12345-06-07 08:09:10.123456', '99999-12-31 23:59:59.999999+05:30', '12:00:00', '99999999.99', ' a', '{\" a\",NULL}', ' a'),
+        (5, '2024-02-29', '2024-02-29 00:00:00', '2024-02-29 23:00:00-03', NULL, NULL, NULL, NULL, NULL)";
+    let names: Vec<&str> = COLUMNS.iter().map(|(c, _)| *c).collect();
+    let casts: Vec<String> = COLUMNS.iter().map(|(c, t)| format!("{c}::{t}")).collect();
     let stack = Stack::start();
     let pg = PgServer::start(&[]);
     let source = pg.create_db("special").await;
     let target = PgDb::create("cdc_special").await;
     let src = pg_connect(&source).await;
     let ddl: Vec<String> = COLUMNS.iter().map(|(c, t)| format!("{c} {t}")).collect();
-    src.batch_execute(&format!(
-        "CREATE TABLE special (id int PRIMARY KEY, {}); INSERT INTO special VALUES {ROWS}",
-        ddl.join(", ")
-    ))
-    .await
-    .unwrap();
+    for table in ["special", "special_polled"] {
+        src.batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, {}); INSERT INTO {table} VALUES {ROWS}",
+            ddl.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
     let (_dir, file) = pipeline_in(
         "cdc-special",
-        &small_pipeline(
-            &stack,
-            "cdc-special",
-            &source,
-            &target.url(),
-            "      - { table: public.special, topic: cdc.special }\n",
-            "    topics: [cdc.special]\n    tables: { cdc.special: special }\n",
-        ),
+        &cdc_and_poll_pipeline(&stack, "cdc-special", &source, &target.url(), &["special"]),
     );
     let run = SynclineRun::start(&file);
-    let tables: &[(&str, &str, &str)] = &[("special", "id, d, ts, tstz, t", "id")];
+    let cols = format!("id, {}", names.join(", "));
+    let tables: &[(&str, &str, &str)] =
+        &[("special", &cols, "id"), ("special_polled", &cols, "id")];
     wait_equal(
         &source,
         &target.url(),
         tables,
-        "after the snapshot",
+        "after the snapshot and the first poll",
         &[&run],
     )
     .await;
-    // The same values again through the stream: new rows, and updates of
-    // the snapshot's rows that turn them around.
+    // The same values again through the stream (new rows, and updates of
+    // the snapshot's rows that turn them around) and through later polls.
+    let sets: Vec<String> = names.iter().map(|c| format!("{c} = o.{c}")).collect();
     src.batch_execute(&format!(
-        "INSERT INTO special SELECT id + 10, d::date, ts::timestamp, tstz::timestamptz, t::time FROM (VALUES {ROWS}) v(id, d, ts, tstz, t);
-         UPDATE special s SET d = o.d, ts = o.ts, tstz = o.tstz, t = o.t
-           FROM special o WHERE o.id = 6 - s.id AND s.id <= 5"
+        "INSERT INTO special SELECT id + 10, {casts} FROM (VALUES {ROWS}) v(id, {names});
+         INSERT INTO special_polled SELECT id + 10, {casts} FROM (VALUES {ROWS}) v(id, {names});
+         UPDATE special s SET {sets} FROM special o WHERE o.id = 6 - s.id AND s.id <= 5",
+        casts = casts.join(", "),
+        names = names.join(", "),
+        sets = sets.join(", "),
     ))
     .await
     .unwrap();
-    wait_equal(&source, &target.url(), tables, "after the stream", &[&run]).await;
+    wait_equal(
+        &source,
+        &target.url(),
+        tables,
+        "after the stream and later polls",
+        &[&run],
+    )
+    .await;
     let tgt = pg_connect(&target.url()).await;
-    for (column, ty) in COLUMNS {
-        let declared: String = tgt
-            .query_one(
-                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
-                 WHERE attrelid = 'public.special'::regclass AND attname = $1",
-                &[&column],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(
-            declared, ty,
-            "the target's `{column}` keeps the source's type"
-        );
+    for table in ["special", "special_polled"] {
+        for (column, ty) in COLUMNS {
+            let declared: String = tgt
+                .query_one(
+                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                     WHERE attrelid = $1::text::regclass AND attname = $2",
+                    &[&format!("public.{table}"), &column],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(
+                declared, ty,
+                "the target's `{table}.{column}` keeps the source's type"
+            );
+        }
     }
+    // The blanks themselves, not only equal text: `ab` in a char(5) is
+    // five characters long at the target, from every path (row 5 holds
+    // row 1's values after the update).
+    let padded: Vec<i32> = tgt
+        .query(
+            "SELECT length(textin(bpcharout(c))) FROM special WHERE id IN (5, 11) \
+             UNION ALL SELECT length(textin(bpcharout(c))) FROM special_polled WHERE id IN (1, 11)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(padded, [5, 5, 5, 5], "char(5) keeps its trailing blanks");
+}
+
+/// A row whose record is larger than the broker takes (the producer's
+/// `message.max.bytes`, 1,000,000 bytes by default) goes to the source's
+/// dead-letter topic with the reason, from the snapshot, the stream and
+/// `sql_poll` alike, and everything after it lands: the slot moves past it.
+/// Before, the source retried that row forever while the slot kept WAL.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_too_large_for_the_broker_is_dead_lettered_and_the_slot_moves_on() {
+    let stack = Stack::start();
+    let pg = PgServer::start(&[]);
+    let source = pg.create_db("oversized").await;
+    let target = PgDb::create("cdc_oversized").await;
+    let src = pg_connect(&source).await;
+    // ~2 MB of incompressible text in rows 2 and 12, a few bytes elsewhere.
+    let rows = |offset: i32| {
+        format!(
+            "SELECT g + {offset}, CASE WHEN g = 2 THEN \
+               (SELECT string_agg(md5(g::text || i::text || '{offset}'), '') FROM generate_series(1, 64000) i) \
+               ELSE 'small ' || g END FROM generate_series(1, 3) g"
+        )
+    };
+    for table in ["big", "big_polled"] {
+        src.batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, payload text); INSERT INTO {table} {}",
+            rows(0)
+        ))
+        .await
+        .unwrap();
+    }
+    let name = "cdc-oversized";
+    let (_dir, file) = pipeline_in(
+        name,
+        &cdc_and_poll_pipeline(&stack, name, &source, &target.url(), &["big"]),
+    );
+    let run = SynclineRun::start(&file);
+    let landed = |table: &'static str| {
+        let url = target.url();
+        async move {
+            let Some(c) = utc_session(&url).await else {
+                return Vec::new();
+            };
+            c.query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
+                .await
+                .map(|rows| rows.iter().map(|r| r.get::<_, i32>(0)).collect())
+                .unwrap_or_default()
+        }
+    };
+    for table in ["big", "big_polled"] {
+        wait_until(
+            Duration::from_secs(120),
+            "the snapshot's small rows",
+            || async { landed(table).await == [1, 3] },
+        )
+        .await;
+    }
+    for table in ["big", "big_polled"] {
+        src.batch_execute(&format!("INSERT INTO {table} {}", rows(10)))
+            .await
+            .unwrap();
+    }
+    let lsn: String = src
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for table in ["big", "big_polled"] {
+        wait_until(
+            Duration::from_secs(120),
+            "the stream's small rows",
+            || async { landed(table).await == [1, 3, 11, 13] },
+        )
+        .await;
+    }
+    wait_until(Duration::from_secs(60), "the slot to move past the large rows", || async {
+        src.query_one(
+            "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_type = 'logical'",
+            &[&lsn],
+        )
+        .await
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false)
+    })
+    .await;
+    for (source_name, topic) in [("cdc", "cdc.big"), ("poll", "poll.big")] {
+        let dead = support::records(&stack.bootstrap(), &format!("{name}.{source_name}.dead"), 2);
+        for m in &dead {
+            use rdkafka::message::Message;
+            let reason = support::header(m, "syncline.reason");
+            assert!(
+                reason.contains("message.max.bytes") && reason.contains(topic),
+                "the reason names the limit and the topic: {reason}"
+            );
+            assert_eq!(support::header(m, "syncline.topic"), topic);
+            assert!(
+                m.key().is_some_and(|k| !k.is_empty()),
+                "the row's key is kept"
+            );
+            assert!(m.payload().is_none(), "the value is not");
+        }
+    }
+    assert!(
+        run.log().contains("record dead-lettered"),
+        "each dead letter is logged"
+    );
 }
 
 /// Bytes of WAL the slot keeps: pg_current_wal_lsn() - restart_lsn.

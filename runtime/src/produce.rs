@@ -11,8 +11,21 @@ use syncline_core::{Error, Result};
 /// drain (back-pressure instead of an error).
 pub fn send<K, P>(
     producer: &FutureProducer,
-    mut record: FutureRecord<'_, K, P>,
+    record: FutureRecord<'_, K, P>,
 ) -> Result<DeliveryFuture>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    enqueue(producer, record).map_err(|e| kafka_error(e, "cannot enqueue a record"))
+}
+
+/// [`send`] with librdkafka's own error, for a caller that handles one
+/// code itself (a record larger than `message.max.bytes`).
+pub fn enqueue<K, P>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, K, P>,
+) -> std::result::Result<DeliveryFuture, rdkafka::error::KafkaError>
 where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
@@ -24,7 +37,7 @@ where
                 producer.poll(Duration::from_millis(10));
                 record = r;
             }
-            Err((e, _)) => return Err(kafka_error(e, "cannot enqueue a record")),
+            Err((e, _)) => return Err(e),
         }
     }
 }

@@ -21,13 +21,31 @@
 //! Errors keep their kind: an incompatible schema is `Config` (the caller
 //! stops before anything encoded with it is written), a registry away is
 //! `Transient`, a record the broker refuses as too large is `Data`.
+//!
+//! # Records too large for the broker
+//! A source's publisher ([`Publisher::for_source`]) sends a record larger
+//! than the producer's `message.max.bytes` (librdkafka checks it before
+//! anything is sent; 1,000,000 bytes unless `kafka.properties` says
+//! otherwise) to the source's dead-letter topic instead: the record's key,
+//! no value (it is the part too large), and a reason with the size and the
+//! topic it was for. Its [`Pending`] is the dead letter's delivery, so the
+//! source records its progress past the row only once the dead letter is
+//! acknowledged, and moves on; before, the source retried the row forever
+//! while a replication slot kept WAL. A topic whose own `max.message.bytes`
+//! is below the producer's limit refuses batches at the broker, which can
+//! hold records of any size: that stops the source with a `Config` error
+//! saying to lower `message.max.bytes`, rather than dead-lettering records
+//! that would fit.
 
 use crate::events::Events;
 use crate::produce;
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use syncline_core::codec::Encoder;
-use syncline_core::runtime::Shutdown;
-use syncline_core::{ChangeEvent, Result, TableSchema};
+use syncline_core::kafka::DeadLetter;
+use syncline_core::runtime::{ComponentContext, Shutdown};
+use syncline_core::{ChangeEvent, Error, Result, TableSchema};
 
 /// A record handed to the producer, not yet acknowledged: a future of the
 /// broker's answer, (partition, offset) or the error classified by the
@@ -45,6 +63,18 @@ impl std::future::Future for Pending {
             .poll(cx)
             .map(|answer| match answer {
                 Ok(Ok(d)) => Ok((d.partition, d.offset)),
+                Ok(Err((e, m)))
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+                {
+                    Err(Error::config(format!(
+                        "the broker refused records for `{}` as too large: the topic's \
+                         `max.message.bytes` is below the producer's `message.max.bytes` \
+                         (1000000 unless set); set `kafka.properties.message.max.bytes` to at \
+                         most the topic's limit, and a record above it goes to the dead-letter \
+                         topic instead",
+                        m.topic()
+                    )))
+                }
                 Ok(Err((e, _))) => Err(syncline_core::error::kafka::kafka_error(
                     e,
                     "the broker did not acknowledge a record",
@@ -77,6 +107,8 @@ pub struct Publisher {
     encoder: Encoder,
     producer: FutureProducer,
     events: Option<Events>,
+    /// Where a record too large for the producer goes (sources only).
+    dead_letter_topic: Option<String>,
 }
 
 impl Publisher {
@@ -85,7 +117,37 @@ impl Publisher {
             encoder,
             producer,
             events: None,
+            dead_letter_topic: None,
         }
+    }
+
+    /// The publisher of a source: a record too large for the broker goes
+    /// to `dead_letter_topic` (default `<pipeline>.<source>.dead`, created
+    /// here if missing) with the reason (see the module docs).
+    pub async fn for_source(
+        ctx: &ComponentContext,
+        kind: &'static str,
+        encoder: Encoder,
+        producer: FutureProducer,
+        dead_letter_topic: Option<&str>,
+    ) -> Result<Self> {
+        let topic = dead_letter_topic
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}.{}.dead", ctx.pipeline, ctx.component));
+        ctx.kafka
+            .ensure_topic(&topic, ctx.kafka.partitions, false)
+            .await?;
+        Ok(Self {
+            encoder,
+            producer,
+            events: Some(Events::new(ctx, kind)),
+            dead_letter_topic: Some(topic),
+        })
+    }
+
+    /// The topic records too large for the broker go to, if any.
+    pub fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
     }
 
     /// Count acknowledged records as this component's `records_out`.
@@ -143,13 +205,52 @@ impl Publisher {
         })
     }
 
-    /// Hand an encoded change to the producer.
+    /// Hand an encoded change to the producer; one too large for it to the
+    /// dead-letter topic, when there is one (see the module docs).
     pub fn send(&self, e: &Encoded) -> Result<Pending> {
         let mut record = FutureRecord::to(&e.topic).key(&e.key).payload(&e.value);
         if let Some(h) = syncline_core::kafka::unchanged_header(&e.unchanged) {
             record = record.headers(h);
         }
-        Ok(Pending(produce::send(&self.producer, record)?))
+        match produce::enqueue(&self.producer, record) {
+            Ok(delivery) => Ok(Pending(delivery)),
+            Err(err) => match &self.dead_letter_topic {
+                Some(dead)
+                    if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+                {
+                    self.divert(dead, e)
+                }
+                _ => Err(syncline_core::error::kafka::kafka_error(
+                    err,
+                    "cannot enqueue a record",
+                )),
+            },
+        }
+    }
+
+    /// `e` as a dead letter: its key, no value, the reason.
+    fn divert(&self, dead: &str, e: &Encoded) -> Result<Pending> {
+        let reason = format!(
+            "the record for `{}` is {} bytes (key {}, value {}), more than the producer's \
+             `message.max.bytes` lets through (1000000 unless `kafka.properties` sets it); \
+             its value is not kept here, the row is identified by this dead letter's key",
+            e.topic,
+            e.key.len() + e.value.len(),
+            e.key.len(),
+            e.value.len()
+        );
+        if let Some(events) = &self.events {
+            events.dead_lettered(&format!("`{}` (not produced)", e.topic), dead, &reason);
+        }
+        let letter = DeadLetter {
+            topic: &e.topic,
+            partition: -1,
+            offset: -1,
+            key: Some(&e.key),
+            value: None,
+            reason: &reason,
+        };
+        Ok(Pending(produce::send(&self.producer, letter.record(dead))?))
     }
 
     /// A TRUNCATE, keyless, to every partition of `topic`.

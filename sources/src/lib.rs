@@ -10,6 +10,36 @@ pub mod postgres_cdc;
 pub mod sql_poll;
 pub mod state;
 
+use syncline_core::config::Issue;
+
+/// Kafka's rule for topic names.
+pub(crate) fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// What is wrong with a source's `dead_letter_topic`, if anything.
+pub(crate) fn dead_letter_topic_issue(topic: Option<&str>) -> Option<Issue> {
+    let t = topic?;
+    if !valid_topic(t) {
+        Some(Issue::new(
+            "dead_letter_topic",
+            "must be 1-249 characters of letters, digits, `.`, `_` and `-`",
+        ))
+    } else if t.starts_with("_syncline") {
+        Some(Issue::new(
+            "dead_letter_topic",
+            "topics starting with `_syncline` hold syncline's own state: choose another name",
+        ))
+    } else {
+        None
+    }
+}
+
 /// What fuzzing (`fuzz/`) reaches inside the sources: the pure functions
 /// that meet hostile bytes (pgoutput messages, Postgres text values). Not a
 /// stable API.

@@ -729,6 +729,38 @@ pub fn first_record(bootstrap: &str, topic: &str) -> rdkafka::message::OwnedMess
     }
 }
 
+/// The first `n` records of `topic`, from all its partitions (waits up to
+/// 3 minutes for them).
+pub fn records(bootstrap: &str, topic: &str, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = syncline_core::kafka::KafkaConfig::new(bootstrap)
+        .reader_config()
+        .create()
+        .unwrap();
+    let md = reader
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    reader.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} records in the topic `{topic}`",
+            out.len()
+        );
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
 /// The value of header `name` of `m` ("" when it has none).
 pub fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
     use rdkafka::message::{Headers, Message};

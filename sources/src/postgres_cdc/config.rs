@@ -59,6 +59,11 @@ pub struct PostgresCdcConfig {
     /// database is busy. 0 turns heartbeats off (needs EXECUTE on that function).
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_interval_ms: u64,
+    /// Where a change goes whose record is larger than the broker takes
+    /// (the producer's `message.max.bytes`), with the reason and the row's
+    /// key, so that the slot moves on. Default: `<pipeline>.<source>.dead`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Whether the current rows are read before streaming.
@@ -161,6 +166,9 @@ impl PostgresCdcConfig {
         } else if let Err(e) = syncline_core::connect::postgres::Postgres::parse(c) {
             issues.push(Issue::new("connection", e));
         }
+        issues.extend(crate::dead_letter_topic_issue(
+            self.dead_letter_topic.as_deref(),
+        ));
         for (field, v) in [("slot", &self.slot), ("publication", &self.publication)] {
             if let Some(v) = v {
                 if !valid_slot_name(v) {

@@ -129,8 +129,16 @@ impl PostgresCdcSource {
                 schema,
             });
         }
+        let publisher = Publisher::for_source(
+            &ctx,
+            "postgres_cdc",
+            encoder,
+            ctx.kafka.producer()?,
+            cfg.dead_letter_topic.as_deref(),
+        )
+        .await?;
         Ok(PostgresCdcSource {
-            publisher: Publisher::new(encoder, ctx.kafka.producer()?),
+            publisher,
             progress: ProgressStore::new(ctx.kafka.clone(), &ctx.pipeline, &ctx.component),
             name: ctx.component,
             pipeline: ctx.pipeline,

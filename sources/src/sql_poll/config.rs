@@ -34,6 +34,11 @@ pub struct SqlPollConfig {
     pub batch_size: usize,
     /// The tables (or queries) to poll, each to its own topic.
     pub tables: Vec<TableConfig>,
+    /// Where a row goes whose record is larger than the broker takes (the
+    /// producer's `message.max.bytes`), with the reason and the row's key, so
+    /// that the poll moves on. Default: `<pipeline>.<source>.dead`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 /// `interval_ms` or `cron`: exactly one of them.
@@ -138,15 +143,7 @@ impl TableConfig {
     }
 }
 
-/// Kafka's rule for topic names.
-fn valid_topic(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 249
-        && t != "."
-        && t != ".."
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
+use crate::valid_topic;
 
 impl SqlPollConfig {
     /// The topics this source writes (the cursor topic is state, not listed).
@@ -161,6 +158,9 @@ impl SqlPollConfig {
         if let Err(e) = &connection {
             issues.push(Issue::new("connection", e.to_string()));
         }
+        issues.extend(crate::dead_letter_topic_issue(
+            self.dead_letter_topic.as_deref(),
+        ));
         let is_sqlite = matches!(connection, Ok(Connection::Sqlite(_)));
         match (&self.schedule.interval_ms, &self.schedule.cron) {
             (Some(_), Some(_)) => issues.push(Issue::new(
