@@ -66,6 +66,17 @@ impl Backoff {
     }
 }
 
+/// An HTTP `Retry-After` value, seconds or an HTTP date, as a wait from now.
+pub fn retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let wait = at.timestamp() - chrono::Utc::now().timestamp();
+    Some(Duration::from_secs(wait.max(0) as u64))
+}
+
 /// A number in [0, 1) that differs between calls and processes (no
 /// cryptographic quality needed: it only spreads retries).
 fn random_unit() -> f64 {

@@ -22,7 +22,7 @@ use syncline_core::Result;
 pub const MAX_REASON_BYTES: usize = 4096;
 
 /// `s` cut to at most `max` bytes, at a character boundary.
-fn truncated(s: &str, max: usize) -> &str {
+pub(crate) fn truncated(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -239,16 +239,45 @@ impl Publisher {
             e.key.len(),
             e.value.len()
         );
+        self.send_dead_letter(dead, &e.topic, Some(&e.key), None, &reason)
+    }
+
+    /// A record a source read but cannot publish (a value that fits no
+    /// column): to the dead-letter topic, with `value` in the source's own
+    /// form (an API record's JSON) and the reason; acknowledged like a
+    /// record, so the source moves past it only once the broker has it.
+    pub fn dead_letter(
+        &self,
+        topic_for: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        reason: &str,
+    ) -> Result<Pending> {
+        let dead = self.dead_letter_topic.as_deref().ok_or_else(|| {
+            Error::internal("a dead letter from a publisher without a dead-letter topic")
+        })?;
+        self.send_dead_letter(dead, topic_for, key, Some(value), reason)
+    }
+
+    fn send_dead_letter(
+        &self,
+        dead: &str,
+        topic_for: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        reason: &str,
+    ) -> Result<Pending> {
+        let reason = crate::dead_letter::truncated(reason, crate::dead_letter::MAX_REASON_BYTES);
         if let Some(events) = &self.events {
-            events.dead_lettered(&format!("`{}` (not produced)", e.topic), dead, &reason);
+            events.dead_lettered(&format!("`{topic_for}` (not produced)"), dead, reason);
         }
         let letter = DeadLetter {
-            topic: &e.topic,
+            topic: topic_for,
             partition: -1,
             offset: -1,
-            key: Some(&e.key),
-            value: None,
-            reason: &reason,
+            key,
+            value,
+            reason,
         };
         Ok(Pending(produce::send(&self.producer, letter.record(dead))?))
     }

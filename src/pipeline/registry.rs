@@ -23,8 +23,10 @@ use syncline_sinks::http::HttpSinkConfig;
 use syncline_sinks::mysql::MysqlSinkConfig;
 use syncline_sinks::postgres::PostgresSinkConfig;
 use syncline_sinks::sqlite::SqliteSinkConfig;
+use syncline_sources::http_poll::HttpPollConfig;
 use syncline_sources::postgres_cdc::PostgresCdcConfig;
 use syncline_sources::sql_poll::SqlPollConfig;
+use syncline_sources::webhook::WebhookConfig;
 
 /// A section of the generated reference: anchor, title, JSON schema.
 pub type ReferenceEntry = (String, String, schemars::Schema);
@@ -112,6 +114,10 @@ registry! {
             "Polls tables or queries (Postgres, SQLite) on a schedule.";
         PostgresCdc(PostgresCdcConfig) = "postgres_cdc",
             "Captures inserts, updates and deletes of Postgres tables through logical replication, after a snapshot consistent with the slot.";
+        HttpPoll(HttpPollConfig) = "http_poll",
+            "Polls an HTTP API on a schedule (pagination, incremental cursor, auth, rate limits), storing its cursor and page only after the broker has the records.";
+        Webhook(WebhookConfig) = "webhook",
+            "Listens for HTTP deliveries (Standard Webhooks, GitHub, Stripe signatures) and publishes each, answering 2xx only once the broker has it.";
     }
 
     /// A processor: `type` picks the kind.

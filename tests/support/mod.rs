@@ -4,8 +4,10 @@
 //! tests run in parallel and leave nothing behind.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod api;
 pub mod certs;
 pub mod changes;
+pub mod http;
 pub mod my_server;
 pub mod pg_server;
 pub mod receiver;

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// What the receiver does with request number `n` (from 1).
@@ -87,33 +87,10 @@ impl Receiver {
                     let (read, mut write) = socket.into_split();
                     let mut read = BufReader::new(read);
                     loop {
-                        let mut headers = Vec::new();
-                        let mut line = String::new();
-                        if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        let Some(req) = super::http::read_request(&mut read).await else {
                             return;
-                        }
-                        loop {
-                            let mut h = String::new();
-                            if read.read_line(&mut h).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((n, v)) = h.split_once(':') {
-                                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-                            }
-                        }
-                        let len: usize = headers
-                            .iter()
-                            .find(|(n, _)| n == "content-length")
-                            .and_then(|(_, v)| v.parse().ok())
-                            .unwrap_or(0);
-                        let mut raw_body = vec![0; len];
-                        if read.read_exact(&mut raw_body).await.is_err() {
-                            return;
-                        }
+                        };
+                        let (headers, raw_body) = (req.headers, req.body);
                         let body: serde_json::Value =
                             serde_json::from_slice(&raw_body).unwrap_or(serde_json::Value::Null);
                         let n = s.fetch_add(1, Ordering::SeqCst) + 1;

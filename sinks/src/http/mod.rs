@@ -209,17 +209,9 @@ pub fn idempotency_key<'a>(ids: impl Iterator<Item = &'a str>) -> String {
 
 /// `Retry-After` as seconds or as an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let wait = at.timestamp() - chrono::Utc::now().timestamp();
-    Some(Duration::from_secs(wait.max(0) as u64))
+    syncline_runtime::backoff::retry_after(
+        headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?,
+    )
 }
 
 #[cfg(test)]

@@ -54,6 +54,45 @@ pub struct ScheduleConfig {
     pub cron: Option<String>,
 }
 
+impl ScheduleConfig {
+    /// What is wrong with it, with paths relative to the source
+    /// (`schedule`, `schedule.cron`, ...).
+    pub fn issues(&self) -> Vec<Issue> {
+        let mut issues = Vec::new();
+        match (&self.interval_ms, &self.cron) {
+            (Some(_), Some(_)) => issues.push(Issue::new(
+                "schedule",
+                "set either `interval_ms` or `cron`, not both",
+            )),
+            (None, None) => issues.push(Issue::new(
+                "schedule",
+                "set `interval_ms` (e.g. 1000) or `cron` (e.g. \"*/10 * * * * *\")",
+            )),
+            (Some(0), None) => issues.push(Issue::new(
+                "schedule.interval_ms",
+                "must be at least 1 (milliseconds between polls)",
+            )),
+            (None, Some(expr)) => {
+                if let Err(e) = Schedule::cron(expr) {
+                    issues.push(Issue::new("schedule.cron", e.to_string()));
+                }
+            }
+            (Some(_), None) => {}
+        }
+        issues
+    }
+
+    pub fn build(&self) -> Result<Schedule> {
+        match (&self.interval_ms, &self.cron) {
+            (Some(ms), None) => Ok(Schedule::interval_ms(*ms)),
+            (None, Some(expr)) => Schedule::cron(expr),
+            _ => Err(Error::config(
+                "schedule: set either `interval_ms` or `cron`",
+            )),
+        }
+    }
+}
+
 impl Default for ScheduleConfig {
     fn default() -> Self {
         Self {
@@ -162,26 +201,7 @@ impl SqlPollConfig {
             self.dead_letter_topic.as_deref(),
         ));
         let is_sqlite = matches!(connection, Ok(Connection::Sqlite(_)));
-        match (&self.schedule.interval_ms, &self.schedule.cron) {
-            (Some(_), Some(_)) => issues.push(Issue::new(
-                "schedule",
-                "set either `interval_ms` or `cron`, not both",
-            )),
-            (None, None) => issues.push(Issue::new(
-                "schedule",
-                "set `interval_ms` (e.g. 1000) or `cron` (e.g. \"*/10 * * * * *\")",
-            )),
-            (Some(0), None) => issues.push(Issue::new(
-                "schedule.interval_ms",
-                "must be at least 1 (milliseconds between polls)",
-            )),
-            (None, Some(expr)) => {
-                if let Err(e) = Schedule::cron(expr) {
-                    issues.push(Issue::new("schedule.cron", e.to_string()));
-                }
-            }
-            (Some(_), None) => {}
-        }
+        issues.extend(self.schedule.issues());
         if self.batch_size == 0 {
             issues.push(Issue::new(
                 "batch_size",
@@ -287,13 +307,7 @@ impl SqlPollConfig {
     }
 
     pub fn schedule(&self) -> Result<Schedule> {
-        match (&self.schedule.interval_ms, &self.schedule.cron) {
-            (Some(ms), None) => Ok(Schedule::interval_ms(*ms)),
-            (None, Some(expr)) => Schedule::cron(expr),
-            _ => Err(Error::config(
-                "schedule: set either `interval_ms` or `cron`",
-            )),
-        }
+        self.schedule.build()
     }
 
     /// Connect, introspect every table, create the topics, register the

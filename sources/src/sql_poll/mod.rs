@@ -19,13 +19,13 @@
 
 pub mod config;
 pub(crate) mod connection;
-mod cursor;
+pub(crate) mod cursor;
 mod delete_detection;
 mod fence;
 pub(crate) mod pg_time;
 pub(crate) mod plan;
 pub(crate) mod postgres;
-mod schedule;
+pub(crate) mod schedule;
 mod sqlite;
 
 pub use config::{Mode, ScheduleConfig, SqlPollConfig, TableConfig};
