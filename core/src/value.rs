@@ -75,19 +75,31 @@ pub fn decimal_value(text: &str, precision: u32, scale: u32) -> Result<Value> {
 /// An Avro `decimal(p,s)`'s bytes -> its canonical text, `NaN` for
 /// [`decimal_nan`] (the inverse of [`decimal_value`]).
 pub fn decimal_text(bytes: &[u8], precision: u32, scale: u32) -> String {
-    let text = decimal_to_text(bytes, 0);
+    let n = BigInt::from_signed_bytes_be(bytes);
+    let digits = n.magnitude().to_string();
     let p = precision as usize;
-    if text.len() == p + 1 && text.starts_with('1') && text[1..].bytes().all(|b| b == b'0') {
+    let nan = n.sign() != num_bigint::Sign::Minus
+        && digits.len() == p + 1
+        && digits.starts_with('1')
+        && digits[1..].bytes().all(|b| b == b'0');
+    if nan {
         return "NaN".into();
     }
-    decimal_to_text(bytes, scale)
+    scaled_text(n.sign() == num_bigint::Sign::Minus, digits, scale)
 }
 
 /// The Avro decimal's two's-complement bytes at `scale` -> canonical text (`-12.50`).
 pub fn decimal_to_text(bytes: &[u8], scale: u32) -> String {
     let n = BigInt::from_signed_bytes_be(bytes);
-    let neg = n.sign() == num_bigint::Sign::Minus;
-    let mut digits = n.magnitude().to_string();
+    scaled_text(
+        n.sign() == num_bigint::Sign::Minus,
+        n.magnitude().to_string(),
+        scale,
+    )
+}
+
+/// The text of an unscaled value's sign and `digits` at `scale`.
+fn scaled_text(neg: bool, mut digits: String, scale: u32) -> String {
     let scale = scale as usize;
     if scale == 0 {
         return if neg { format!("-{digits}") } else { digits };
