@@ -50,6 +50,11 @@ impl CursorValue {
         }
     }
 
+    /// A stored or sent value ([`Self::text`]) read back in the form of `like`.
+    pub fn from_text(text: &str, like: CursorValue) -> Option<CursorValue> {
+        CursorValue::of(&Value::String(text.into()), like)
+    }
+
     /// `lookback` earlier (seconds for a timestamp).
     pub fn minus(self, lookback: u64) -> CursorValue {
         let l = lookback.min(i64::MAX as u64) as i64;

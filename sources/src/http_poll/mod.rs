@@ -101,7 +101,7 @@ impl HttpPollSource {
         let shape = Shape::new(&ctx.component, &cfg.key, cfg.columns.as_ref());
         let encoder = Encoder::new(&ctx.registry)?;
         if cfg.columns.is_some() {
-            encoder.prepare(&cfg.topic, &shape.table()).await?;
+            encoder.prepare(&cfg.topic, shape.table()).await?;
         }
         let publisher = Publisher::for_source(
             &ctx,
@@ -174,7 +174,7 @@ impl HttpPollSource {
                 started_us: chrono::Utc::now().timestamp_micros(),
                 next: PageRequest::First,
                 from: self.incremental.as_ref().map(|i| {
-                    self.stored_cursor(i)
+                    self.stored_cursor()
                         .map(|c| c.minus(i.lookback))
                         .unwrap_or(i.start)
                         .text()
@@ -235,9 +235,9 @@ impl HttpPollSource {
         }
     }
 
-    fn stored_cursor(&self, i: &Incremental) -> Option<CursorValue> {
-        let c = self.state.cursor.as_deref()?;
-        CursorValue::of(&Value::String(c.into()), i.start)
+    /// The last finished run's greatest cursor.
+    fn stored_cursor(&self) -> Option<CursorValue> {
+        self.parse_cursor(self.state.cursor.as_deref()?)
     }
 
     /// Publish one page's records (dead letters for those that cannot be)
@@ -258,7 +258,7 @@ impl HttpPollSource {
                 Ok(Some((event, key_text, cursor))) => {
                     pending.push(
                         self.publisher
-                            .publish(&self.topic, &self.shape.table(), &event)
+                            .publish(&self.topic, self.shape.table(), &event)
                             .await?,
                     );
                     if let Some(c) = cursor {
@@ -302,7 +302,7 @@ impl HttpPollSource {
 
     fn parse_cursor(&self, text: &str) -> Option<CursorValue> {
         let i = self.incremental.as_ref()?;
-        CursorValue::of(&Value::String(text.into()), i.start)
+        CursorValue::from_text(text, i.start)
     }
 
     /// The change of one record: `Ok(None)` for a record published already
@@ -324,7 +324,7 @@ impl HttpPollSource {
         if self.shape.observe(obj) {
             // A new column: its schema is registered before any record has it.
             self.publisher
-                .prepare(&self.topic, &self.shape.table())
+                .prepare(&self.topic, self.shape.table())
                 .await?;
         }
         let key = match self.shape.key(obj) {
@@ -400,7 +400,7 @@ impl HttpPollSource {
         }
         if let Some(i) = &self.incremental {
             let best = [
-                self.stored_cursor(i),
+                self.stored_cursor(),
                 run.max.as_deref().and_then(|m| self.parse_cursor(m)),
             ]
             .into_iter()
@@ -411,8 +411,7 @@ impl HttpPollSource {
                 let keep_from = c.minus(i.lookback);
                 let start = i.start;
                 self.state.seen.retain(|_, v| {
-                    CursorValue::of(&Value::String(v.clone()), start)
-                        .is_some_and(|v| v >= keep_from)
+                    CursorValue::from_text(v, start).is_some_and(|v| v >= keep_from)
                 });
             }
         } else {

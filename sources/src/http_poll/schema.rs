@@ -18,11 +18,10 @@ use std::collections::BTreeMap;
 use syncline_core::schema::avro_name;
 use syncline_core::{Column, ColumnType, TableSchema};
 
+/// The record shape: its table schema (the registered columns and key)
+/// and whether it may grow.
 pub struct Shape {
-    namespace: String,
-    name: String,
-    key: Vec<String>,
-    columns: Vec<Column>,
+    table: TableSchema,
     declared: bool,
 }
 
@@ -75,10 +74,12 @@ impl Shape {
             })
             .unwrap_or_default();
         Shape {
-            namespace: format!("syncline.{}", avro_name(source)),
-            name: "record".into(),
-            key: key.to_vec(),
-            columns,
+            table: TableSchema {
+                namespace: format!("syncline.{}", avro_name(source)),
+                name: "record".into(),
+                columns,
+                primary_key: key.to_vec(),
+            },
             declared: declared.is_some(),
         }
     }
@@ -90,43 +91,45 @@ impl Shape {
             return false;
         }
         let mut grew = false;
+        let TableSchema {
+            columns,
+            primary_key: key,
+            ..
+        } = &mut self.table;
         // Key columns first, in key order.
-        for k in &self.key {
-            if !self.columns.iter().any(|c| &c.name == k) {
+        for k in key.iter() {
+            if !columns.iter().any(|c| &c.name == k) {
                 if let Some(ty) = rec.get(k).and_then(inferred_type) {
-                    let at = self.columns.iter().take_while(|c| !c.nullable).count();
-                    self.columns.insert(at, column(k, ty, false));
+                    let at = columns.iter().take_while(|c| !c.nullable).count();
+                    columns.insert(at, column(k, ty, false));
                     grew = true;
                 }
             }
         }
         for (name, v) in rec {
-            if self.key.contains(name) || self.columns.iter().any(|c| &c.name == name) {
+            if key.contains(name) || columns.iter().any(|c| &c.name == name) {
                 continue;
             }
             if let Some(ty) = inferred_type(v) {
-                self.columns.push(column(name, ty, true));
+                columns.push(column(name, ty, true));
                 grew = true;
             }
         }
         grew
     }
 
-    pub fn table(&self) -> TableSchema {
-        TableSchema {
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            columns: self.columns.clone(),
-            primary_key: self.key.clone(),
-        }
+    pub fn table(&self) -> &TableSchema {
+        &self.table
     }
 
     /// The key values of `rec`, or why it has none.
     pub fn key(&self, rec: &Map<String, Value>) -> Result<Vec<(String, Avro)>, String> {
-        self.key
+        self.table
+            .primary_key
             .iter()
             .map(|k| {
                 let col = self
+                    .table
                     .columns
                     .iter()
                     .find(|c| &c.name == k)
@@ -144,7 +147,8 @@ impl Shape {
 
     /// The row of `rec`: every column, null where the record lacks it.
     pub fn row(&self, rec: &Map<String, Value>) -> Result<Vec<(String, Avro)>, String> {
-        self.columns
+        self.table
+            .columns
             .iter()
             .map(|c| {
                 let v = match rec.get(&c.name) {
