@@ -145,11 +145,6 @@ impl Publisher {
         })
     }
 
-    /// The topic records too large for the broker go to, if any.
-    pub fn dead_letter_topic(&self) -> Option<&str> {
-        self.dead_letter_topic.as_deref()
-    }
-
     /// Count acknowledged records as this component's `records_out`.
     pub fn counting(mut self, events: Events) -> Self {
         self.events = Some(events);

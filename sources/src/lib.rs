@@ -28,22 +28,34 @@ pub(crate) fn valid_topic(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// What is wrong with a source's `dead_letter_topic`, if anything.
-pub(crate) fn dead_letter_topic_issue(topic: Option<&str>) -> Option<Issue> {
-    let t = topic?;
-    if !valid_topic(t) {
-        Some(Issue::new(
-            "dead_letter_topic",
+/// The issue of a topic name Kafka refuses, at `field`.
+pub(crate) fn topic_name_issue(field: &str, t: &str) -> Option<Issue> {
+    (!valid_topic(t)).then(|| {
+        Issue::new(
+            field,
             "must be 1-249 characters of letters, digits, `.`, `_` and `-`",
-        ))
+        )
+    })
+}
+
+/// What is wrong with the topic name at `field`, if anything: one Kafka
+/// refuses, or one of syncline's own state topics.
+pub(crate) fn topic_issue(field: &str, t: &str) -> Option<Issue> {
+    if let Some(issue) = topic_name_issue(field, t) {
+        Some(issue)
     } else if t.starts_with("_syncline") {
         Some(Issue::new(
-            "dead_letter_topic",
+            field,
             "topics starting with `_syncline` hold syncline's own state: choose another name",
         ))
     } else {
         None
     }
+}
+
+/// What is wrong with a source's `dead_letter_topic`, if anything.
+pub(crate) fn dead_letter_topic_issue(topic: Option<&str>) -> Option<Issue> {
+    topic_issue("dead_letter_topic", topic?)
 }
 
 /// What fuzzing (`fuzz/`) reaches inside the sources: the pure functions

@@ -192,12 +192,7 @@ impl HttpPollConfig {
             ));
         }
         issues.extend(self.schedule.issues());
-        if !crate::valid_topic(&self.topic) {
-            issues.push(Issue::new(
-                "topic",
-                "must be 1-249 characters of letters, digits, `.`, `_` and `-`",
-            ));
-        }
+        issues.extend(crate::topic_name_issue("topic", &self.topic));
         if let Err(e) = JsonPath::parse(&self.records) {
             issues.push(Issue::new("records", e));
         }

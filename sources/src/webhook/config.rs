@@ -105,12 +105,7 @@ impl WebhookConfig {
                 "must start with `/`, e.g. `/hooks/orders`",
             ));
         }
-        if !crate::valid_topic(&self.topic) {
-            issues.push(Issue::new(
-                "topic",
-                "must be 1-249 characters of letters, digits, `.`, `_` and `-`",
-            ));
-        }
+        issues.extend(crate::topic_name_issue("topic", &self.topic));
         match (self.verify, self.secrets.is_empty()) {
             (Scheme::None, false) => issues.push(Issue::new(
                 "secrets",

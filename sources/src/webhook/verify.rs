@@ -121,7 +121,7 @@ impl Verifier {
                 self.signed(ok)?;
                 Ok(Delivery {
                     id: id.to_string(),
-                    event_type: json_field(body, "type"),
+                    event_type: id_and_type(body).1,
                 })
             }
             Scheme::Github => {
@@ -156,13 +156,11 @@ impl Verifier {
                 self.fresh(ts, now_s)?;
                 let signed = [ts.as_bytes(), b".", body];
                 self.signed(sigs.iter().any(|s| self.matches(&signed, s)))?;
-                let id = json_field(body, "id").ok_or_else(|| {
+                let (id, event_type) = id_and_type(body);
+                let id = id.ok_or_else(|| {
                     Refusal::BadRequest("the body has no string `id` (a Stripe event id)".into())
                 })?;
-                Ok(Delivery {
-                    id,
-                    event_type: json_field(body, "type"),
-                })
+                Ok(Delivery { id, event_type })
             }
             Scheme::None => {
                 let id = header(&self.id_header).ok_or_else(|| {
@@ -173,7 +171,7 @@ impl Verifier {
                 })?;
                 Ok(Delivery {
                     id: id.to_string(),
-                    event_type: json_field(body, "type"),
+                    event_type: id_and_type(body).1,
                 })
             }
         }
@@ -217,8 +215,9 @@ impl Verifier {
     }
 }
 
-/// A string field at the top of a JSON object body.
-fn json_field(body: &[u8], field: &str) -> Option<String> {
+/// The string fields `id` and `type` at the top of a JSON object body,
+/// read in one pass.
+fn id_and_type(body: &[u8]) -> (Option<String>, Option<String>) {
     #[derive(Deserialize)]
     struct Top<'a> {
         #[serde(borrow)]
@@ -226,10 +225,12 @@ fn json_field(body: &[u8], field: &str) -> Option<String> {
         #[serde(borrow, rename = "type")]
         kind: Option<std::borrow::Cow<'a, str>>,
     }
-    let top: Top = serde_json::from_slice(body).ok()?;
-    match field {
-        "id" => top.id.map(|s| s.into_owned()),
-        _ => top.kind.map(|s| s.into_owned()),
+    match serde_json::from_slice::<Top>(body) {
+        Ok(top) => (
+            top.id.map(|s| s.into_owned()),
+            top.kind.map(|s| s.into_owned()),
+        ),
+        Err(_) => (None, None),
     }
 }
 
