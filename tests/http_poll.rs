@@ -114,7 +114,8 @@ fn write(dir: &TempDir, yaml: &str) -> std::path::PathBuf {
 }
 
 /// Each pagination style, each behind its own auth (bearer, API key in the
-/// query, OAuth2 client credentials with tokens that expire every second,
+/// query, OAuth2 client credentials with tokens that expire every second
+/// and are refused (401) after three requests,
 /// basic, API key in a header), against an API that answers every 7th
 /// request 429 (`Retry-After: 1`) and every 11th 500: every record lands at
 /// the target, and each was published exactly once (no crash, so no

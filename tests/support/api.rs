@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | `/page?page=N&per_page=M` | page number, `has_more` | `$.data` | bearer `static-token` |
 //! | `/offset?offset=O&limit=L` | offset/limit | `$.items` | query `api_key=k3y` |
-//! | `/cursor?cursor=C&limit=L` | cursor at `$.meta.next` | `$.data` | OAuth2 token from `/token` |
+//! | `/cursor?cursor=C&limit=L` | cursor at `$.meta.next` | `$.data` | OAuth2 token from `/token`, good for 3 requests |
 //! | `/next?after=A` | next URL at `$.next` | `$.results` | basic `user:pw` |
 //! | `/link?page=N` | `Link: <...>; rel="next"` | `$` | header `X-Api-Key: k3y` |
 //! | `/stuck?cursor=C` | a cursor that never moves | `$.data` | none |
@@ -53,7 +53,8 @@ pub struct Logged {
 struct State {
     items: Vec<Item>,
     log: Vec<Logged>,
-    tokens: Vec<String>,
+    /// Issued OAuth2 tokens and the requests each has served.
+    tokens: Vec<(String, u32)>,
 }
 
 pub struct Api {
@@ -63,6 +64,8 @@ pub struct Api {
 
 const PER_PAGE: usize = 25;
 pub const TOKEN_LIFE_S: u64 = 1;
+/// Requests an OAuth2 token is good for.
+pub const TOKEN_USES: u32 = 3;
 
 impl Api {
     pub async fn start(items: Vec<Item>, faults: Faults) -> Api {
@@ -139,7 +142,18 @@ fn authorized(req: &RawRequest, st: &Mutex<State>) -> bool {
         "/cursor" => req
             .header("authorization")
             .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|t| st.lock().unwrap().tokens.iter().any(|k| k == t)),
+            .is_some_and(|t| {
+                // A token serves TOKEN_USES requests, then is refused (401),
+                // as a revoked or expired one is.
+                let mut s = st.lock().unwrap();
+                match s.tokens.iter_mut().find(|(k, _)| k == t) {
+                    Some((_, uses)) if *uses < TOKEN_USES => {
+                        *uses += 1;
+                        true
+                    }
+                    _ => false,
+                }
+            }),
         "/next" => req.header("authorization") == Some(&format!("Basic {basic}")),
         "/link" => req.header("x-api-key") == Some("k3y"),
         _ => true,
@@ -165,8 +179,8 @@ async fn answer(
         let n = counter.load(Ordering::SeqCst);
         let token = format!("tok-{n}-{}", st.lock().unwrap().tokens.len());
         let mut s = st.lock().unwrap();
-        // Tokens expire: only the two newest are good.
-        s.tokens.push(token.clone());
+        // Only the two newest tokens are good.
+        s.tokens.push((token.clone(), 0));
         let keep = s.tokens.len().saturating_sub(2);
         s.tokens.drain(..keep);
         return (
