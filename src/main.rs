@@ -63,20 +63,28 @@ enum Command {
         #[arg(long)]
         registry: bool,
     },
-    /// Ask a running `postgres_cdc` source to read tables again (a
-    /// re-snapshot), e.g. to repair a target. The request goes through the
-    /// database's WAL, so the source answers it in order with the changes,
-    /// also if it is not running now (at its next start).
+    /// Ask a running `postgres_cdc` or `mysql_cdc` source to read tables
+    /// again (a re-snapshot), e.g. to repair a target. For `postgres_cdc`
+    /// the request goes through the database's WAL, so the source answers it
+    /// in order with the changes; for `mysql_cdc` it is recorded in the
+    /// source's snapshot progress, which the running source checks every
+    /// 5 s. Either way a source that is not running answers at its next start.
     Snapshot {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
-        /// The `postgres_cdc` source.
+        /// The `postgres_cdc` or `mysql_cdc` source.
         #[arg(long, value_name = "NAME")]
         source: String,
-        /// A captured table (`schema.table`, patterns with `*`); repeatable.
-        /// Default: every table of the source.
+        /// A captured table (`schema.table` / `database.table`, patterns
+        /// with `*`); repeatable. Default: every table of the source.
         #[arg(long = "table", value_name = "TABLE")]
         tables: Vec<String>,
+        /// `mysql_cdc` only, with the pipeline stopped: forget the source's
+        /// stored binlog position and snapshot progress, so its next start
+        /// takes a new snapshot of every table (the way back from a purged
+        /// binlog position).
+        #[arg(long)]
+        from_scratch: bool,
     },
     /// Serve the Confluent Schema Registry REST API, with its state in a Kafka topic.
     Registry(RegistryArgs),
@@ -129,7 +137,13 @@ fn main() -> ExitCode {
             pipeline,
             source,
             tables,
-        } => runtime.block_on(pipeline::snapshot_command(&pipeline, &source, &tables)),
+            from_scratch,
+        } => runtime.block_on(pipeline::snapshot_command(
+            &pipeline,
+            &source,
+            &tables,
+            from_scratch,
+        )),
         Command::Reference => {
             print!("{}", pipeline::reference::generate());
             ExitCode::SUCCESS

@@ -5,14 +5,18 @@
 //!   incrementing column or a timestamp + id cursor.
 //! - [`postgres_cdc`]: change-data-capture from Postgres through logical
 //!   replication, after a snapshot consistent with the replication slot.
+//! - [`mysql_cdc`]: change-data-capture from MariaDB and MySQL through the
+//!   binlog, after a snapshot consistent with a binlog position.
 //! - [`http_poll`]: polls an HTTP API on a schedule, page by page, storing
 //!   its cursor and page only after the broker acknowledged the records.
 //! - [`webhook`]: an HTTP listener publishing each signed delivery, answering
 //!   2xx only once the broker has it.
 
 pub mod http_poll;
+pub mod mysql_cdc;
 pub mod postgres_cdc;
 pub mod sql_poll;
+pub mod snapshot_progress;
 pub mod state;
 pub mod webhook;
 

@@ -50,9 +50,14 @@ pub async fn validate_command(file: &Path, registry: bool) -> ExitCode {
     }
 }
 
-/// `syncline snapshot FILE --source NAME [--table T]...`: ask a
-/// `postgres_cdc` source for a re-snapshot while it runs.
-pub async fn snapshot_command(file: &Path, source: &str, tables: &[String]) -> ExitCode {
+/// `syncline snapshot FILE --source NAME [--table T]... [--from-scratch]`:
+/// ask a `postgres_cdc` or `mysql_cdc` source for a re-snapshot while it runs.
+pub async fn snapshot_command(
+    file: &Path,
+    source: &str,
+    tables: &[String],
+    from_scratch: bool,
+) -> ExitCode {
     let pipeline = match load::load(file) {
         Ok(p) => p,
         Err(e) => {
@@ -60,17 +65,83 @@ pub async fn snapshot_command(file: &Path, source: &str, tables: &[String]) -> E
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let cdc = match pipeline.sources.get(source) {
-        Some(config::SourceConfig::PostgresCdc(c)) => c,
+    let fail = |e: syncline_core::Error| {
+        eprintln!("error: {}: source `{source}`: {e}", file.display());
+        ExitCode::FAILURE
+    };
+    match pipeline.sources.get(source) {
+        Some(config::SourceConfig::PostgresCdc(_)) if from_scratch => {
+            eprintln!(
+                "error: {}: `--from-scratch` is for mysql_cdc sources; a postgres_cdc source starts from scratch when its slot is dropped",
+                file.display()
+            );
+            ExitCode::from(EXIT_INVALID)
+        }
+        Some(config::SourceConfig::PostgresCdc(cdc)) => {
+            match syncline_sources::postgres_cdc::request_resnapshot(
+                cdc,
+                &pipeline.name,
+                source,
+                tables,
+            )
+            .await
+            {
+                Ok((names, lsn)) => {
+                    println!(
+                        "re-snapshot of {} requested at {lsn}: source `{source}` reads {} again once its stream reaches the request \
+                         (streaming of the source pauses meanwhile)",
+                        names.join(", "),
+                        if names.len() == 1 { "it" } else { "them" }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Some(config::SourceConfig::MysqlCdc(cdc)) => {
+            match syncline_sources::mysql_cdc::request_resnapshot(
+                cdc,
+                pipeline.kafka.clone(),
+                &pipeline.name,
+                source,
+                tables,
+                from_scratch,
+            )
+            .await
+            {
+                Ok(names) if from_scratch => {
+                    println!(
+                        "source `{source}` forgot its binlog position and snapshot progress: its next start snapshots {} and streams from there",
+                        names.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(names) => {
+                    println!(
+                        "re-snapshot of {} requested: source `{source}` reads {} again within seconds \
+                         (streaming of the source pauses meanwhile), or at its next start",
+                        names.join(", "),
+                        if names.len() == 1 { "it" } else { "them" }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         _ => {
             let names: Vec<&str> = pipeline
                 .sources
                 .iter()
-                .filter(|(_, s)| matches!(s, config::SourceConfig::PostgresCdc(_)))
+                .filter(|(_, s)| {
+                    matches!(
+                        s,
+                        config::SourceConfig::PostgresCdc(_) | config::SourceConfig::MysqlCdc(_)
+                    )
+                })
                 .map(|(n, _)| n.as_str())
                 .collect();
             eprintln!(
-                "error: {}: `{source}` is not a postgres_cdc source; postgres_cdc sources: {}",
+                "error: {}: `{source}` is not a postgres_cdc or mysql_cdc source; those sources: {}",
                 file.display(),
                 if names.is_empty() {
                     "none".to_string()
@@ -78,24 +149,7 @@ pub async fn snapshot_command(file: &Path, source: &str, tables: &[String]) -> E
                     names.join(", ")
                 }
             );
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
-    match syncline_sources::postgres_cdc::request_resnapshot(cdc, &pipeline.name, source, tables)
-        .await
-    {
-        Ok((names, lsn)) => {
-            println!(
-                "re-snapshot of {} requested at {lsn}: source `{source}` reads {} again once its stream reaches the request \
-                 (streaming of the source pauses meanwhile)",
-                names.join(", "),
-                if names.len() == 1 { "it" } else { "them" }
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {}: source `{source}`: {e}", file.display());
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_INVALID)
         }
     }
 }

@@ -24,6 +24,7 @@ use syncline_sinks::mysql::MysqlSinkConfig;
 use syncline_sinks::postgres::PostgresSinkConfig;
 use syncline_sinks::sqlite::SqliteSinkConfig;
 use syncline_sources::http_poll::HttpPollConfig;
+use syncline_sources::mysql_cdc::MysqlCdcConfig;
 use syncline_sources::postgres_cdc::PostgresCdcConfig;
 use syncline_sources::sql_poll::SqlPollConfig;
 use syncline_sources::webhook::WebhookConfig;
@@ -114,6 +115,8 @@ registry! {
             "Polls tables or queries (Postgres, SQLite) on a schedule.";
         PostgresCdc(PostgresCdcConfig) = "postgres_cdc",
             "Captures inserts, updates and deletes of Postgres tables through logical replication, after a snapshot consistent with the slot.";
+        MysqlCdc(MysqlCdcConfig) = "mysql_cdc",
+            "Captures inserts, updates and deletes of MariaDB and MySQL tables from the binlog, after a snapshot consistent with a binlog position.";
         HttpPoll(HttpPollConfig) = "http_poll",
             "Polls an HTTP API on a schedule (pagination, incremental cursor, auth, rate limits), storing its cursor and page only after the broker has the records.";
         Webhook(WebhookConfig) = "webhook",

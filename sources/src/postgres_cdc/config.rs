@@ -73,7 +73,8 @@ pub enum SnapshotMode {
     /// Read every captured table once (resumable by chunk), then stream.
     #[default]
     Initial,
-    /// Only stream changes committed after the slot was created.
+    /// Only stream changes committed after the source first started (for
+    /// `postgres_cdc`: after its slot was created).
     Never,
 }
 

@@ -7,7 +7,7 @@
 //! snapshot.rs  initial snapshot by primary-key chunks, consistent with the slot
 //! stream.rs    replication stream -> change events; slot acknowledgements
 //! decode.rs    Postgres text values -> Avro; columns -> table schema
-//! progress.rs  snapshot progress in `_syncline_cursors`
+//! (snapshot progress: crate::snapshot_progress, shared with mysql_cdc)
 //! ```
 //!
 //! How it runs ([`PostgresCdcSource::run`]):
@@ -39,7 +39,6 @@
 
 pub mod config;
 pub(crate) mod decode;
-mod progress;
 mod slot;
 mod snapshot;
 mod stream;
@@ -50,7 +49,7 @@ pub use stream::{ResnapshotRequest, RESNAPSHOT_PREFIX};
 
 use apache_avro::types::Value;
 use decode::TypeInfo;
-use progress::ProgressStore;
+use crate::snapshot_progress::ProgressStore;
 use slot::Resolved;
 use std::collections::HashMap;
 use stream::StreamEnd;

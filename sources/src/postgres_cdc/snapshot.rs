@@ -39,13 +39,13 @@
 //! (of every pending table) from one queue and read each in chunks:
 //! `WHERE (key) > (last key) AND (key) <= (range end) ORDER BY key LIMIT
 //! chunk_size`. After each chunk is acknowledged by the broker its last key
-//! is recorded ([`super::progress`]). A crash republishes at most the
+//! is recorded ([`crate::snapshot_progress`]). A crash republishes at most the
 //! unrecorded chunk of each range, with the same positions if read in the
 //! same snapshot, or greater ones from a later one (then they are the newer
 //! truth, by the argument above).
 
 use super::decode::text_value;
-use super::progress::{Segment, TableProgress};
+use crate::snapshot_progress::{Segment, TableProgress};
 use super::slot::{self, Exported};
 use super::{await_deliveries, key_of, PostgresCdcSource};
 use crate::sql_poll::plan::quote_ident;

@@ -1,13 +1,15 @@
-//! Snapshot progress per table, kept in the compacted topic
-//! `_syncline_cursors` (key `<pipeline>/<source>/snapshot/<schema.table>`).
+//! Snapshot progress per table, of the CDC sources (`postgres_cdc`,
+//! `mysql_cdc`), kept in the compacted topic `_syncline_cursors` (key
+//! `<pipeline>/<source>/snapshot/<table>`).
 //!
 //! A table's entry is written only after the broker has acknowledged every
 //! row of the chunk it covers, so a crash resumes each key range after its
 //! last recorded chunk and republishes at most one chunk per range (with the
-//! same identities, or newer ones, see
-//! [`super::snapshot`]). Entries belong to one incarnation of the slot: they
-//! are removed (tombstones) before a slot is created, so a re-created slot
-//! never trusts the progress of an old one.
+//! same identities, or newer ones: see each source's `snapshot` module).
+//! Entries belong to one incarnation of the source's stream position (a
+//! Postgres slot, a stored binlog position): they are removed (tombstones)
+//! before a new one is made, so a new stream never trusts the progress of
+//! an old one.
 
 use crate::state::JsonState;
 use rdkafka::producer::FutureProducer;

@@ -1,0 +1,555 @@
+//! Streaming: the binlog's row events as change events, and the stored
+//! binlog position.
+//!
+//! The source connects as a replica (`COM_BINLOG_DUMP` from the stored
+//! file and offset, with a server id of its own) after telling MariaDB it
+//! understands GTID events (`@mariadb_slave_capability = 4`; without it the
+//! server rewrites them away), and reads events in binlog order: a
+//! transaction is a GTID event (or `BEGIN`), table maps and row events, and
+//! an `XID` (or `COMMIT`); DDL is a standalone GTID and one statement.
+//!
+//! # When the stored position advances (the guarantee, implemented here)
+//! At a transaction's end, the delivery futures of all its records are
+//! queued, in binlog order, behind those of earlier transactions. Only when
+//! all of them are acknowledged by the broker does the acknowledged position
+//! move to the transaction's end; it is stored (`_syncline_cursors`) every
+//! second when it moved. So the stored position never passes a record the
+//! broker does not have: after a crash the stream resumes at or before the
+//! first unacknowledged transaction, and the replayed records carry the same
+//! positions. Transactions on tables that are not captured move it too, so
+//! a busy server with idle captured tables does not leave it behind.
+//!
+//! # Heartbeats
+//! With `heartbeat_interval_ms`, the server sends a heartbeat event when the
+//! binlog is idle for that long; a stream that hears nothing for three
+//! intervals (plus 5 s) is broken off and reconnected by the supervisor.
+//!
+//! # DDL
+//! Every row event carries its columns' names and types
+//! (`binlog_row_metadata = FULL`). When they differ from the ones last seen
+//! for the table, the table's shape is read again from `information_schema`
+//! and, if it changed, registered as a new schema version before the row is
+//! published (an incompatible one stops the pipeline with the registry's
+//! reason, before anything of that shape is written). Rows are read by
+//! column name: a column the event lacks (added later) is null, a column the
+//! table no longer has (dropped since) is left out, so a replay of events
+//! written before a DDL still fits the current shape.
+//!
+//! # Re-snapshot while running
+//! `syncline snapshot` records the tables as "snapshot pending" in the
+//! source's snapshot progress. Every 5 s the stream looks for such entries;
+//! at the next transaction boundary it waits until the broker has every
+//! record read so far, stores that position, and ends; the source snapshots
+//! the pending tables in a new consistent snapshot (see [`super::snapshot`]
+//! for why that hand-over has no gap) and resumes streaming where it stopped.
+
+use super::position::{
+    change_position, file_number, parse_mariadb_gtid, rotated_file, BinlogPosition,
+    MARIADB_GTID_EVENT,
+};
+use super::schema::read_table;
+use super::value::binlog_row;
+use super::{key_of, MysqlCdcSource};
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use mysql_async::binlog::events::{Event, EventData, RowsEventData};
+use mysql_async::binlog::row::BinlogRow;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use std::time::{Duration, Instant};
+use syncline_core::error::mysql::mysql_error;
+use syncline_core::error::ErrorKind;
+use syncline_core::runtime::Shutdown;
+use syncline_core::{ChangeEvent, Error, Op, Result};
+use syncline_runtime::publish::Pending;
+
+/// How streaming ended without an error.
+pub(super) enum StreamEnd {
+    Shutdown,
+    /// Tables wait for a re-snapshot; snapshot them, then stream from here.
+    Resnapshot(BinlogPosition),
+}
+
+/// Transactions read but not yet acknowledged, at most.
+const MAX_INFLIGHT: usize = 10_000;
+/// How often the stream looks for re-snapshot requests.
+const REQUEST_CHECK: Duration = Duration::from_secs(5);
+
+/// The transaction being read.
+struct Tx {
+    /// The end offset of its first event (GTID or `BEGIN`).
+    begin: u64,
+    gtid: Option<String>,
+    /// Ends with its one statement (MariaDB's standalone GTID flag).
+    standalone: bool,
+    ts_us: i64,
+    records: u64,
+    deliveries: Vec<Pending>,
+}
+
+/// Where the reader is in the binlog.
+struct Cursor {
+    file: String,
+    file_no: u64,
+    tx: Option<Tx>,
+    inflight: FuturesOrdered<futures::future::BoxFuture<'static, Result<BinlogPosition>>>,
+}
+
+impl Cursor {
+    fn begin(&mut self, begin: u64, gtid: Option<String>, standalone: bool, ts: u32) {
+        self.tx = Some(Tx {
+            begin,
+            gtid,
+            standalone,
+            ts_us: i64::from(ts) * 1_000_000,
+            records: 0,
+            deliveries: Vec::new(),
+        });
+    }
+
+    /// The transaction ends at `end`: its position is acknowledged once the
+    /// broker has its records and everything before.
+    fn end(&mut self, end: u64) {
+        let tx = self.tx.take();
+        let at = BinlogPosition {
+            file: self.file.clone(),
+            pos: end,
+            gtid: tx.as_ref().and_then(|t| t.gtid.clone()),
+        };
+        let deliveries = tx.map(|t| t.deliveries).unwrap_or_default();
+        self.inflight.push_back(
+            async move {
+                syncline_runtime::publish::all(deliveries).await.map_err(|e| {
+                    Error::new(e.kind(), format!("publishing the changes before {at} failed"))
+                        .with_source(e)
+                })?;
+                Ok(at)
+            }
+            .boxed(),
+        );
+    }
+}
+
+impl MysqlCdcSource {
+    pub(super) async fn stream(
+        &mut self,
+        start: BinlogPosition,
+        shutdown: &Shutdown,
+    ) -> Result<StreamEnd> {
+        let mut conn = self.connect().await?;
+        let mut admin = self.connect().await?;
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(|e| mysql_error(e, "cannot set up the binlog session"))?;
+        let heartbeat = self.cfg.heartbeat_interval_ms;
+        if heartbeat > 0 {
+            conn.query_drop(format!(
+                "SET @master_heartbeat_period = {}",
+                heartbeat.saturating_mul(1_000_000)
+            ))
+            .await
+            .map_err(|e| mysql_error(e, "cannot set the binlog heartbeat"))?;
+        }
+        let request = BinlogStreamRequest::new(self.server_id)
+            .with_filename(start.file.as_bytes())
+            .with_pos(start.pos);
+        let mut binlog = match conn.get_binlog_stream(request).await {
+            Ok(b) => b,
+            Err(e) => return Err(self.stream_error(e, &start)),
+        };
+        tracing::info!(source = %self.name, from = %start, server_id = self.server_id, "mysql_cdc: streaming");
+        let idle = if heartbeat > 0 {
+            Duration::from_millis(heartbeat.saturating_mul(3)) + Duration::from_secs(5)
+        } else {
+            Duration::from_secs(365 * 24 * 3600)
+        };
+        let mut cur = Cursor {
+            file: start.file.clone(),
+            file_no: file_number(&start.file)?,
+            tx: None,
+            inflight: FuturesOrdered::new(),
+        };
+        let mut acked = start.clone();
+        let mut stored = start.clone();
+        let mut shapes: Vec<Option<Vec<(String, u8)>>> = vec![None; self.tables.len()];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_check = Instant::now() + REQUEST_CHECK;
+        let mut resnapshot = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    if acked != stored {
+                        self.store_position(&acked).await?;
+                    }
+                    return Ok(StreamEnd::Shutdown);
+                }
+                Some(r) = cur.inflight.next(), if !cur.inflight.is_empty() => {
+                    acked = r?;
+                    if resnapshot && cur.inflight.is_empty() && cur.tx.is_none() {
+                        self.store_position(&acked).await?;
+                        tracing::info!(source = %self.name, at = %acked, "mysql_cdc: streaming paused for a re-snapshot");
+                        return Ok(StreamEnd::Resnapshot(acked));
+                    }
+                }
+                _ = tick.tick() => {
+                    if acked != stored {
+                        self.store_position(&acked).await?;
+                        stored = acked.clone();
+                    }
+                    if !resnapshot && Instant::now() >= next_check {
+                        next_check = Instant::now() + REQUEST_CHECK;
+                        resnapshot = self.resnapshot_requested().await?;
+                    }
+                    if resnapshot && cur.inflight.is_empty() && cur.tx.is_none() {
+                        self.store_position(&acked).await?;
+                        tracing::info!(source = %self.name, at = %acked, "mysql_cdc: streaming paused for a re-snapshot");
+                        return Ok(StreamEnd::Resnapshot(acked));
+                    }
+                }
+                ev = tokio::time::timeout(idle, binlog.next()), if cur.inflight.len() < MAX_INFLIGHT && !(resnapshot && cur.tx.is_none()) => {
+                    let ev = match ev {
+                        Err(_) => return Err(Error::transient(format!(
+                            "the binlog stream of {} sent nothing for {} s (not even a heartbeat); reconnecting",
+                            self.display, idle.as_secs()
+                        ))),
+                        Ok(None) => return Err(Error::transient(format!("{} ended the binlog stream", self.display))),
+                        Ok(Some(Err(e))) => return Err(self.stream_error(e, &acked)),
+                        Ok(Some(Ok(ev))) => ev,
+                    };
+                    self.handle(&binlog, ev, &mut cur, &mut shapes, &mut admin).await?;
+                }
+            }
+        }
+    }
+
+    /// Whether some table's snapshot is pending (asked for while running).
+    async fn resnapshot_requested(&self) -> Result<bool> {
+        let progress = self.progress.restore().await?;
+        Ok(self.tables.iter().any(|t| {
+            progress
+                .get(&t.full_name())
+                .is_some_and(|p| !p.done && p.rows == 0 && p.segments.is_empty())
+        }))
+    }
+
+    /// A failed binlog stream: a purged position says how to recover;
+    /// anything else is the driver's classification (a dropped connection
+    /// is transient).
+    fn stream_error(&self, e: mysql_async::Error, at: &BinlogPosition) -> Error {
+        if let mysql_async::Error::Server(s) = &e {
+            if s.code == 1236 {
+                return Error::config(format!(
+                    "{} ({})",
+                    self.purged(at, None),
+                    s.message
+                ));
+            }
+        }
+        mysql_error(e, format!("the binlog stream of {} failed", self.display))
+    }
+
+    /// One binlog event.
+    async fn handle(
+        &mut self,
+        binlog: &BinlogStream,
+        ev: Event,
+        cur: &mut Cursor,
+        shapes: &mut [Option<Vec<(String, u8)>>],
+        admin: &mut Conn,
+    ) -> Result<()> {
+        let h = ev.header();
+        let end = u64::from(h.log_pos());
+        if h.event_type_raw() == MARIADB_GTID_EVENT {
+            let (gtid, standalone) = parse_mariadb_gtid(ev.data(), h.server_id()).ok_or_else(|| {
+                Error::internal(format!("a GTID event at {}:{end} is too short", cur.file))
+            })?;
+            cur.begin(end, Some(gtid.to_string()), standalone, h.timestamp());
+            return Ok(());
+        }
+        let data = ev.read_data().map_err(|e| {
+            Error::internal(format!(
+                "cannot read binlog event {} at {}:{end}",
+                h.event_type_raw(),
+                cur.file
+            ))
+            .with_source(e)
+        })?;
+        match data {
+            Some(EventData::RotateEvent(r)) => {
+                cur.file = rotated_file(&r.name(), &cur.file);
+                cur.file_no = file_number(&cur.file)?;
+            }
+            Some(EventData::GtidEvent(g)) => {
+                // MySQL: the GTID comes before `BEGIN`
+                let sid = uuid::Uuid::from_bytes(g.sid());
+                cur.begin(end, Some(format!("{sid}:{}", g.gno())), false, h.timestamp());
+            }
+            Some(EventData::QueryEvent(q)) => {
+                let sql = q.query().trim().to_string();
+                if sql.eq_ignore_ascii_case("BEGIN") {
+                    if cur.tx.is_none() {
+                        cur.begin(end, None, false, h.timestamp());
+                    }
+                } else if sql.eq_ignore_ascii_case("COMMIT") {
+                    cur.end(end);
+                } else {
+                    if cur.tx.is_none() {
+                        cur.begin(end, None, true, h.timestamp());
+                    }
+                    self.statement(&q.schema(), &sql, cur, shapes).await?;
+                    if cur.tx.as_ref().is_some_and(|t| t.standalone) {
+                        cur.end(end);
+                    }
+                }
+            }
+            Some(EventData::XidEvent(_)) => cur.end(end),
+            Some(EventData::RowsEvent(rows)) => {
+                self.rows(binlog, &rows, cur, shapes, admin).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A statement in the binlog (DDL): a `TRUNCATE` of a captured table is
+    /// published; any DDL of a captured table makes its next row read the
+    /// shape again (its columns' names and types tell anyway).
+    async fn statement(
+        &self,
+        default_db: &str,
+        sql: &str,
+        cur: &mut Cursor,
+        shapes: &mut [Option<Vec<(String, u8)>>],
+    ) -> Result<()> {
+        let Some((db, name)) = truncated_table(sql, default_db) else {
+            return Ok(());
+        };
+        let Some(t) = self.table_index(&db, &name) else {
+            return Ok(());
+        };
+        shapes[t] = None;
+        let tx = cur.tx.as_mut().expect("a statement is in a transaction");
+        tx.records += 1;
+        let position = change_position(cur.file_no, tx.begin, tx.records);
+        let text = position_text(&cur.file, tx, tx.records);
+        let ev = ChangeEvent {
+            op: Op::Truncate,
+            key: Vec::new(),
+            before: None,
+            after: None,
+            source: self.source_info(t, position, text, tx.ts_us),
+            unchanged: Vec::new(),
+        };
+        let table = &self.tables[t];
+        tx.deliveries.extend(
+            self.publisher
+                .publish_truncate(&table.topic, &table.schema, &ev)
+                .await?,
+        );
+        tracing::info!(source = %self.name, table = %table.full_name(), position = %ev.source.position_text,
+            "mysql_cdc: TRUNCATE published");
+        Ok(())
+    }
+
+    fn table_index(&self, db: &str, name: &str) -> Option<usize> {
+        self.tables
+            .iter()
+            .position(|t| t.database == db && t.name == name)
+    }
+
+    /// A rows event: each row image -> one change (an update that changes
+    /// the key -> a delete of the old key and an insert).
+    async fn rows(
+        &mut self,
+        binlog: &BinlogStream,
+        rows: &RowsEventData<'_>,
+        cur: &mut Cursor,
+        shapes: &mut [Option<Vec<(String, u8)>>],
+        admin: &mut Conn,
+    ) -> Result<()> {
+        let Some(tme) = binlog.get_tme(rows.table_id()) else {
+            return Err(Error::internal(format!(
+                "a rows event at {} refers to table id {} without a table map",
+                cur.file,
+                rows.table_id()
+            )));
+        };
+        let Some(t) = self.table_index(&tme.database_name(), &tme.table_name()) else {
+            return Ok(());
+        };
+        let images: Vec<(Option<BinlogRow>, Option<BinlogRow>)> = rows
+            .rows(tme)
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| {
+                Error::internal(format!(
+                    "cannot read the rows of `{}` at {}",
+                    self.tables[t].full_name(),
+                    cur.file
+                ))
+                .with_source(e)
+            })?;
+        let op = match rows {
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
+            _ => Op::Update,
+        };
+        if let Some((b, a)) = images.first() {
+            if let Some(row) = a.as_ref().or(b.as_ref()) {
+                let shape: Vec<(String, u8)> = row
+                    .columns_ref()
+                    .iter()
+                    .map(|c| (c.name_str().into_owned(), c.column_type() as u8))
+                    .collect();
+                if shapes[t].as_ref() != Some(&shape) {
+                    self.refresh(t, admin).await?;
+                    shapes[t] = Some(shape);
+                }
+            }
+        }
+        if cur.tx.is_none() {
+            // a row event outside BEGIN/GTID (never written by a server; a
+            // stream resumed mid-transaction): its own transaction
+            cur.begin(0, None, false, 0);
+        }
+        for (before, after) in images {
+            let before = before.map(|r| binlog_row(&self.tables[t], r)).transpose();
+            let after = after.map(|r| binlog_row(&self.tables[t], r)).transpose();
+            let tx = cur.tx.as_mut().expect("begun above");
+            let (before, after) = match (before, after) {
+                (Ok(b), Ok(a)) => (b, a),
+                (Err(e), _) | (_, Err(e)) if e.kind() == ErrorKind::Data => {
+                    tx.records += 1;
+                    let text = position_text(&cur.file, tx, tx.records);
+                    let pending = self.dead_letter(t, op, &text, &e)?;
+                    tx.deliveries.push(pending);
+                    continue;
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            };
+            let key = &self.tables[t].key;
+            match (op, before, after) {
+                (Op::Update, Some(b), Some(a)) if key_of(key, &b) != key_of(key, &a) => {
+                    let old = key_of(key, &b);
+                    self.push(t, cur, Op::Delete, old, Some(b), None).await?;
+                    let new = key_of(key, &a);
+                    self.push(t, cur, Op::Insert, new, None, Some(a)).await?;
+                }
+                (Op::Delete, Some(b), _) => {
+                    let k = key_of(key, &b);
+                    self.push(t, cur, Op::Delete, k, Some(b), None).await?;
+                }
+                (op, b, Some(a)) => {
+                    let k = key_of(key, &a);
+                    self.push(t, cur, op, k, b, Some(a)).await?;
+                }
+                (_, _, None) => {
+                    return Err(Error::internal(format!(
+                        "a row event of `{}` at {} has no row image",
+                        self.tables[t].full_name(),
+                        cur.file
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn push(
+        &self,
+        t: usize,
+        cur: &mut Cursor,
+        op: Op,
+        key: Vec<(String, apache_avro::types::Value)>,
+        before: Option<Vec<(String, apache_avro::types::Value)>>,
+        after: Option<Vec<(String, apache_avro::types::Value)>>,
+    ) -> Result<()> {
+        let tx = cur.tx.as_mut().expect("in a transaction");
+        tx.records += 1;
+        let position = change_position(cur.file_no, tx.begin, tx.records);
+        let text = position_text(&cur.file, tx, tx.records);
+        let ev = ChangeEvent {
+            op,
+            key,
+            before,
+            after,
+            source: self.source_info(t, position, text, tx.ts_us),
+            unchanged: Vec::new(),
+        };
+        let pending = self.enqueue(t, &ev).await?;
+        cur.tx.as_mut().expect("in a transaction").deliveries.push(pending);
+        Ok(())
+    }
+
+    /// Read table `t`'s shape again; a changed one is a new schema version.
+    async fn refresh(&mut self, t: usize, admin: &mut Conn) -> Result<()> {
+        let old = &self.tables[t];
+        let key = old.configured_key.clone();
+        let fresh = read_table(
+            admin,
+            &self.name,
+            &old.database,
+            &old.name,
+            key.as_deref(),
+            old.topic.clone(),
+        )
+        .await?;
+        if fresh.schema != old.schema {
+            self.publisher.prepare(&fresh.topic, &fresh.schema).await?;
+            tracing::info!(source = %self.name, table = %fresh.full_name(),
+                columns = ?fresh.columns.iter().map(|c| format!("{} {}", c.name, c.sql_type)).collect::<Vec<_>>(),
+                "mysql_cdc: the table's shape changed; new schema version");
+        }
+        self.tables[t] = fresh;
+        Ok(())
+    }
+}
+
+/// `file:offset #index (gtid g)`, readable.
+fn position_text(file: &str, tx: &Tx, index: u64) -> String {
+    match &tx.gtid {
+        Some(g) => format!("{file}:{} #{index} gtid {g}", tx.begin),
+        None => format!("{file}:{} #{index}", tx.begin),
+    }
+}
+
+/// The table a `TRUNCATE [TABLE] [db.]name` statement empties.
+fn truncated_table(sql: &str, default_db: &str) -> Option<(String, String)> {
+    let mut words = sql.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("truncate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("table") {
+        name = words.next()?;
+    }
+    let name = name.trim_end_matches(';');
+    let unquote = |s: &str| s.trim_matches('`').replace("``", "`");
+    match name.split_once("`.`").or_else(|| name.split_once('.')) {
+        Some((db, t)) => Some((unquote(db), unquote(t))),
+        None => Some((default_db.to_string(), unquote(name))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_statements_name_their_table() {
+        assert_eq!(
+            truncated_table("TRUNCATE TABLE `shop`.`orders`", "x"),
+            Some(("shop".into(), "orders".into()))
+        );
+        assert_eq!(
+            truncated_table("truncate orders", "shop"),
+            Some(("shop".into(), "orders".into()))
+        );
+        assert_eq!(
+            truncated_table("truncate table shop.orders;", "x"),
+            Some(("shop".into(), "orders".into()))
+        );
+        assert_eq!(truncated_table("ALTER TABLE t ADD c int", "x"), None);
+    }
+}

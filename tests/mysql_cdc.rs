@@ -1,0 +1,380 @@
+//! The `mysql_cdc` source end to end, on real parts: a throwaway MariaDB
+//! server with the binlog settings it needs (tests/support/my_server.rs),
+//! the real broker and `syncline registry`, and the `postgres` sink writing
+//! into a database of the machine's Postgres. Targets must equal sources
+//! row by row.
+
+mod support;
+
+use mysql_async::prelude::Queryable;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::my_server::MyServer;
+use support::{wait_until, PgDb, Rng, Stack, SynclineRun, TempDir};
+
+/// The binlog as mysql_cdc needs it.
+fn binlog_options() -> Vec<String> {
+    [
+        "--log-bin=mariadb-bin",
+        "--server-id=1",
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+        "--binlog-row-metadata=FULL",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A compared table: its name, one text per row in MariaDB and in Postgres
+/// (the same text for the same row), and its key as text on both sides.
+struct Compared {
+    table: &'static str,
+    my_row: &'static str,
+    pg_row: &'static str,
+    my_key: &'static str,
+    pg_key: &'static str,
+}
+
+const TABLES: &[Compared] = &[
+    Compared {
+        table: "accounts",
+        my_row: "CONCAT_WS('|', id, balance, name, COALESCE(note, '-'), COALESCE(price, '-'), flag + 0, kind, COALESCE(tags, '-'), DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f'), DATE_FORMAT(born, '%Y-%m-%d'))",
+        pg_row: "concat_ws('|', id, balance, name, COALESCE(note, '-'), COALESCE(price::text, '-'), CASE WHEN flag THEN 1 ELSE 0 END, kind, COALESCE(tags, '-'), to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS.US'), to_char(born, 'YYYY-MM-DD'))",
+        my_key: "CAST(id AS CHAR)",
+        pg_key: "id::text",
+    },
+    Compared {
+        table: "orders",
+        my_row: "CONCAT_WS('|', id, account_id, amount, status, COALESCE(DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f'), '-'), HEX(code))",
+        pg_row: "concat_ws('|', id, account_id, amount, status, COALESCE(to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), '-'), upper(encode(code, 'hex')))",
+        my_key: "CAST(id AS CHAR)",
+        pg_key: "id::text",
+    },
+    Compared {
+        table: "lines",
+        my_row: "CONCAT_WS('|', order_id, line, qty, COALESCE(sku, '-'))",
+        pg_row: "concat_ws('|', order_id, line, qty, COALESCE(sku, '-'))",
+        my_key: "CONCAT(order_id, '/', line)",
+        pg_key: "order_id || '/' || line",
+    },
+    Compared {
+        table: "events",
+        my_row: "CONCAT_WS('|', event_id, account_id, what)",
+        pg_row: "concat_ws('|', event_id, account_id, what)",
+        my_key: "CAST(event_id AS CHAR)",
+        pg_key: "event_id::text",
+    },
+];
+
+const SOURCE_DDL: &[&str] = &[
+    // utf8mb4, with one latin1 column (older servers' default): the binlog
+    // carries its bytes in latin1
+    "CREATE DATABASE shop CHARACTER SET utf8mb4",
+    "CREATE TABLE shop.accounts (id bigint AUTO_INCREMENT PRIMARY KEY, balance int NOT NULL, name varchar(40) NOT NULL, \
+     note text CHARACTER SET latin1, price decimal(12,2), flag bit(1) NOT NULL DEFAULT b'0', kind enum('basic','gold','platinum') NOT NULL DEFAULT 'basic', \
+     tags set('a','b','c'), updated_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), born date) ENGINE=InnoDB",
+    "CREATE TABLE shop.orders (id bigint PRIMARY KEY, account_id bigint, amount decimal(12,2), status varchar(20), \
+     at timestamp(6) NULL, code binary(4)) ENGINE=InnoDB",
+    "CREATE TABLE shop.lines (order_id bigint, line int, qty int, sku varchar(30), PRIMARY KEY (order_id, line)) ENGINE=InnoDB",
+    // no primary key: the pipeline names the key
+    "CREATE TABLE shop.events (event_id bigint NOT NULL, account_id bigint, what varchar(20), UNIQUE KEY (event_id)) ENGINE=InnoDB",
+    "CREATE TABLE shop.noise (id bigint AUTO_INCREMENT PRIMARY KEY, payload text) ENGINE=InnoDB",
+    "SET SESSION max_recursive_iterations = 100000",
+    "INSERT INTO shop.accounts (balance, name, note, price, flag, kind, tags, updated_at, born) \
+     WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 30000) \
+     SELECT n % 1000, CONCAT('name ', n), IF(n % 5 = 0, NULL, CONCAT('note '' ', n, ' ünï')), n / 7, n % 2, \
+            ELT(1 + n % 3, 'basic', 'gold', 'platinum'), IF(n % 4 = 0, NULL, ELT(1 + n % 3, 'a', 'a,c', 'b')), \
+            TIMESTAMP '2024-01-01 00:00:00' + INTERVAL n SECOND + INTERVAL n MICROSECOND, DATE '1950-01-01' + INTERVAL n DAY FROM g",
+    "INSERT INTO shop.orders WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 15000) \
+     SELECT n, n % 30000 + 1, n / 3, 'new', TIMESTAMP '2024-01-01 00:00:00' + INTERVAL n SECOND, UNHEX(LPAD(HEX(n % 256), 2, '0')) FROM g",
+    "INSERT INTO shop.lines WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < 14999) \
+     SELECT n DIV 3 + 1, n % 3, n % 17, CONCAT('sku-', n) FROM g",
+    "INSERT INTO shop.events WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 5000) \
+     SELECT n, n % 30000 + 1, 'seed' FROM g",
+];
+
+async fn my_conn(url: &str) -> mysql_async::Conn {
+    let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+    c.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    c
+}
+
+/// Every row of `t` as text by key, in MariaDB.
+async fn my_rows(url: &str, t: &Compared) -> BTreeMap<String, String> {
+    let mut c = my_conn(url).await;
+    let rows: Vec<(String, String)> = c
+        .query(format!(
+            "SELECT {}, {} FROM shop.{}",
+            t.my_key, t.my_row, t.table
+        ))
+        .await
+        .unwrap();
+    let _ = c.disconnect().await;
+    rows.into_iter().collect()
+}
+
+/// Every row of `t` as text by key, in Postgres (empty when not there yet).
+async fn pg_rows(url: &str, t: &Compared) -> BTreeMap<String, String> {
+    let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+        return BTreeMap::new();
+    };
+    tokio::spawn(conn);
+    let sql = format!("SELECT {}, {} FROM {}", t.pg_key, t.pg_row, t.table);
+    client
+        .query(&sql, &[])
+        .await
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default()
+}
+
+/// Wait until every table of the target equals the source row by row.
+async fn wait_equal(source: &str, target: &str, what: &str, runs: &[&SynclineRun]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut differ = Vec::new();
+        for t in TABLES {
+            let (s, d) = (my_rows(source, t).await, pg_rows(target, t).await);
+            if s != d {
+                let keys: BTreeSet<&String> = s.keys().chain(d.keys()).collect();
+                let diff: Vec<String> = keys
+                    .into_iter()
+                    .filter(|k| s.get(*k) != d.get(*k))
+                    .take(5)
+                    .map(|k| format!("  {} {k}: source {:?} target {:?}", t.table, s.get(k), d.get(k)))
+                    .collect();
+                differ.push(format!(
+                    "{}: source {} rows, target {} rows\n{}",
+                    t.table,
+                    s.len(),
+                    d.len(),
+                    diff.join("\n")
+                ));
+            }
+        }
+        if differ.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            for (i, r) in runs.iter().enumerate() {
+                let kept = std::env::temp_dir()
+                    .join(format!("syncline-failed-{}-{i}.log", std::process::id()));
+                let _ = std::fs::write(&kept, r.log());
+                eprintln!("full log of run {i}: {}", kept.display());
+            }
+            let logs: Vec<String> = runs
+                .iter()
+                .map(|r| r.log().lines().rev().take(40).collect::<Vec<_>>().join("\n"))
+                .collect();
+            panic!(
+                "{what}: target never equalled source\n{}\nlogs (newest first):\n{}",
+                differ.join("\n"),
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}
+
+fn pipeline_yaml(stack: &Stack, name: &str, source: &str, target: &str) -> String {
+    format!(
+        r#"name: {name}
+kafka:
+  bootstrap_servers: {bootstrap}
+  partitions: 3
+registry:
+  url: {registry}
+sources:
+  cdc:
+    type: mysql_cdc
+    connection: {source}
+    snapshot_chunk_size: 1000
+    heartbeat_interval_ms: 500
+    tables:
+      - {{ table: shop.accounts, topic: my.accounts }}
+      - {{ table: shop.orders, topic: my.orders }}
+      - {{ table: "shop.lines", topic: my.lines }}
+      - {{ table: shop.events, topic: my.events, key: [event_id] }}
+sinks:
+  warehouse:
+    type: postgres
+    connection: {target}
+    topics: [my.accounts, my.orders, my.lines, my.events]
+    tables: {{ my.accounts: accounts, my.orders: orders, my.lines: lines, my.events: events }}
+    batch_size: 500
+"#,
+        bootstrap = stack.bootstrap(),
+        registry = stack.registry_url(),
+    )
+}
+
+fn pipeline_in(name: &str, yaml: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(name);
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    (dir, file)
+}
+
+/// Random transactions on the four tables (inserts, updates, deletes, key
+/// changes, several tables in one transaction, uncaptured noise) until
+/// `stop`. Returns the number of transactions.
+fn workload(url: String, mut rng: Rng, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut c = my_conn(&url).await;
+        let mut n = 0u64;
+        let mut next_order = 1_000_000i64;
+        let mut next_event = 1_000_000i64;
+        while !stop.load(Ordering::SeqCst) {
+            let a = 1 + rng.below(32_000) as i64;
+            let o = 1 + rng.below(16_000) as i64;
+            let e = 1 + rng.below(5_500) as i64;
+            let statements: Vec<String> = match rng.below(12) {
+                0 => vec!["INSERT INTO shop.accounts (balance, name, tags, born) VALUES (1, 'new 1', 'a,b', '2001-02-03'), (2, 'new 2', NULL, NULL), (3, 'new 3', 'c', '1999-12-31')".into()],
+                1 | 2 => vec![format!("UPDATE shop.accounts SET balance = balance + 1, note = CONCAT('upd ', balance), price = price + 1, flag = 1 - flag, kind = 'gold', tags = 'b,c', updated_at = NOW(6) WHERE id = {a}")],
+                3 => vec![format!("DELETE FROM shop.accounts WHERE id = {a}")],
+                4 => {
+                    next_order += 1;
+                    vec![
+                        "START TRANSACTION".into(),
+                        format!("INSERT INTO shop.orders VALUES ({next_order}, {a}, 9.99, 'open', NOW(6), X'0102')"),
+                        format!("INSERT INTO shop.lines VALUES ({next_order}, 0, 1, 'sku'), ({next_order}, 1, 2, NULL)"),
+                        format!("UPDATE shop.accounts SET balance = balance - 1 WHERE id = {a}"),
+                        "COMMIT".into(),
+                    ]
+                }
+                5 => vec![format!("UPDATE shop.orders SET status = 'paid', amount = amount * 2, at = NULL WHERE id BETWEEN {o} AND {o} + 5")],
+                6 => vec![
+                    "START TRANSACTION".into(),
+                    format!("DELETE FROM shop.lines WHERE order_id = {o}"),
+                    format!("DELETE FROM shop.orders WHERE id = {o}"),
+                    "COMMIT".into(),
+                ],
+                7 => {
+                    // a primary-key change
+                    next_order += 1;
+                    vec![format!("UPDATE shop.orders SET id = {next_order} WHERE id = {o}")]
+                }
+                8 => vec![format!("UPDATE shop.lines SET qty = qty + 1, sku = NULL WHERE order_id = {o}")],
+                9 => {
+                    next_event += 1;
+                    vec![format!("INSERT INTO shop.events VALUES ({next_event}, {a}, 'signup')")]
+                }
+                10 => vec![
+                    format!("UPDATE shop.events SET what = 'seen' WHERE event_id = {e}"),
+                    format!("DELETE FROM shop.events WHERE event_id = {}", e + 1),
+                ],
+                _ => vec!["INSERT INTO shop.noise (payload) VALUES (REPEAT('x', 100))".into()],
+            };
+            let mut failed = false;
+            for s in &statements {
+                if c.query_drop(s).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed {
+                let _ = c.query_drop("ROLLBACK").await;
+            }
+            n += 1;
+            if n.is_multiple_of(20) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        n
+    })
+}
+
+/// Wait until `run`'s log contains `pattern` at least `n` times; on timeout,
+/// fail with the log's end.
+async fn wait_log(run: &SynclineRun, pattern: &str, n: usize, secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while run.log().matches(pattern).count() < n {
+        if std::time::Instant::now() > deadline || run.log().contains("pipeline stopped") {
+            let log = run.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "timed out after {secs}s waiting for `{pattern}` in the log; its end (newest first):\n{}",
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn run_component(file: &std::path::Path, component: &str) -> SynclineRun {
+    SynclineRun::start_with_args(file, &["--component", component])
+}
+
+async fn source_with_data(name: &str) -> (MyServer, String) {
+    let server = MyServer::start(&binlog_options()).await;
+    let url = server.root_url();
+    let mut c = mysql_async::Conn::from_url(url.clone()).await.unwrap();
+    for s in SOURCE_DDL {
+        c.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    let _ = c.disconnect().await;
+    eprintln!("{name}: MariaDB on {url}");
+    (server, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_and_binlog_under_concurrent_writes_survive_kill9_and_converge() {
+    let stack = Stack::start();
+    let (_server, source) = source_with_data("mysql-cdc-e2e").await;
+    let target = PgDb::create("mycdc_dst").await;
+    let (_dir, file) = pipeline_in(
+        "mysql-cdc-e2e",
+        &pipeline_yaml(&stack, "mysql-cdc-e2e", &source, &target.url()),
+    );
+    let mut rng = Rng::from_time();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(source.clone(), rng.clone(), stop.clone());
+    let mut source_run = run_component(&file, "cdc");
+    wait_log(&source_run, "mysql_cdc: snapshot started", 1, 120).await;
+    let sink_run = run_component(&file, "warehouse");
+
+    // kill -9 during the snapshot, at random points
+    let mut snapshot_kills = 0;
+    for _ in 0..3 {
+        let seen = source_run.log().matches("mysql_cdc: snapshot started").count();
+        wait_until(Duration::from_secs(120), "a snapshot (re)start", || {
+            let log = source_run.log();
+            async move {
+                log.matches("mysql_cdc: snapshot started").count() >= seen.max(1)
+                    || log.contains("mysql_cdc: snapshot finished")
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1500))).await;
+        if !source_run.log().contains("mysql_cdc: snapshot finished") {
+            snapshot_kills += 1;
+        }
+        source_run.restart();
+    }
+    assert!(snapshot_kills >= 1, "no kill landed during the snapshot");
+    wait_log(&source_run, "mysql_cdc: snapshot finished", 1, 300).await;
+    // kill -9 while streaming, at random points
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(2000))).await;
+        source_run.restart();
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let txs = load.await.unwrap();
+    eprintln!("workload: {txs} transactions; {snapshot_kills} kills during the snapshot, 3 while streaming");
+    wait_equal(
+        &source,
+        &target.url(),
+        "after kill -9 during snapshot and streaming",
+        &[&source_run, &sink_run],
+    )
+    .await;
+    let log = source_run.log();
+    assert!(
+        !log.contains("dead-letter"),
+        "no change should have been dead-lettered:\n{}",
+        log.lines().filter(|l| l.contains("dead-letter")).take(5).collect::<Vec<_>>().join("\n")
+    );
+}
