@@ -378,3 +378,411 @@ async fn snapshot_and_binlog_under_concurrent_writes_survive_kill9_and_converge(
         log.lines().filter(|l| l.contains("dead-letter")).take(5).collect::<Vec<_>>().join("\n")
     );
 }
+
+/// A pipeline capturing `shop.items` only, to `my.items` -> table `items`.
+fn items_pipeline(stack: &Stack, name: &str, source: &str, target: &str) -> String {
+    format!(
+        r#"name: {name}
+kafka:
+  bootstrap_servers: {bootstrap}
+  partitions: 2
+registry:
+  url: {registry}
+sources:
+  cdc:
+    type: mysql_cdc
+    connection: {source}
+    heartbeat_interval_ms: 500
+    tables:
+      - {{ table: shop.items, topic: my.items }}
+sinks:
+  warehouse:
+    type: postgres
+    connection: {target}
+    topics: [my.items]
+    tables: {{ my.items: items }}
+    batch_size: 100
+"#,
+        bootstrap = stack.bootstrap(),
+        registry = stack.registry_url(),
+    )
+}
+
+async fn exec_all(url: &str, statements: &[&str]) {
+    let mut c = my_conn(url).await;
+    for s in statements {
+        c.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    let _ = c.disconnect().await;
+}
+
+/// `items` rows as `id|<cols>` in MariaDB and in Postgres, until equal.
+async fn wait_items_equal(source: &str, target: &str, cols: &[&str], runs: &[&SynclineRun]) {
+    let my = format!(
+        "CONCAT_WS('|', {})",
+        cols.iter()
+            .map(|c| format!("COALESCE({c}, '-')"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let pg = format!(
+        "concat_ws('|', {})",
+        cols.iter()
+            .map(|c| format!("COALESCE({c}::text, '-')"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let t = Compared {
+        table: "items",
+        my_row: Box::leak(my.into_boxed_str()),
+        pg_row: Box::leak(pg.into_boxed_str()),
+        my_key: "CAST(id AS CHAR)",
+        pg_key: "id::text",
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (s, d) = (my_rows(source, &t).await, pg_rows(target, &t).await);
+        if s == d && !s.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let logs: Vec<String> = runs
+                .iter()
+                .map(|r| r.log().lines().rev().take(30).collect::<Vec<_>>().join("\n"))
+                .collect();
+            panic!(
+                "items never equal on {cols:?}:\nsource {s:?}\ntarget {d:?}\nlogs:\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn registry_versions(registry: &str, subject: &str) -> Vec<i64> {
+    reqwest::get(format!("{registry}/subjects/{subject}/versions"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ddl_while_streaming_adds_drops_and_widens_columns_as_new_schema_versions() {
+    let stack = Stack::start();
+    let server = MyServer::start(&binlog_options()).await;
+    let source = server.root_url();
+    exec_all(
+        &source,
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, qty int, label varchar(10))",
+            "INSERT INTO shop.items VALUES (1, 10, 'one'), (2, 20, 'two')",
+        ],
+    )
+    .await;
+    let target = PgDb::create("mycdc_ddl").await;
+    let (_dir, file) = pipeline_in(
+        "mysql-cdc-ddl",
+        &items_pipeline(&stack, "mysql-cdc-ddl", &source, &target.url()),
+    );
+    let run = SynclineRun::start(&file);
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    exec_all(&source, &["INSERT INTO shop.items VALUES (3, 30, 'three')"]).await;
+    wait_items_equal(&source, &target.url(), &["id", "qty", "label"], &[&run]).await;
+    let subject = "my.items-value";
+    let v1 = registry_versions(&stack.registry_url(), subject).await.len();
+
+    // add a column
+    exec_all(
+        &source,
+        &[
+            "ALTER TABLE shop.items ADD COLUMN color varchar(20)",
+            "INSERT INTO shop.items VALUES (4, 40, 'four', 'red')",
+            "UPDATE shop.items SET color = 'blue' WHERE id = 1",
+        ],
+    )
+    .await;
+    wait_items_equal(&source, &target.url(), &["id", "qty", "label", "color"], &[&run]).await;
+    let v2 = registry_versions(&stack.registry_url(), subject).await.len();
+    assert!(v2 > v1, "adding a column registers a new version ({v1} -> {v2})");
+
+    // widen a column past what the old type holds
+    exec_all(
+        &source,
+        &[
+            "ALTER TABLE shop.items MODIFY qty bigint",
+            "UPDATE shop.items SET qty = 5000000000 WHERE id = 2",
+        ],
+    )
+    .await;
+    wait_items_equal(&source, &target.url(), &["id", "qty", "label", "color"], &[&run]).await;
+    let v3 = registry_versions(&stack.registry_url(), subject).await.len();
+    assert!(v3 > v2, "widening a column registers a new version ({v2} -> {v3})");
+
+    // drop a column, then kill -9 and replay events from before every DDL
+    exec_all(
+        &source,
+        &[
+            "ALTER TABLE shop.items DROP COLUMN label",
+            "INSERT INTO shop.items VALUES (5, 50, 'green')",
+            "DELETE FROM shop.items WHERE id = 3",
+        ],
+    )
+    .await;
+    wait_items_equal(&source, &target.url(), &["id", "qty", "color"], &[&run]).await;
+    let v4 = registry_versions(&stack.registry_url(), subject).await.len();
+    assert!(v4 > v3, "dropping a column registers a new version ({v3} -> {v4})");
+    let mut run = run;
+    run.restart();
+    exec_all(&source, &["UPDATE shop.items SET qty = qty + 1"]).await;
+    wait_items_equal(&source, &target.url(), &["id", "qty", "color"], &[&run]).await;
+    assert!(
+        !run.log().contains("dead-letter topic") && !run.log().contains("component stopped"),
+        "{}",
+        run.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_from_scratch_recovers() {
+    let stack = Stack::start();
+    let server = MyServer::start(&binlog_options()).await;
+    let source = server.root_url();
+    exec_all(
+        &source,
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, qty int)",
+            "INSERT INTO shop.items VALUES (1, 10), (2, 20)",
+        ],
+    )
+    .await;
+    let target = PgDb::create("mycdc_purged").await;
+    let (_dir, file) = pipeline_in(
+        "mysql-cdc-purged",
+        &items_pipeline(&stack, "mysql-cdc-purged", &source, &target.url()),
+    );
+    let mut run = SynclineRun::start(&file);
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    wait_items_equal(&source, &target.url(), &["id", "qty"], &[&run]).await;
+    run.kill9();
+    // changes the stopped source never read, then their binlog is purged
+    exec_all(
+        &source,
+        &[
+            "INSERT INTO shop.items VALUES (3, 30)",
+            "UPDATE shop.items SET qty = 11 WHERE id = 1",
+            "FLUSH BINARY LOGS",
+            "FLUSH BINARY LOGS",
+        ],
+    )
+    .await;
+    let mut c = my_conn(&source).await;
+    // the server keeps a file a replica's dump thread still reads: wait
+    // until it has noticed the killed source's connection is gone
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let dumps: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+            .await
+            .unwrap();
+        if dumps == Some(0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the dump thread stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let current: mysql_async::Row = c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+    let current: String = current.get(0).unwrap();
+    // (a file stays until InnoDB has written its checkpoint: try again)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        c.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+            .await
+            .unwrap();
+        let files: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
+        let files: Vec<String> = files.iter().map(|r| r.get(0).unwrap()).collect();
+        if files == vec![current.clone()] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the purge left {files:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = c.disconnect().await;
+
+    let mut stopped = SynclineRun::start(&file);
+    wait_log(&stopped, "no longer holds", 1, 60).await;
+    let log = stopped.log();
+    assert!(
+        log.contains("--from-scratch") && log.contains("mariadb-bin.000001"),
+        "the error names the position and the way out:\n{log}"
+    );
+    stopped.kill9();
+    let out = std::process::Command::new(support::syncline_bin())
+        .args(["snapshot"])
+        .arg(&file)
+        .args(["--source", "cdc", "--from-scratch"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("forgot its binlog position"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let again = SynclineRun::start(&file);
+    wait_log(&again, "mysql_cdc: snapshot finished", 1, 120).await;
+    exec_all(&source, &["INSERT INTO shop.items VALUES (4, 40)"]).await;
+    wait_items_equal(&source, &target.url(), &["id", "qty"], &[&again]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resnapshot_asked_for_while_streaming_repairs_a_damaged_target_and_survives_kill9() {
+    let stack = Stack::start();
+    let (_server, source) = source_with_data("mysql-cdc-resnapshot").await;
+    let target = PgDb::create("mycdc_resnap").await;
+    let (_dir, file) = pipeline_in(
+        "mysql-cdc-resnapshot",
+        &pipeline_yaml(&stack, "mysql-cdc-resnapshot", &source, &target.url()),
+    );
+    let mut run = SynclineRun::start(&file);
+    wait_log(&run, "mysql_cdc: streaming", 1, 180).await;
+    wait_equal(&source, &target.url(), "after the first snapshot", &[&run]).await;
+    // the target is damaged behind syncline's back
+    let pg = support::pg_connect(&target.url()).await;
+    pg.batch_execute(
+        "DELETE FROM accounts WHERE id % 10 = 0; UPDATE accounts SET name = 'damaged' WHERE id % 7 = 0",
+    )
+    .await
+    .unwrap();
+    let bad = std::process::Command::new(support::syncline_bin())
+        .args(["snapshot"])
+        .arg(&file)
+        .args(["--source", "cdc", "--table", "shop.nope"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("`shop.nope` is not a table captured") && err.contains("shop.accounts"),
+        "{err}"
+    );
+    let rng = Rng::from_time();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(source.clone(), rng, stop.clone());
+    let out = std::process::Command::new(support::syncline_bin())
+        .args(["snapshot"])
+        .arg(&file)
+        .args(["--source", "cdc", "--table", "shop.acc*"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("re-snapshot of shop.accounts requested"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_log(&run, "mysql_cdc: streaming paused for a re-snapshot", 1, 60).await;
+    // kill -9 during the re-snapshot: the restarted source finishes it
+    wait_log(&run, "mysql_cdc: snapshot started", 2, 60).await;
+    run.restart();
+    wait_log(&run, "mysql_cdc: snapshot finished", 2, 180).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    wait_equal(&source, &target.url(), "after the re-snapshot", &[&run]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_settings_and_unreadable_columns_are_refused_and_a_bad_value_is_dead_lettered() {
+    let stack = Stack::start();
+    let mut opts = binlog_options();
+    opts.retain(|o| !o.starts_with("--binlog-format"));
+    opts.push("--binlog-format=STATEMENT".into());
+    let server = MyServer::start(&opts).await;
+    let source = server.root_url();
+    exec_all(
+        &source,
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, qty int, took time)",
+        ],
+    )
+    .await;
+    let target = PgDb::create("mycdc_bad").await;
+    let (_dir, file) = pipeline_in(
+        "mysql-cdc-bad",
+        &items_pipeline(&stack, "mysql-cdc-bad", &source, &target.url()),
+    );
+    let mut run = SynclineRun::start(&file);
+    wait_log(&run, "component stopped", 1, 60).await;
+    assert!(
+        run.log().contains("binlog_format = STATEMENT; mysql_cdc needs ROW: SET GLOBAL binlog_format = 'ROW'"),
+        "{}",
+        run.log()
+    );
+    run.kill9();
+    exec_all(
+        &source,
+        &[
+            "SET GLOBAL binlog_format = 'ROW'",
+            "CREATE TABLE shop.odd (id int PRIMARY KEY, v varchar(10) CHARACTER SET sjis)",
+        ],
+    )
+    .await;
+    let odd = items_pipeline(&stack, "mysql-cdc-bad2", &source, &target.url())
+        .replace("table: shop.items", "table: shop.odd");
+    let (_dir2, odd_file) = pipeline_in("mysql-cdc-bad2", &odd);
+    let mut odd_run = SynclineRun::start(&odd_file);
+    wait_log(&odd_run, "component stopped", 1, 60).await;
+    assert!(
+        odd_run
+            .log()
+            .contains("column `v` of `shop.odd` is in character set `sjis`"),
+        "{}",
+        odd_run.log()
+    );
+    odd_run.kill9();
+
+    // a TIME beyond 24 hours has no Avro time: dead-lettered with the reason, the rest lands
+    let run = SynclineRun::start(&file);
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    exec_all(
+        &source,
+        &[
+            "INSERT INTO shop.items VALUES (1, 1, '01:02:03')",
+            "INSERT INTO shop.items VALUES (2, 2, '30:00:00')",
+            "INSERT INTO shop.items VALUES (3, 3, '23:59:59')",
+        ],
+    )
+    .await;
+    wait_until(Duration::from_secs(60), "rows 1 and 3 at the target", || {
+        let url = target.url();
+        async move {
+            let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+                return false;
+            };
+            tokio::spawn(conn);
+            c.query_one("SELECT count(*) FROM items WHERE id IN (1, 3)", &[])
+                .await
+                .map(|r| r.get::<_, i64>(0) == 2)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let dead = support::records(&stack.bootstrap(), "mysql-cdc-bad.cdc.dead", 1);
+    let reason = support::header(&dead[0], "syncline.reason");
+    assert!(
+        reason.contains("column `took` of `shop.items`") && reason.contains("30:00:00"),
+        "{reason}"
+    );
+    let pg = support::pg_connect(&target.url()).await;
+    let n: i64 = pg
+        .query_one("SELECT count(*) FROM items WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the row with the bad value is not at the target");
+}
