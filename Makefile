@@ -44,6 +44,7 @@ bench: tools
 	cargo bench --bench dedup
 	cargo bench --bench cdc
 	cargo bench --bench webhook
+	cargo bench --bench mysql_cdc
 
 ## fuzz: each cargo-fuzz target (record decoding with hostile writer schemas, pgoutput messages, the pipeline-file loader) for FUZZ_SECONDS (default 180) from the corpus in fuzz/corpus/
 fuzz:

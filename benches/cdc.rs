@@ -25,12 +25,15 @@
 //! is not on Maven Central; see benches/peers/README.md), lz4-compressed
 //! like syncline's records.
 
+#[path = "shared/measure.rs"]
+mod measure;
 #[path = "peers/driver.rs"]
 mod peers;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use futures::StreamExt;
+use measure::{fill_times, per_s, rate, timed};
 use peers::Peers;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -51,52 +54,6 @@ fn fill(from: i64, n: i64) -> String {
     format!(
         "INSERT INTO items SELECT g, 'item number ' || g, g / 100.0, g % 1000, clock_timestamp() FROM generate_series({from}, {}) g",
         from + n - 1
-    )
-}
-
-async fn timed<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) -> Duration {
-    let start = Instant::now();
-    while !done().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "bench stage took over 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
-}
-
-/// Time from now until `topic` holds `n` records, and from its first
-/// record to its `n`th.
-async fn fill_times(bootstrap: &str, topic: &str, n: i64) -> (Duration, Duration) {
-    let start = Instant::now();
-    let mut first = None;
-    loop {
-        let have = topic_records(bootstrap, topic);
-        if have > 0 && first.is_none() {
-            first = Some(Instant::now());
-        }
-        if have >= n {
-            let now = Instant::now();
-            return (now - start, now - first.unwrap_or(now));
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "{topic}: {have} of {n} records after 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn per_s(n: i64, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64().max(1e-9)
-}
-
-fn rate(n: i64, d: Duration, unit: &str) -> String {
-    format!(
-        "{:>9.0} {unit}/s  ({n} in {:.2}s)",
-        per_s(n, d),
-        d.as_secs_f64()
     )
 }
 

@@ -143,7 +143,14 @@ async fn wait_equal(source: &str, target: &str, what: &str, runs: &[&SynclineRun
                     .into_iter()
                     .filter(|k| s.get(*k) != d.get(*k))
                     .take(5)
-                    .map(|k| format!("  {} {k}: source {:?} target {:?}", t.table, s.get(k), d.get(k)))
+                    .map(|k| {
+                        format!(
+                            "  {} {k}: source {:?} target {:?}",
+                            t.table,
+                            s.get(k),
+                            d.get(k)
+                        )
+                    })
                     .collect();
                 differ.push(format!(
                     "{}: source {} rows, target {} rows\n{}",
@@ -166,7 +173,14 @@ async fn wait_equal(source: &str, target: &str, what: &str, runs: &[&SynclineRun
             }
             let logs: Vec<String> = runs
                 .iter()
-                .map(|r| r.log().lines().rev().take(40).collect::<Vec<_>>().join("\n"))
+                .map(|r| {
+                    r.log()
+                        .lines()
+                        .rev()
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
                 .collect();
             panic!(
                 "{what}: target never equalled source\n{}\nlogs (newest first):\n{}",
@@ -312,7 +326,9 @@ async fn source_with_data(name: &str) -> (MyServer, String) {
     let url = server.root_url();
     let mut c = mysql_async::Conn::from_url(url.clone()).await.unwrap();
     for s in SOURCE_DDL {
-        c.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+        c.query_drop(*s)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
     }
     let _ = c.disconnect().await;
     eprintln!("{name}: MariaDB on {url}");
@@ -338,7 +354,10 @@ async fn snapshot_and_binlog_under_concurrent_writes_survive_kill9_and_converge(
     // kill -9 during the snapshot, at random points
     let mut snapshot_kills = 0;
     for _ in 0..3 {
-        let seen = source_run.log().matches("mysql_cdc: snapshot started").count();
+        let seen = source_run
+            .log()
+            .matches("mysql_cdc: snapshot started")
+            .count();
         wait_until(Duration::from_secs(120), "a snapshot (re)start", || {
             let log = source_run.log();
             async move {
@@ -375,7 +394,11 @@ async fn snapshot_and_binlog_under_concurrent_writes_survive_kill9_and_converge(
     assert!(
         !log.contains("dead-letter"),
         "no change should have been dead-lettered:\n{}",
-        log.lines().filter(|l| l.contains("dead-letter")).take(5).collect::<Vec<_>>().join("\n")
+        log.lines()
+            .filter(|l| l.contains("dead-letter"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -411,7 +434,9 @@ sinks:
 async fn exec_all(url: &str, statements: &[&str]) {
     let mut c = my_conn(url).await;
     for s in statements {
-        c.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+        c.query_drop(*s)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
     }
     let _ = c.disconnect().await;
 }
@@ -448,7 +473,14 @@ async fn wait_items_equal(source: &str, target: &str, cols: &[&str], runs: &[&Sy
         if std::time::Instant::now() > deadline {
             let logs: Vec<String> = runs
                 .iter()
-                .map(|r| r.log().lines().rev().take(30).collect::<Vec<_>>().join("\n"))
+                .map(|r| {
+                    r.log()
+                        .lines()
+                        .rev()
+                        .take(30)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
                 .collect();
             panic!(
                 "items never equal on {cols:?}:\nsource {s:?}\ntarget {d:?}\nlogs:\n{}",
@@ -492,7 +524,9 @@ async fn ddl_while_streaming_adds_drops_and_widens_columns_as_new_schema_version
     exec_all(&source, &["INSERT INTO shop.items VALUES (3, 30, 'three')"]).await;
     wait_items_equal(&source, &target.url(), &["id", "qty", "label"], &[&run]).await;
     let subject = "my.items-value";
-    let v1 = registry_versions(&stack.registry_url(), subject).await.len();
+    let v1 = registry_versions(&stack.registry_url(), subject)
+        .await
+        .len();
 
     // add a column
     exec_all(
@@ -504,9 +538,20 @@ async fn ddl_while_streaming_adds_drops_and_widens_columns_as_new_schema_version
         ],
     )
     .await;
-    wait_items_equal(&source, &target.url(), &["id", "qty", "label", "color"], &[&run]).await;
-    let v2 = registry_versions(&stack.registry_url(), subject).await.len();
-    assert!(v2 > v1, "adding a column registers a new version ({v1} -> {v2})");
+    wait_items_equal(
+        &source,
+        &target.url(),
+        &["id", "qty", "label", "color"],
+        &[&run],
+    )
+    .await;
+    let v2 = registry_versions(&stack.registry_url(), subject)
+        .await
+        .len();
+    assert!(
+        v2 > v1,
+        "adding a column registers a new version ({v1} -> {v2})"
+    );
 
     // widen a column past what the old type holds
     exec_all(
@@ -517,9 +562,20 @@ async fn ddl_while_streaming_adds_drops_and_widens_columns_as_new_schema_version
         ],
     )
     .await;
-    wait_items_equal(&source, &target.url(), &["id", "qty", "label", "color"], &[&run]).await;
-    let v3 = registry_versions(&stack.registry_url(), subject).await.len();
-    assert!(v3 > v2, "widening a column registers a new version ({v2} -> {v3})");
+    wait_items_equal(
+        &source,
+        &target.url(),
+        &["id", "qty", "label", "color"],
+        &[&run],
+    )
+    .await;
+    let v3 = registry_versions(&stack.registry_url(), subject)
+        .await
+        .len();
+    assert!(
+        v3 > v2,
+        "widening a column registers a new version ({v2} -> {v3})"
+    );
 
     // drop a column, then kill -9 and replay events from before every DDL
     exec_all(
@@ -532,8 +588,13 @@ async fn ddl_while_streaming_adds_drops_and_widens_columns_as_new_schema_version
     )
     .await;
     wait_items_equal(&source, &target.url(), &["id", "qty", "color"], &[&run]).await;
-    let v4 = registry_versions(&stack.registry_url(), subject).await.len();
-    assert!(v4 > v3, "dropping a column registers a new version ({v3} -> {v4})");
+    let v4 = registry_versions(&stack.registry_url(), subject)
+        .await
+        .len();
+    assert!(
+        v4 > v3,
+        "dropping a column registers a new version ({v3} -> {v4})"
+    );
     let mut run = run;
     run.restart();
     exec_all(&source, &["UPDATE shop.items SET qty = qty + 1"]).await;
@@ -546,7 +607,8 @@ async fn ddl_while_streaming_adds_drops_and_widens_columns_as_new_schema_version
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_from_scratch_recovers() {
+async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_from_scratch_recovers()
+{
     let stack = Stack::start();
     let server = MyServer::start(&binlog_options()).await;
     let source = server.root_url();
@@ -591,7 +653,10 @@ async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_fro
         if dumps == Some(0) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the dump thread stayed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dump thread stayed"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let current: mysql_async::Row = c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
@@ -607,7 +672,10 @@ async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_fro
         if files == vec![current.clone()] {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the purge left {files:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purge left {files:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let _ = c.disconnect().await;
@@ -626,7 +694,11 @@ async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_fro
         .args(["--source", "cdc", "--from-scratch"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("forgot its binlog position"),
         "{}",
@@ -678,7 +750,11 @@ async fn a_resnapshot_asked_for_while_streaming_repairs_a_damaged_target_and_sur
         .args(["--source", "cdc", "--table", "shop.acc*"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("re-snapshot of shop.accounts requested"),
         "{}",
@@ -719,7 +795,9 @@ async fn wrong_settings_and_unreadable_columns_are_refused_and_a_bad_value_is_de
     let mut run = SynclineRun::start(&file);
     wait_log(&run, "component stopped", 1, 60).await;
     assert!(
-        run.log().contains("binlog_format = STATEMENT; mysql_cdc needs ROW: SET GLOBAL binlog_format = 'ROW'"),
+        run.log().contains(
+            "binlog_format = STATEMENT; mysql_cdc needs ROW: SET GLOBAL binlog_format = 'ROW'"
+        ),
         "{}",
         run.log()
     );
@@ -758,19 +836,24 @@ async fn wrong_settings_and_unreadable_columns_are_refused_and_a_bad_value_is_de
         ],
     )
     .await;
-    wait_until(Duration::from_secs(60), "rows 1 and 3 at the target", || {
-        let url = target.url();
-        async move {
-            let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
-                return false;
-            };
-            tokio::spawn(conn);
-            c.query_one("SELECT count(*) FROM items WHERE id IN (1, 3)", &[])
-                .await
-                .map(|r| r.get::<_, i64>(0) == 2)
-                .unwrap_or(false)
-        }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "rows 1 and 3 at the target",
+        || {
+            let url = target.url();
+            async move {
+                let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                else {
+                    return false;
+                };
+                tokio::spawn(conn);
+                c.query_one("SELECT count(*) FROM items WHERE id IN (1, 3)", &[])
+                    .await
+                    .map(|r| r.get::<_, i64>(0) == 2)
+                    .unwrap_or(false)
+            }
+        },
+    )
     .await;
     let dead = support::records(&stack.bootstrap(), "mysql-cdc-bad.cdc.dead", 1);
     let reason = support::header(&dead[0], "syncline.reason");
@@ -785,4 +868,85 @@ async fn wrong_settings_and_unreadable_columns_are_refused_and_a_bad_value_is_de
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "the row with the bad value is not at the target");
+}
+
+/// The source's stored binlog position (file, offset), if any.
+fn stored_position(bootstrap: &str, pipeline: &str) -> Option<(String, u64)> {
+    let kafka = syncline_core::kafka::KafkaConfig::new(bootstrap);
+    let key = format!("{pipeline}/cdc/binlog/position");
+    let mut latest = None;
+    syncline_core::kafka::read_topic_to_end(&kafka, "_syncline_cursors", |_, _, k, v| {
+        if k == Some(key.as_bytes()) {
+            latest = v.map(|v| serde_json::from_slice::<serde_json::Value>(v).unwrap());
+        }
+    })
+    .unwrap();
+    let v = latest?;
+    Some((v["file"].as_str()?.to_string(), v["pos"].as_u64()?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_captured_table_on_a_busy_server_keeps_the_stored_position_moving() {
+    let stack = Stack::start();
+    let server = MyServer::start(&binlog_options()).await;
+    let source = server.root_url();
+    exec_all(
+        &source,
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, qty int)",
+            "CREATE TABLE shop.noise (id int AUTO_INCREMENT PRIMARY KEY, payload text)",
+            "INSERT INTO shop.items VALUES (1, 1)",
+        ],
+    )
+    .await;
+    let target = PgDb::create("mycdc_idle").await;
+    let (_dir, file) = pipeline_in(
+        "mysql-cdc-idle",
+        &items_pipeline(&stack, "mysql-cdc-idle", &source, &target.url()),
+    );
+    let mut run = SynclineRun::start(&file);
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    let started = stored_position(&stack.bootstrap(), "mysql-cdc-idle").expect("a stored position");
+    // only the uncaptured table changes, across a binlog rotation
+    let mut c = my_conn(&source).await;
+    for i in 0..500 {
+        c.query_drop("INSERT INTO shop.noise (payload) VALUES (REPEAT('x', 200))")
+            .await
+            .unwrap();
+        if i == 250 {
+            c.query_drop("FLUSH BINARY LOGS").await.unwrap();
+        }
+    }
+    let end: mysql_async::Row = c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+    let end: (String, u64) = (end.get(0).unwrap(), end.get(1).unwrap());
+    let _ = c.disconnect().await;
+    let bootstrap = stack.bootstrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the stored position to reach the binlog's end",
+        || {
+            let at = stored_position(&bootstrap, "mysql-cdc-idle");
+            let end = end.clone();
+            async move { at.is_some_and(|a| a == end) }
+        },
+    )
+    .await;
+    assert_ne!(started, end);
+    // a restart resumes there, with nothing republished
+    let before = support::topic_records(&stack.bootstrap(), "my.items");
+    run.restart();
+    wait_log(&run, "mysql_cdc: streaming", 2, 120).await;
+    assert!(
+        run.log().contains(&format!("from={}:{}", end.0, end.1)),
+        "{}",
+        run.log()
+    );
+    exec_all(&source, &["INSERT INTO shop.items VALUES (2, 2)"]).await;
+    wait_items_equal(&source, &target.url(), &["id", "qty"], &[&run]).await;
+    assert_eq!(
+        support::topic_records(&stack.bootstrap(), "my.items"),
+        before + 1,
+        "only the new row was published after the restart"
+    );
 }

@@ -434,3 +434,42 @@ fn a_processor_with_an_unknown_key_names_its_line() {
         &["processors.clean.too", "did you mean `to`?"],
     );
 }
+
+/// Every pipeline file under `examples/` is valid as shipped (with the
+/// passwords its `${VAR}`s name set), so a user who copies one starts from
+/// a file that loads.
+#[test]
+fn every_example_pipeline_validates() {
+    fn yaml_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                yaml_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    yaml_files(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"),
+        &mut files,
+    );
+    assert!(files.len() >= 3, "examples found: {files:?}");
+    for file in files {
+        let out = std::process::Command::new(support::syncline_bin())
+            .arg("validate")
+            .arg(&file)
+            .env("PG_PASSWORD", "pw")
+            .env("MYSQL_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

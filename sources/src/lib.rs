@@ -15,8 +15,8 @@
 pub mod http_poll;
 pub mod mysql_cdc;
 pub mod postgres_cdc;
-pub mod sql_poll;
 pub mod snapshot_progress;
+pub mod sql_poll;
 pub mod state;
 pub mod webhook;
 

@@ -155,7 +155,9 @@ impl MysqlCdcConfig {
             }
             let plain = t.topic.replace("{database}", "d").replace("{table}", "t");
             issues.extend(crate::topic_issue(&at("topic"), &plain).map(|mut issue| {
-                issue.message.push_str(" (`{database}` and `{table}` with patterns)");
+                issue
+                    .message
+                    .push_str(" (`{database}` and `{table}` with patterns)");
                 issue
             }));
             if t.table.contains('*') && !t.topic.contains("{table}") {

@@ -83,7 +83,10 @@ pub struct MysqlCdcSource {
 }
 
 impl MysqlCdcSource {
-    pub(super) async fn build(cfg: &MysqlCdcConfig, ctx: ComponentContext) -> Result<MysqlCdcSource> {
+    pub(super) async fn build(
+        cfg: &MysqlCdcConfig,
+        ctx: ComponentContext,
+    ) -> Result<MysqlCdcSource> {
         let mysql = Mysql::parse(&cfg.connection).map_err(Error::config)?;
         let display = crate::sql_poll::connection::redact(cfg.connection.trim());
         let mut conn = mysql.connect(&display).await?;
@@ -175,10 +178,12 @@ impl MysqlCdcSource {
     /// resumed: the changes in between are gone.
     async fn check_not_purged(&self, at: &BinlogPosition) -> Result<()> {
         let mut conn = self.connect().await?;
-        let files: Vec<mysql_async::Row> = conn
-            .query("SHOW BINARY LOGS")
-            .await
-            .map_err(|e| mysql_error(e, format!("cannot list the binlog files of {}", self.display)))?;
+        let files: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(|e| {
+            mysql_error(
+                e,
+                format!("cannot list the binlog files of {}", self.display),
+            )
+        })?;
         let names: Vec<String> = files
             .into_iter()
             .filter_map(|mut r| r.take::<String, _>(0))
@@ -251,13 +256,13 @@ impl MysqlCdcSource {
 
 /// The server settings the binlog must have, each checked with the fix.
 async fn preflight(conn: &mut Conn, display: &str) -> Result<()> {
-    let row: Option<(Option<String>, Option<String>, Option<String>, Option<String>)> = conn
-        .query_first(
-            "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata",
-        )
+    let mut row: mysql_async::Row = conn
+        .query_first("SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata")
         .await
-        .map_err(|e| mysql_error(e, format!("cannot read the binlog settings of {display}")))?;
-    let (log_bin, format, image, metadata) = row.unwrap_or_default();
+        .map_err(|e| mysql_error(e, format!("cannot read the binlog settings of {display}")))?
+        .ok_or_else(|| Error::internal("SELECT @@log_bin returned no row"))?;
+    let mut setting = |i: usize| -> Option<String> { row.take::<Option<String>, _>(i).flatten() };
+    let (log_bin, format, image, metadata) = (setting(0), setting(1), setting(2), setting(3));
     let want = |what: &str, have: Option<String>, ok: &[&str], fix: &str| -> Result<()> {
         let have = have.unwrap_or_default().to_ascii_uppercase();
         if ok.contains(&have.as_str()) {
@@ -269,7 +274,12 @@ async fn preflight(conn: &mut Conn, display: &str) -> Result<()> {
             )))
         }
     };
-    want("log_bin", log_bin, &["1", "ON"], "start the server with --log-bin")?;
+    want(
+        "log_bin",
+        log_bin,
+        &["1", "ON"],
+        "start the server with --log-bin",
+    )?;
     want(
         "binlog_format",
         format,

@@ -34,11 +34,7 @@ impl std::fmt::Display for BinlogPosition {
 pub fn file_number(file: &str) -> Result<u64> {
     file.rsplit_once('.')
         .and_then(|(_, n)| n.parse().ok())
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "binlog file `{file}` does not end in `.<number>`"
-            ))
-        })
+        .ok_or_else(|| Error::internal(format!("binlog file `{file}` does not end in `.<number>`")))
 }
 
 /// The position of a change: (binlog file number, offset of the end of its

@@ -125,11 +125,15 @@ pub async fn resolve_tables(
             )));
         }
         for (database, table) in found {
-            if out.iter().any(|t| t.database == database && t.name == table) {
+            if out
+                .iter()
+                .any(|t| t.database == database && t.name == table)
+            {
                 continue;
             }
             let topic = topic_of(&entry.topic, &database, &table);
-            let t = read_table(conn, source, &database, &table, entry.key.as_deref(), topic).await?;
+            let t =
+                read_table(conn, source, &database, &table, entry.key.as_deref(), topic).await?;
             out.push(t);
         }
     }
@@ -160,8 +164,11 @@ pub async fn read_table(
         let col: String = r.take(0).unwrap_or_default();
         let data_type: String = r.take(1).unwrap_or_default();
         let column_type: String = r.take(2).unwrap_or_default();
-        let (precision, scale, octets): (Option<u64>, Option<u64>, Option<u64>) =
-            (r.take(3).flatten(), r.take(4).flatten(), r.take(5).flatten());
+        let (precision, scale, octets): (Option<u64>, Option<u64>, Option<u64>) = (
+            r.take(3).flatten(),
+            r.take(4).flatten(),
+            r.take(5).flatten(),
+        );
         let charset: Option<String> = r.take(6).flatten();
         let (ty, kind) = column_type_of(&data_type, &column_type, precision, scale, octets)
             .map_err(|why| Error::config(format!("column `{col}` of `{name}`: {why}")))?;

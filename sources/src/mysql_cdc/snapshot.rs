@@ -87,7 +87,10 @@ impl MysqlCdcSource {
                 .get(&self.tables[t].full_name())
                 .cloned()
                 .unwrap_or_default();
-            if !self.snapshot_table(&mut conn, t, &at, entry, shutdown).await? {
+            if !self
+                .snapshot_table(&mut conn, t, &at, entry, shutdown)
+                .await?
+            {
                 return Ok(None);
             }
         }
@@ -118,12 +121,17 @@ impl MysqlCdcSource {
             Err(_) => conn
                 .query_first("SHOW BINARY LOG STATUS")
                 .await
-                .map_err(|e| mysql_error(e, "cannot read the binlog's position (SHOW MASTER STATUS)"))?,
+                .map_err(|e| {
+                    mysql_error(e, "cannot read the binlog's position (SHOW MASTER STATUS)")
+                })?,
         };
         let _ = conn.disconnect().await;
-        let r = row
-            .as_mut()
-            .ok_or_else(|| Error::config(format!("{} writes no binlog (start it with --log-bin)", self.display)))?;
+        let r = row.as_mut().ok_or_else(|| {
+            Error::config(format!(
+                "{} writes no binlog (start it with --log-bin)",
+                self.display
+            ))
+        })?;
         let file: String = r.take(0).unwrap_or_default();
         let pos: u64 = r.take(1).unwrap_or_default();
         Ok(BinlogPosition {
@@ -185,10 +193,9 @@ impl MysqlCdcSource {
                 Some(last) => after_key(&table.key, &bytes_key, last),
             };
             let sql = format!("{select}{filter} ORDER BY {order} LIMIT {chunk_size}");
-            let rows: Vec<mysql_async::Row> = conn
-                .exec(sql, params)
-                .await
-                .map_err(|e| mysql_error(e, format!("snapshot: cannot read a chunk of `{name}`")))?;
+            let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.map_err(|e| {
+                mysql_error(e, format!("snapshot: cannot read a chunk of `{name}`"))
+            })?;
             let n = rows.len();
             let Some(last) = rows.last() else { break };
             let last_key: Vec<String> = key_idx
@@ -221,7 +228,13 @@ impl MysqlCdcSource {
                 .publisher
                 .acknowledged(shutdown, deliveries)
                 .await
-                .map_err(|e| Error::new(e.kind(), format!("publishing the snapshot of `{name}` failed")).with_source(e))?
+                .map_err(|e| {
+                    Error::new(
+                        e.kind(),
+                        format!("publishing the snapshot of `{name}` failed"),
+                    )
+                    .with_source(e)
+                })?
                 .is_none()
             {
                 return Ok(false);
@@ -250,6 +263,14 @@ impl MysqlCdcSource {
 
 /// Open `START TRANSACTION WITH CONSISTENT SNAPSHOT` on `conn` and read
 /// the binlog position it is consistent with (and that position's GTID).
+///
+/// MariaDB reports that position for the open transaction
+/// (`binlog_snapshot_file` / `_position`): no lock at all. MySQL 8 has no
+/// such status; there the position is read under `FLUSH TABLES WITH READ
+/// LOCK`, held only while the transaction starts and the position is read
+/// (milliseconds; commits wait meanwhile), as Debezium's MySQL connector
+/// does by default. That path needs the `RELOAD` privilege and is written
+/// from MySQL's documentation: the tests run MariaDB.
 async fn open_snapshot(conn: &mut Conn, display: &str) -> Result<BinlogPosition> {
     for set in [
         "SET SESSION time_zone = '+00:00'",
@@ -259,7 +280,8 @@ async fn open_snapshot(conn: &mut Conn, display: &str) -> Result<BinlogPosition>
             .await
             .map_err(|e| mysql_error(e, "snapshot: cannot set up the session"))?;
     }
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    let start = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+    conn.query_drop(start)
         .await
         .map_err(|e| mysql_error(e, "snapshot: cannot start a consistent snapshot"))?;
     let status: Vec<(String, String)> = conn
@@ -272,16 +294,48 @@ async fn open_snapshot(conn: &mut Conn, display: &str) -> Result<BinlogPosition>
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
-    let (Some(file), Some(pos)) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"))
-    else {
-        return Err(Error::config(format!(
-            "{display} reports no binlog_snapshot_file: the consistent snapshot needs MariaDB; \
-             for MySQL 8 use `snapshot: never` (and load the current rows another way) for now"
-        )));
+    let (file, pos) = match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+        (Some(file), Some(pos)) => {
+            let pos: u64 = pos.parse().map_err(|_| {
+                Error::internal(format!("binlog_snapshot_position `{pos}` is not a number"))
+            })?;
+            (file, pos)
+        }
+        _ => {
+            // MySQL: the position under a brief global read lock
+            conn.query_drop("ROLLBACK").await.ok();
+            conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| {
+                mysql_error(
+                    e,
+                    format!("snapshot: {display} reports no binlog_snapshot_file (not MariaDB), and the brief global read lock MySQL needs instead was refused (grant RELOAD, or use `snapshot: never`)"),
+                )
+            })?;
+            let locked = async {
+                conn.query_drop(start).await?;
+                let row: Option<mysql_async::Row> =
+                    match conn.query_first("SHOW MASTER STATUS").await {
+                        Ok(r) => r,
+                        Err(_) => conn.query_first("SHOW BINARY LOG STATUS").await?,
+                    };
+                Ok::<_, mysql_async::Error>(row)
+            }
+            .await;
+            conn.query_drop("UNLOCK TABLES")
+                .await
+                .map_err(|e| mysql_error(e, "snapshot: cannot release the global read lock"))?;
+            let mut row = locked
+                .map_err(|e| mysql_error(e, "snapshot: cannot read the binlog position"))?
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "{display} writes no binlog (start it with --log-bin)"
+                    ))
+                })?;
+            let file: String = row.take(0).unwrap_or_default();
+            let pos: u64 = row.take(1).unwrap_or_default();
+            tracing::info!(position = %format!("{file}:{pos}"), "mysql_cdc: snapshot position read under a brief global read lock (MySQL)");
+            (file, pos)
+        }
     };
-    let pos: u64 = pos
-        .parse()
-        .map_err(|_| Error::internal(format!("binlog_snapshot_position `{pos}` is not a number")))?;
     let gtid: Option<Option<String>> = conn
         .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos))
         .await
@@ -342,10 +396,7 @@ mod tests {
     fn the_next_chunk_starts_after_the_last_key_in_key_order() {
         let key = vec!["a".to_string(), "b".to_string()];
         let (sql, params) = after_key(&key, &[false, true], &["1".into(), "ff".into()]);
-        assert_eq!(
-            sql,
-            " WHERE (`a` > ?) OR (`a` = ? AND `b` > UNHEX(?))"
-        );
+        assert_eq!(sql, " WHERE (`a` > ?) OR (`a` = ? AND `b` > UNHEX(?))");
         assert_eq!(params.len(), 3);
         assert_eq!(key_text(&My::Bytes(vec![0xff]), true), "ff");
         assert_eq!(

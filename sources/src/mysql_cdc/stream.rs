@@ -119,10 +119,15 @@ impl Cursor {
         let deliveries = tx.map(|t| t.deliveries).unwrap_or_default();
         self.inflight.push_back(
             async move {
-                syncline_runtime::publish::all(deliveries).await.map_err(|e| {
-                    Error::new(e.kind(), format!("publishing the changes before {at} failed"))
+                syncline_runtime::publish::all(deliveries)
+                    .await
+                    .map_err(|e| {
+                        Error::new(
+                            e.kind(),
+                            format!("publishing the changes before {at} failed"),
+                        )
                         .with_source(e)
-                })?;
+                    })?;
                 Ok(at)
             }
             .boxed(),
@@ -240,11 +245,7 @@ impl MysqlCdcSource {
     fn stream_error(&self, e: mysql_async::Error, at: &BinlogPosition) -> Error {
         if let mysql_async::Error::Server(s) = &e {
             if s.code == 1236 {
-                return Error::config(format!(
-                    "{} ({})",
-                    self.purged(at, None),
-                    s.message
-                ));
+                return Error::config(format!("{} ({})", self.purged(at, None), s.message));
             }
         }
         mysql_error(e, format!("the binlog stream of {} failed", self.display))
@@ -262,9 +263,10 @@ impl MysqlCdcSource {
         let h = ev.header();
         let end = u64::from(h.log_pos());
         if h.event_type_raw() == MARIADB_GTID_EVENT {
-            let (gtid, standalone) = parse_mariadb_gtid(ev.data(), h.server_id()).ok_or_else(|| {
-                Error::internal(format!("a GTID event at {}:{end} is too short", cur.file))
-            })?;
+            let (gtid, standalone) =
+                parse_mariadb_gtid(ev.data(), h.server_id()).ok_or_else(|| {
+                    Error::internal(format!("a GTID event at {}:{end} is too short", cur.file))
+                })?;
             cur.begin(end, Some(gtid.to_string()), standalone, h.timestamp());
             return Ok(());
         }
@@ -280,11 +282,23 @@ impl MysqlCdcSource {
             Some(EventData::RotateEvent(r)) => {
                 cur.file = rotated_file(&r.name(), &cur.file);
                 cur.file_no = file_number(&cur.file)?;
+                // A real rotation (not the stream's made-up first one, at
+                // offset 0) between transactions: the position moves into
+                // the new file, so an idle server's purge of the old one
+                // does not strand the source.
+                if end != 0 && cur.tx.is_none() {
+                    cur.end(r.position());
+                }
             }
             Some(EventData::GtidEvent(g)) => {
                 // MySQL: the GTID comes before `BEGIN`
                 let sid = uuid::Uuid::from_bytes(g.sid());
-                cur.begin(end, Some(format!("{sid}:{}", g.gno())), false, h.timestamp());
+                cur.begin(
+                    end,
+                    Some(format!("{sid}:{}", g.gno())),
+                    false,
+                    h.timestamp(),
+                );
             }
             Some(EventData::QueryEvent(q)) => {
                 let sql = q.query().trim().to_string();
@@ -478,7 +492,11 @@ impl MysqlCdcSource {
             unchanged: Vec::new(),
         };
         let pending = self.enqueue(t, &ev).await?;
-        cur.tx.as_mut().expect("in a transaction").deliveries.push(pending);
+        cur.tx
+            .as_mut()
+            .expect("in a transaction")
+            .deliveries
+            .push(pending);
         Ok(())
     }
 

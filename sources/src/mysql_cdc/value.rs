@@ -42,7 +42,8 @@ pub fn binlog_row(table: &Table, row: BinlogRow) -> Result<Row> {
         .iter()
         .map(|c| c.name_str().into_owned())
         .collect();
-    let mut values: Vec<Option<BinlogValue<'static>>> = row.unwrap().into_iter().map(Some).collect();
+    let mut values: Vec<Option<BinlogValue<'static>>> =
+        row.unwrap().into_iter().map(Some).collect();
     table
         .columns
         .iter()
@@ -113,7 +114,9 @@ pub fn avro(c: &MyColumn, v: My, phase: Phase) -> Result<Value> {
             };
             Value::String(label)
         }
-        (ColumnType::Text, My::Bytes(mask)) if phase == Phase::Binlog && matches!(c.kind, Kind::Set(_)) => {
+        (ColumnType::Text, My::Bytes(mask))
+            if phase == Phase::Binlog && matches!(c.kind, Kind::Set(_)) =>
+        {
             let Kind::Set(labels) = &c.kind else {
                 unreachable!()
             };
@@ -133,12 +136,16 @@ pub fn avro(c: &MyColumn, v: My, phase: Phase) -> Result<Value> {
                 Error::data("not UTF-8 text (capture text columns in utf8mb4, utf8mb3 or ascii)")
             })?)
         }
-        (ColumnType::Int, v @ (My::Int(_) | My::UInt(_) | My::Bytes(_))) => {
-            Value::Int(integer(&v).and_then(|i| i32::try_from(i).ok()).ok_or_else(|| bad(&v))?)
-        }
-        (ColumnType::Long, v @ (My::Int(_) | My::UInt(_) | My::Bytes(_))) => {
-            Value::Long(integer(&v).and_then(|i| i64::try_from(i).ok()).ok_or_else(|| bad(&v))?)
-        }
+        (ColumnType::Int, v @ (My::Int(_) | My::UInt(_) | My::Bytes(_))) => Value::Int(
+            integer(&v)
+                .and_then(|i| i32::try_from(i).ok())
+                .ok_or_else(|| bad(&v))?,
+        ),
+        (ColumnType::Long, v @ (My::Int(_) | My::UInt(_) | My::Bytes(_))) => Value::Long(
+            integer(&v)
+                .and_then(|i| i64::try_from(i).ok())
+                .ok_or_else(|| bad(&v))?,
+        ),
         (ColumnType::Decimal { precision, scale }, v) => {
             let text = match &v {
                 My::Int(i) => i.to_string(),
@@ -214,8 +221,8 @@ pub fn avro(c: &MyColumn, v: My, phase: Phase) -> Result<Value> {
 fn latin1_text(bytes: &[u8]) -> String {
     const HIGH: [char; 32] = [
         '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž',
-        '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ',
-        '\u{9d}', 'ž', 'Ÿ',
+        '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}',
+        'ž', 'Ÿ',
     ];
     bytes
         .iter()
@@ -252,8 +259,12 @@ fn micros(v: &My) -> Option<i64> {
     let My::Date(y, m, d, h, mi, s, us) = *v else {
         return None;
     };
-    let t = NaiveDate::from_ymd_opt(i32::from(y), u32::from(m), u32::from(d))?
-        .and_hms_micro_opt(u32::from(h), u32::from(mi), u32::from(s), us)?;
+    let t = NaiveDate::from_ymd_opt(i32::from(y), u32::from(m), u32::from(d))?.and_hms_micro_opt(
+        u32::from(h),
+        u32::from(mi),
+        u32::from(s),
+        us,
+    )?;
     Some(t.and_utc().timestamp_micros())
 }
 

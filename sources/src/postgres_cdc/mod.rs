@@ -47,9 +47,9 @@ mod wire;
 pub use config::{CdcTableConfig, PostgresCdcConfig, SnapshotMode};
 pub use stream::{ResnapshotRequest, RESNAPSHOT_PREFIX};
 
+use crate::snapshot_progress::ProgressStore;
 use apache_avro::types::Value;
 use decode::TypeInfo;
-use crate::snapshot_progress::ProgressStore;
 use slot::Resolved;
 use std::collections::HashMap;
 use stream::StreamEnd;

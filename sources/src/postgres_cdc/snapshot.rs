@@ -45,9 +45,9 @@
 //! truth, by the argument above).
 
 use super::decode::text_value;
-use crate::snapshot_progress::{Segment, TableProgress};
 use super::slot::{self, Exported};
 use super::{await_deliveries, key_of, PostgresCdcSource};
+use crate::snapshot_progress::{Segment, TableProgress};
 use crate::sql_poll::plan::quote_ident;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
