@@ -165,27 +165,12 @@ async fn wait_equal(source: &str, target: &str, what: &str, runs: &[&SynclineRun
             return;
         }
         if std::time::Instant::now() > deadline {
-            for (i, r) in runs.iter().enumerate() {
-                let kept = std::env::temp_dir()
-                    .join(format!("syncline-failed-{}-{i}.log", std::process::id()));
-                let _ = std::fs::write(&kept, r.log());
-                eprintln!("full log of run {i}: {}", kept.display());
-            }
-            let logs: Vec<String> = runs
-                .iter()
-                .map(|r| {
-                    r.log()
-                        .lines()
-                        .rev()
-                        .take(40)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .collect();
-            panic!(
-                "{what}: target never equalled source\n{}\nlogs (newest first):\n{}",
-                differ.join("\n"),
-                logs.join("\n----\n")
+            support::panic_with_logs(
+                &format!(
+                    "{what}: target never equalled source\n{}",
+                    differ.join("\n")
+                ),
+                runs,
             );
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -431,6 +416,34 @@ sinks:
     )
 }
 
+/// A broker and registry, a MariaDB server started with `options` on which
+/// `statements` ran, a target database, and an `items` pipeline file.
+struct Items {
+    stack: Stack,
+    _server: MyServer,
+    source: String,
+    target: PgDb,
+    _dir: TempDir,
+    file: std::path::PathBuf,
+}
+
+async fn items_setup(name: &str, options: &[String], statements: &[&str]) -> Items {
+    let stack = Stack::start();
+    let server = MyServer::start(options).await;
+    let source = server.root_url();
+    exec_all(&source, statements).await;
+    let target = PgDb::create(&name.replace('-', "_")).await;
+    let (dir, file) = pipeline_in(name, &items_pipeline(&stack, name, &source, &target.url()));
+    Items {
+        stack,
+        _server: server,
+        source,
+        target,
+        _dir: dir,
+        file,
+    }
+}
+
 async fn exec_all(url: &str, statements: &[&str]) {
     let mut c = my_conn(url).await;
     for s in statements {
@@ -471,20 +484,9 @@ async fn wait_items_equal(source: &str, target: &str, cols: &[&str], runs: &[&Sy
             return;
         }
         if std::time::Instant::now() > deadline {
-            let logs: Vec<String> = runs
-                .iter()
-                .map(|r| {
-                    r.log()
-                        .lines()
-                        .rev()
-                        .take(30)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .collect();
-            panic!(
-                "items never equal on {cols:?}:\nsource {s:?}\ntarget {d:?}\nlogs:\n{}",
-                logs.join("\n----\n")
+            support::panic_with_logs(
+                &format!("items never equal on {cols:?}:\nsource {s:?}\ntarget {d:?}"),
+                runs,
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -502,11 +504,15 @@ async fn registry_versions(registry: &str, subject: &str) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ddl_while_streaming_adds_drops_and_widens_columns_as_new_schema_versions() {
-    let stack = Stack::start();
-    let server = MyServer::start(&binlog_options()).await;
-    let source = server.root_url();
-    exec_all(
-        &source,
+    let Items {
+        stack,
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-ddl",
+        &binlog_options(),
         &[
             "CREATE DATABASE shop CHARACTER SET utf8mb4",
             "CREATE TABLE shop.items (id int PRIMARY KEY, qty int, label varchar(10))",
@@ -514,91 +520,63 @@ async fn ddl_while_streaming_adds_drops_and_widens_columns_as_new_schema_version
         ],
     )
     .await;
-    let target = PgDb::create("mycdc_ddl").await;
-    let (_dir, file) = pipeline_in(
-        "mysql-cdc-ddl",
-        &items_pipeline(&stack, "mysql-cdc-ddl", &source, &target.url()),
-    );
-    let run = SynclineRun::start(&file);
+    let run = SynclineRun::start(file);
     wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
-    exec_all(&source, &["INSERT INTO shop.items VALUES (3, 30, 'three')"]).await;
-    wait_items_equal(&source, &target.url(), &["id", "qty", "label"], &[&run]).await;
+    exec_all(source, &["INSERT INTO shop.items VALUES (3, 30, 'three')"]).await;
+    wait_items_equal(source, &target.url(), &["id", "qty", "label"], &[&run]).await;
     let subject = "my.items-value";
     let v1 = registry_versions(&stack.registry_url(), subject)
         .await
         .len();
 
-    // add a column
-    exec_all(
-        &source,
-        &[
-            "ALTER TABLE shop.items ADD COLUMN color varchar(20)",
-            "INSERT INTO shop.items VALUES (4, 40, 'four', 'red')",
-            "UPDATE shop.items SET color = 'blue' WHERE id = 1",
-        ],
-    )
-    .await;
-    wait_items_equal(
-        &source,
-        &target.url(),
-        &["id", "qty", "label", "color"],
-        &[&run],
-    )
-    .await;
-    let v2 = registry_versions(&stack.registry_url(), subject)
-        .await
-        .len();
-    assert!(
-        v2 > v1,
-        "adding a column registers a new version ({v1} -> {v2})"
-    );
-
-    // widen a column past what the old type holds
-    exec_all(
-        &source,
-        &[
-            "ALTER TABLE shop.items MODIFY qty bigint",
-            "UPDATE shop.items SET qty = 5000000000 WHERE id = 2",
-        ],
-    )
-    .await;
-    wait_items_equal(
-        &source,
-        &target.url(),
-        &["id", "qty", "label", "color"],
-        &[&run],
-    )
-    .await;
-    let v3 = registry_versions(&stack.registry_url(), subject)
-        .await
-        .len();
-    assert!(
-        v3 > v2,
-        "widening a column registers a new version ({v2} -> {v3})"
-    );
-
-    // drop a column, then kill -9 and replay events from before every DDL
-    exec_all(
-        &source,
-        &[
-            "ALTER TABLE shop.items DROP COLUMN label",
-            "INSERT INTO shop.items VALUES (5, 50, 'green')",
-            "DELETE FROM shop.items WHERE id = 3",
-        ],
-    )
-    .await;
-    wait_items_equal(&source, &target.url(), &["id", "qty", "color"], &[&run]).await;
-    let v4 = registry_versions(&stack.registry_url(), subject)
-        .await
-        .len();
-    assert!(
-        v4 > v3,
-        "dropping a column registers a new version ({v3} -> {v4})"
-    );
+    // add a column, widen one past what its old type holds, drop one:
+    // each a new schema version, the target following
+    let steps: [(&str, &[&str], &[&str]); 3] = [
+        (
+            "adding a column",
+            &[
+                "ALTER TABLE shop.items ADD COLUMN color varchar(20)",
+                "INSERT INTO shop.items VALUES (4, 40, 'four', 'red')",
+                "UPDATE shop.items SET color = 'blue' WHERE id = 1",
+            ],
+            &["id", "qty", "label", "color"],
+        ),
+        (
+            "widening a column",
+            &[
+                "ALTER TABLE shop.items MODIFY qty bigint",
+                "UPDATE shop.items SET qty = 5000000000 WHERE id = 2",
+            ],
+            &["id", "qty", "label", "color"],
+        ),
+        (
+            "dropping a column",
+            &[
+                "ALTER TABLE shop.items DROP COLUMN label",
+                "INSERT INTO shop.items VALUES (5, 50, 'green')",
+                "DELETE FROM shop.items WHERE id = 3",
+            ],
+            &["id", "qty", "color"],
+        ),
+    ];
+    let mut versions = v1;
+    for (what, statements, cols) in steps {
+        exec_all(source, statements).await;
+        wait_items_equal(source, &target.url(), cols, &[&run]).await;
+        let now = registry_versions(&stack.registry_url(), subject)
+            .await
+            .len();
+        assert!(
+            now > versions,
+            "{what} registers a new version ({versions} -> {now})"
+        );
+        versions = now;
+    }
+    // kill -9, then a replay of events from before every DDL
     let mut run = run;
     run.restart();
-    exec_all(&source, &["UPDATE shop.items SET qty = qty + 1"]).await;
-    wait_items_equal(&source, &target.url(), &["id", "qty", "color"], &[&run]).await;
+    exec_all(source, &["UPDATE shop.items SET qty = qty + 1"]).await;
+    wait_items_equal(source, &target.url(), &["id", "qty", "color"], &[&run]).await;
     assert!(
         !run.log().contains("dead-letter topic") && !run.log().contains("component stopped"),
         "{}",
@@ -609,11 +587,14 @@ async fn ddl_while_streaming_adds_drops_and_widens_columns_as_new_schema_version
 #[tokio::test(flavor = "multi_thread")]
 async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_from_scratch_recovers()
 {
-    let stack = Stack::start();
-    let server = MyServer::start(&binlog_options()).await;
-    let source = server.root_url();
-    exec_all(
-        &source,
+    let Items {
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-purged",
+        &binlog_options(),
         &[
             "CREATE DATABASE shop CHARACTER SET utf8mb4",
             "CREATE TABLE shop.items (id int PRIMARY KEY, qty int)",
@@ -621,18 +602,13 @@ async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_fro
         ],
     )
     .await;
-    let target = PgDb::create("mycdc_purged").await;
-    let (_dir, file) = pipeline_in(
-        "mysql-cdc-purged",
-        &items_pipeline(&stack, "mysql-cdc-purged", &source, &target.url()),
-    );
-    let mut run = SynclineRun::start(&file);
+    let mut run = SynclineRun::start(file);
     wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
-    wait_items_equal(&source, &target.url(), &["id", "qty"], &[&run]).await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&run]).await;
     run.kill9();
     // changes the stopped source never read, then their binlog is purged
     exec_all(
-        &source,
+        source,
         &[
             "INSERT INTO shop.items VALUES (3, 30)",
             "UPDATE shop.items SET qty = 11 WHERE id = 1",
@@ -641,7 +617,7 @@ async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_fro
         ],
     )
     .await;
-    let mut c = my_conn(&source).await;
+    let mut c = my_conn(source).await;
     // the server keeps a file a replica's dump thread still reads: wait
     // until it has noticed the killed source's connection is gone
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -680,7 +656,7 @@ async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_fro
     }
     let _ = c.disconnect().await;
 
-    let mut stopped = SynclineRun::start(&file);
+    let mut stopped = SynclineRun::start(file);
     wait_log(&stopped, "no longer holds", 1, 60).await;
     let log = stopped.log();
     assert!(
@@ -690,7 +666,7 @@ async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_fro
     stopped.kill9();
     let out = std::process::Command::new(support::syncline_bin())
         .args(["snapshot"])
-        .arg(&file)
+        .arg(file)
         .args(["--source", "cdc", "--from-scratch"])
         .output()
         .unwrap();
@@ -704,10 +680,10 @@ async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_fro
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let again = SynclineRun::start(&file);
+    let again = SynclineRun::start(file);
     wait_log(&again, "mysql_cdc: snapshot finished", 1, 120).await;
-    exec_all(&source, &["INSERT INTO shop.items VALUES (4, 40)"]).await;
-    wait_items_equal(&source, &target.url(), &["id", "qty"], &[&again]).await;
+    exec_all(source, &["INSERT INTO shop.items VALUES (4, 40)"]).await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&again]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -773,26 +749,25 @@ async fn a_resnapshot_asked_for_while_streaming_repairs_a_damaged_target_and_sur
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_settings_and_unreadable_columns_are_refused_and_a_bad_value_is_dead_lettered() {
-    let stack = Stack::start();
     let mut opts = binlog_options();
     opts.retain(|o| !o.starts_with("--binlog-format"));
     opts.push("--binlog-format=STATEMENT".into());
-    let server = MyServer::start(&opts).await;
-    let source = server.root_url();
-    exec_all(
-        &source,
+    let Items {
+        stack,
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-bad",
+        &opts,
         &[
             "CREATE DATABASE shop CHARACTER SET utf8mb4",
             "CREATE TABLE shop.items (id int PRIMARY KEY, qty int, took time)",
         ],
     )
     .await;
-    let target = PgDb::create("mycdc_bad").await;
-    let (_dir, file) = pipeline_in(
-        "mysql-cdc-bad",
-        &items_pipeline(&stack, "mysql-cdc-bad", &source, &target.url()),
-    );
-    let mut run = SynclineRun::start(&file);
+    let mut run = SynclineRun::start(file);
     wait_log(&run, "component stopped", 1, 60).await;
     assert!(
         run.log().contains(
@@ -803,14 +778,14 @@ async fn wrong_settings_and_unreadable_columns_are_refused_and_a_bad_value_is_de
     );
     run.kill9();
     exec_all(
-        &source,
+        source,
         &[
             "SET GLOBAL binlog_format = 'ROW'",
             "CREATE TABLE shop.odd (id int PRIMARY KEY, v varchar(10) CHARACTER SET sjis)",
         ],
     )
     .await;
-    let odd = items_pipeline(&stack, "mysql-cdc-bad2", &source, &target.url())
+    let odd = items_pipeline(stack, "mysql-cdc-bad2", source, &target.url())
         .replace("table: shop.items", "table: shop.odd");
     let (_dir2, odd_file) = pipeline_in("mysql-cdc-bad2", &odd);
     let mut odd_run = SynclineRun::start(&odd_file);
@@ -825,10 +800,10 @@ async fn wrong_settings_and_unreadable_columns_are_refused_and_a_bad_value_is_de
     odd_run.kill9();
 
     // a TIME beyond 24 hours has no Avro time: dead-lettered with the reason, the rest lands
-    let run = SynclineRun::start(&file);
+    let run = SynclineRun::start(file);
     wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
     exec_all(
-        &source,
+        source,
         &[
             "INSERT INTO shop.items VALUES (1, 1, '01:02:03')",
             "INSERT INTO shop.items VALUES (2, 2, '30:00:00')",
@@ -887,11 +862,15 @@ fn stored_position(bootstrap: &str, pipeline: &str) -> Option<(String, u64)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_captured_table_on_a_busy_server_keeps_the_stored_position_moving() {
-    let stack = Stack::start();
-    let server = MyServer::start(&binlog_options()).await;
-    let source = server.root_url();
-    exec_all(
-        &source,
+    let Items {
+        stack,
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-idle",
+        &binlog_options(),
         &[
             "CREATE DATABASE shop CHARACTER SET utf8mb4",
             "CREATE TABLE shop.items (id int PRIMARY KEY, qty int)",
@@ -900,16 +879,11 @@ async fn an_idle_captured_table_on_a_busy_server_keeps_the_stored_position_movin
         ],
     )
     .await;
-    let target = PgDb::create("mycdc_idle").await;
-    let (_dir, file) = pipeline_in(
-        "mysql-cdc-idle",
-        &items_pipeline(&stack, "mysql-cdc-idle", &source, &target.url()),
-    );
-    let mut run = SynclineRun::start(&file);
+    let mut run = SynclineRun::start(file);
     wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
     let started = stored_position(&stack.bootstrap(), "mysql-cdc-idle").expect("a stored position");
     // only the uncaptured table changes, across a binlog rotation
-    let mut c = my_conn(&source).await;
+    let mut c = my_conn(source).await;
     for i in 0..500 {
         c.query_drop("INSERT INTO shop.noise (payload) VALUES (REPEAT('x', 200))")
             .await
@@ -942,8 +916,8 @@ async fn an_idle_captured_table_on_a_busy_server_keeps_the_stored_position_movin
         "{}",
         run.log()
     );
-    exec_all(&source, &["INSERT INTO shop.items VALUES (2, 2)"]).await;
-    wait_items_equal(&source, &target.url(), &["id", "qty"], &[&run]).await;
+    exec_all(source, &["INSERT INTO shop.items VALUES (2, 2)"]).await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&run]).await;
     assert_eq!(
         support::topic_records(&stack.bootstrap(), "my.items"),
         before + 1,

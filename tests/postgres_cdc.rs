@@ -124,27 +124,12 @@ async fn wait_equal(
             for (t, cols, key) in tables {
                 differ.push(row_diff(source, target, t, cols, key).await);
             }
-            for (i, r) in runs.iter().enumerate() {
-                let kept = std::env::temp_dir()
-                    .join(format!("syncline-failed-{}-{i}.log", std::process::id()));
-                let _ = std::fs::write(&kept, r.log());
-                eprintln!("full log of run {i}: {}", kept.display());
-            }
-            let logs: Vec<String> = runs
-                .iter()
-                .map(|r| {
-                    r.log()
-                        .lines()
-                        .rev()
-                        .take(40)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .collect();
-            panic!(
-                "{what}: target never equalled source\n{}\nlogs (newest first):\n{}",
-                differ.join("\n"),
-                logs.join("\n----\n")
+            support::panic_with_logs(
+                &format!(
+                    "{what}: target never equalled source\n{}",
+                    differ.join("\n")
+                ),
+                runs,
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

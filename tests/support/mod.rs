@@ -138,6 +138,13 @@ impl Proc {
             log: log.to_path_buf(),
         }
     }
+    /// No process yet (a placeholder until the first spawn).
+    pub fn none() -> Self {
+        Self {
+            child: None,
+            log: PathBuf::new(),
+        }
+    }
     /// The last `n` lines of the process's log.
     pub fn log_tail(&self, n: usize) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -470,6 +477,9 @@ pub struct RegistryProcess {
     port: u16,
     bootstrap: String,
     topic: String,
+    /// Environment variables and arguments of every start.
+    env: Vec<(String, String)>,
+    args: Vec<String>,
     dir: TempDir,
     proc: Proc,
 }
@@ -485,25 +495,37 @@ impl RegistryProcess {
 
     /// A registry keeping its schemas in `topic` of the cluster at `bootstrap`.
     pub fn start_at(bootstrap: &str, topic: &str) -> Self {
-        let dir = TempDir::new("registry");
-        let port = free_port();
-        let proc = Self::spawn(port, bootstrap, topic, &dir);
-        Self {
-            port,
-            bootstrap: bootstrap.to_string(),
-            topic: topic.into(),
-            dir,
-            proc,
-        }
+        Self::start_with(bootstrap, topic, &[], &[])
     }
 
-    fn spawn(port: u16, bootstrap: &str, topic: &str, dir: &TempDir) -> Proc {
+    /// [`RegistryProcess::start_at`] with environment variables (e.g.
+    /// credentials) and more arguments.
+    pub fn start_with(bootstrap: &str, topic: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut r = Self {
+            port: free_port(),
+            bootstrap: bootstrap.to_string(),
+            topic: topic.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir: TempDir::new("registry"),
+            proc: Proc::none(),
+        };
+        r.proc = r.spawn();
+        r
+    }
+
+    fn spawn(&self) -> Proc {
         let mut cmd = Command::new(syncline_bin());
         cmd.arg("registry")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--kafka-bootstrap", bootstrap, "--topic", topic]);
-        let mut proc = Proc::spawn(cmd, &dir.path().join("registry.log"));
-        wait_for_port(port, &mut proc, "syncline registry");
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--kafka-bootstrap", &self.bootstrap, "--topic", &self.topic])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut proc = Proc::spawn(cmd, &self.dir.path().join("registry.log"));
+        wait_for_port(self.port, &mut proc, "syncline registry");
         proc
     }
 
@@ -518,7 +540,7 @@ impl RegistryProcess {
     /// kill -9 and start again on the same port and topic.
     pub fn restart(&mut self) {
         self.proc.kill9();
-        self.proc = Self::spawn(self.port, &self.bootstrap, &self.topic, &self.dir);
+        self.proc = self.spawn();
     }
 
     /// What the registry has logged so far (for failure messages).
@@ -616,6 +638,30 @@ pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
         let _ = conn.await;
     });
     client
+}
+
+/// Fail a test whose target never caught up: `message`, then the last 40
+/// lines of each run's log (newest first); each full log is kept in the
+/// temp directory and its path printed.
+pub fn panic_with_logs(message: &str, runs: &[&SynclineRun]) -> ! {
+    for (i, r) in runs.iter().enumerate() {
+        let kept =
+            std::env::temp_dir().join(format!("syncline-failed-{}-{i}.log", std::process::id()));
+        let _ = std::fs::write(&kept, r.log());
+        eprintln!("full log of run {i}: {}", kept.display());
+    }
+    let logs: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            r.log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    panic!("{message}\nlogs (newest first):\n{}", logs.join("\n----\n"));
 }
 
 /// A `syncline run PIPELINE` process, with its log kept for failure messages.

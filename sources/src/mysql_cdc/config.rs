@@ -153,36 +153,14 @@ impl MysqlCdcConfig {
                     ),
                 )),
             }
-            let plain = t.topic.replace("{database}", "d").replace("{table}", "t");
-            issues.extend(crate::topic_issue(&at("topic"), &plain).map(|mut issue| {
-                issue
-                    .message
-                    .push_str(" (`{database}` and `{table}` with patterns)");
-                issue
-            }));
-            if t.table.contains('*') && !t.topic.contains("{table}") {
-                issues.push(Issue::new(
-                    at("topic"),
-                    "a pattern captures several tables: put `{table}` (and `{database}`) in the topic",
-                ));
-            }
-            if !t.topic.contains('{') && !topics.insert(t.topic.clone()) {
-                issues.push(Issue::new(
-                    at("topic"),
-                    format!("topic `{}` is used by another table", t.topic),
-                ));
-            }
-            if let Some(k) = &t.key {
-                if k.is_empty() {
-                    issues.push(Issue::new(at("key"), "list at least one column"));
-                }
-                if t.table.contains('*') {
-                    issues.push(Issue::new(
-                        at("key"),
-                        "`key` applies to one table: name it without a pattern",
-                    ));
-                }
-            }
+            issues.extend(crate::cdc_table_issues(
+                i,
+                &t.table,
+                &t.topic,
+                t.key.as_deref(),
+                &["{database}", "{table}"],
+                &mut topics,
+            ));
         }
         issues
     }

@@ -53,7 +53,6 @@ pub use position::BinlogPosition;
 
 use crate::snapshot_progress::ProgressStore;
 use crate::state::JsonState;
-use apache_avro::types::Value;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use schema::Table;
@@ -311,20 +310,6 @@ async fn preflight(conn: &mut Conn, display: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The values of `key` in `row`.
-fn key_of(key: &[String], row: &[(String, Value)]) -> Vec<(String, Value)> {
-    key.iter()
-        .map(|k| {
-            let v = row
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap_or(Value::Null);
-            (k.clone(), v)
-        })
-        .collect()
 }
 
 /// Ask the running (or next) `mysql_cdc` source `source` of `pipeline` for

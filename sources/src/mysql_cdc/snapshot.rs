@@ -36,7 +36,8 @@
 use super::position::{change_position, file_number, BinlogPosition};
 use super::schema::quote;
 use super::value::snapshot_row;
-use super::{key_of, MysqlCdcSource};
+use super::MysqlCdcSource;
+use crate::key_of;
 use crate::postgres_cdc::SnapshotMode;
 use crate::snapshot_progress::{Segment, TableProgress};
 use mysql_async::prelude::Queryable;

@@ -49,7 +49,8 @@ use super::position::{
 };
 use super::schema::read_table;
 use super::value::binlog_row;
-use super::{key_of, MysqlCdcSource};
+use super::MysqlCdcSource;
+use crate::key_of;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};

@@ -15,6 +15,7 @@
 //! dead-letter topic with the reason).
 
 use super::schema::{Kind, MyColumn, Table};
+use crate::clip;
 use apache_avro::types::Value;
 use chrono::NaiveDate;
 use mysql_async::binlog::row::BinlogRow;
@@ -266,18 +267,6 @@ fn micros(v: &My) -> Option<i64> {
         us,
     )?;
     Some(t.and_utc().timestamp_micros())
-}
-
-fn clip(s: &str) -> String {
-    if s.len() <= 60 {
-        s.to_string()
-    } else {
-        let mut end = 60;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
-    }
 }
 
 #[cfg(test)]

@@ -106,16 +106,6 @@ fn default_heartbeat_ms() -> u64 {
     10_000
 }
 
-/// Kafka's rule for topic names (placeholders allowed).
-fn valid_topic(t: &str) -> bool {
-    let plain = t.replace("{schema}", "s").replace("{table}", "t");
-    !plain.is_empty()
-        && plain.len() <= 249
-        && plain
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 /// Postgres identifier rule for slot names: lower case letters, digits, `_`, at most 63.
 pub fn valid_slot_name(s: &str) -> bool {
     !s.is_empty()
@@ -204,35 +194,14 @@ impl PostgresCdcConfig {
             if t.table.trim().is_empty() {
                 issues.push(Issue::new(at("table"), "name a table, e.g. public.orders"));
             }
-            if !valid_topic(&t.topic) {
-                issues.push(Issue::new(
-                    at("topic"),
-                    "not a valid Kafka topic name (letters, digits, `.`, `_`, `-`; `{schema}` and `{table}` with patterns)",
-                ));
-            }
-            if t.table.contains('*') && !t.topic.contains("{table}") {
-                issues.push(Issue::new(
-                    at("topic"),
-                    "a pattern captures several tables: put `{table}` (and `{schema}`) in the topic",
-                ));
-            }
-            if !t.topic.contains('{') && !topics.insert(t.topic.clone()) {
-                issues.push(Issue::new(
-                    at("topic"),
-                    format!("topic `{}` is used by another table", t.topic),
-                ));
-            }
-            if let Some(k) = &t.key {
-                if k.is_empty() {
-                    issues.push(Issue::new(at("key"), "list at least one column"));
-                }
-                if t.table.contains('*') {
-                    issues.push(Issue::new(
-                        at("key"),
-                        "`key` applies to one table: name it without a pattern",
-                    ));
-                }
-            }
+            issues.extend(crate::cdc_table_issues(
+                i,
+                &t.table,
+                &t.topic,
+                t.key.as_deref(),
+                &["{schema}", "{table}"],
+                &mut topics,
+            ));
         }
         issues
     }

@@ -13,6 +13,7 @@
 //! the table says. A `NOT NULL` column added or dropped later is then no
 //! incompatible schema change, and a snapshot and a stream agree.
 
+use crate::clip;
 use apache_avro::types::Value;
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
 use pg_walstream::{ColumnValue, RowData};
@@ -301,18 +302,6 @@ pub fn row_values(
         values.push((c.name.clone(), v));
     }
     Ok((values, unchanged))
-}
-
-fn clip(s: &str) -> String {
-    if s.len() <= 60 {
-        s.to_string()
-    } else {
-        let mut end = 60;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
-    }
 }
 
 fn parse_float(s: &str) -> Option<f64> {

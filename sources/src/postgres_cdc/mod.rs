@@ -48,7 +48,6 @@ pub use config::{CdcTableConfig, PostgresCdcConfig, SnapshotMode};
 pub use stream::{ResnapshotRequest, RESNAPSHOT_PREFIX};
 
 use crate::snapshot_progress::ProgressStore;
-use apache_avro::types::Value;
 use decode::TypeInfo;
 use slot::Resolved;
 use std::collections::HashMap;
@@ -303,18 +302,4 @@ async fn await_deliveries(topic: &str, futures: Vec<Pending>) -> Result<()> {
             .with_source(e)
     })?;
     Ok(())
-}
-
-/// The values of `key` in `row`.
-fn key_of(key: &[String], row: &[(String, Value)]) -> Vec<(String, Value)> {
-    key.iter()
-        .map(|k| {
-            let v = row
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap_or(Value::Null);
-            (k.clone(), v)
-        })
-        .collect()
 }

@@ -46,7 +46,8 @@
 
 use super::decode::text_value;
 use super::slot::{self, Exported};
-use super::{await_deliveries, key_of, PostgresCdcSource};
+use super::{await_deliveries, PostgresCdcSource};
+use crate::key_of;
 use crate::snapshot_progress::{Segment, TableProgress};
 use crate::sql_poll::plan::quote_ident;
 use std::collections::{HashMap, VecDeque};

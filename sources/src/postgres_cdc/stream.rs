@@ -43,7 +43,8 @@
 use super::decode::{RawColumn, Row};
 use super::slot::{self, format_lsn};
 use super::wire::{Frame, Wire};
-use super::{await_deliveries, key_of, PostgresCdcSource};
+use super::{await_deliveries, PostgresCdcSource};
+use crate::key_of;
 use crate::sql_poll::plan::quote_ident;
 use apache_avro::types::Value;
 use futures::stream::FuturesOrdered;
