@@ -114,6 +114,34 @@ struct RegistryArgs {
     /// Extra librdkafka property, `key=value` (repeatable), e.g. security settings.
     #[arg(long = "kafka-property", value_parser = parse_property)]
     kafka_properties: Vec<(String, String)>,
+    /// Credentials that may read: comma-separated `user:password` (HTTP
+    /// Basic) or bare tokens of 16+ characters (Bearer). Give them through
+    /// the environment, not the command line, where `ps` shows them.
+    #[arg(
+        long,
+        env = "SYNCLINE_REGISTRY_READ_CREDENTIALS",
+        hide_env_values = true
+    )]
+    read_credentials: Option<String>,
+    /// Credentials that may also register, delete and set levels (same form).
+    #[arg(
+        long,
+        env = "SYNCLINE_REGISTRY_WRITE_CREDENTIALS",
+        hide_env_values = true
+    )]
+    write_credentials: Option<String>,
+    /// Serve without credentials on an address other than loopback (refused otherwise).
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// The largest request body taken, in bytes (larger: 413).
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    max_request_bytes: usize,
+    /// Requests served at once (more: 429 with Retry-After).
+    #[arg(long, default_value_t = 512)]
+    max_concurrent_requests: usize,
+    /// Milliseconds a request may take before it is answered 503.
+    #[arg(long, default_value_t = 60_000)]
+    request_timeout_ms: u64,
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -164,10 +192,34 @@ fn main() -> ExitCode {
         Command::Registry(args) => {
             let mut kafka = syncline_core::kafka::KafkaConfig::new(args.kafka_bootstrap);
             kafka.properties.extend(args.kafka_properties);
+            let auth = match syncline_registry::guard::Auth::parse(
+                args.read_credentials.as_deref(),
+                args.write_credentials.as_deref(),
+            ) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: syncline registry: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if auth.is_open() && !args.listen.ip().is_loopback() && !args.allow_anonymous {
+                eprintln!(
+                    "error: syncline registry: listening on {} without credentials would let anyone who reaches it register and delete schemas: \
+                     set SYNCLINE_REGISTRY_WRITE_CREDENTIALS (and SYNCLINE_REGISTRY_READ_CREDENTIALS), or pass --allow-anonymous",
+                    args.listen
+                );
+                return ExitCode::from(2);
+            }
             let config = syncline_registry::ServerConfig {
                 listen: args.listen,
                 kafka,
                 topic: args.topic,
+                auth,
+                limits: syncline_registry::guard::Limits {
+                    max_request_bytes: args.max_request_bytes,
+                    max_concurrent_requests: args.max_concurrent_requests,
+                    request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+                },
             };
             let serve =
                 async { syncline_registry::serve(config, pipeline::shutdown_on_signal()).await };

@@ -331,7 +331,11 @@ async fn acknowledged_writes_survive_a_kill_9_in_the_middle_of_writing() {
                 for i in (lane * PER_LANE)..((lane + 1) * PER_LANE) {
                     let url = format!("{}/subjects/k{i}/versions", api.base);
                     let body = json!({ "schema": schema(i) }).to_string();
-                    match api.http.post(url).body(body).send().await {
+                    let post = api
+                        .http
+                        .post(url)
+                        .header("content-type", "application/vnd.schemaregistry.v1+json");
+                    match post.body(body).send().await {
                         Ok(resp) => {
                             let body: Value = resp.json().await.unwrap();
                             answers.push((i, body["id"].as_u64().expect("an id")));
@@ -779,4 +783,170 @@ async fn schema_registry_converter_registers_and_fetches() {
         .await
         .expect("latest by subject");
     assert_eq!((latest.id, latest.schema.as_str()), (id, schema));
+}
+
+/// A registry with a read and a write credential (Basic and Bearer) and a
+/// small body limit refuses strangers, read-only writers, non-JSON bodies
+/// and large bodies, each with its status and Confluent error code, and a
+/// syncline pipeline with the write credential registers through it.
+#[tokio::test]
+async fn credentials_roles_content_type_and_limits_guard_the_registry() {
+    let broker = Broker::start();
+    let token = "reader-token-0123456789";
+    let registry = RegistryProcess::start_with(
+        &broker.bootstrap(),
+        "_schemas_auth",
+        &[
+            (
+                "SYNCLINE_REGISTRY_READ_CREDENTIALS",
+                &format!("viewer:v-secret,{token}"),
+            ),
+            ("SYNCLINE_REGISTRY_WRITE_CREDENTIALS", "admin:a-secret"),
+        ],
+        &["--max-request-bytes", "4096"],
+    );
+    let url = registry.url();
+    let http = reqwest::Client::new();
+    let schema = json!({ "schema": record(A) }).to_string();
+    let post = |path: &str| {
+        http.post(format!("{url}{path}"))
+            .header("content-type", "application/vnd.schemaregistry.v1+json")
+            .body(schema.clone())
+    };
+    let code = |v: &Value| v["error_code"].as_u64().unwrap_or(0);
+
+    // no credentials, wrong ones: 401 with a challenge
+    for req in [
+        http.get(format!("{url}/subjects")),
+        http.get(format!("{url}/subjects"))
+            .basic_auth("admin", Some("wrong")),
+        http.get(format!("{url}/subjects"))
+            .bearer_auth("not-a-known-token-at-all"),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().get("www-authenticate").is_some());
+        assert_eq!(code(&r.json().await.unwrap()), 40101);
+    }
+    // a read credential reads and asks, but does not write
+    let r = http
+        .get(format!("{url}/subjects"))
+        .basic_auth("viewer", Some("v-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post("/subjects/s-value/versions")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(code(&r.json().await.unwrap()), 40301);
+    // the write credential registers; the reader then looks it up (a POST that only asks)
+    let r = post("/subjects/s-value/versions")
+        .basic_auth("admin", Some("a-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post("/subjects/s-value")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "a lookup is a read");
+    // a body a web page could send without asking (text/plain, a form): 415
+    for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+        let r = http
+            .post(format!("{url}/subjects/t-value/versions"))
+            .basic_auth("admin", Some("a-secret"))
+            .header("content-type", ct)
+            .body(schema.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+    }
+    // a body over the limit: 413, nothing registered
+    let big =
+        json!({ "schema": record(&format!(r#"{{"name":"{}","type":"int"}}"#, "x".repeat(5000))) });
+    let r = http
+        .post(format!("{url}/subjects/big-value/versions"))
+        .basic_auth("admin", Some("a-secret"))
+        .header("content-type", "application/json")
+        .body(big.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let subjects: Value = http
+        .get(format!("{url}/subjects"))
+        .basic_auth("admin", Some("a-secret"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(subjects, json!(["s-value"]));
+    // the secrets are not in the registry's log
+    let log = registry.log();
+    for secret in ["v-secret", "a-secret", token] {
+        assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
+    }
+
+    // syncline's own client, with registry.username/password, registers through it
+    let mut cfg = syncline_core::registry::RegistryConfig::new(url.clone());
+    cfg.username = Some("admin".into());
+    cfg.password = Some("a-secret".into());
+    let encoder = syncline_core::codec::Encoder::new(&cfg).unwrap();
+    let table = syncline_core::TableSchema {
+        namespace: "syncline.t".into(),
+        name: "items".into(),
+        columns: vec![syncline_core::Column {
+            name: "id".into(),
+            ty: syncline_core::ColumnType::Long,
+            nullable: false,
+            sql_type: "bigint".into(),
+        }],
+        primary_key: vec!["id".into()],
+    };
+    encoder.prepare("auth.items", &table).await.unwrap();
+    let mut reader = syncline_core::registry::RegistryConfig::new(url.clone());
+    reader.username = Some("viewer".into());
+    reader.password = Some("v-secret".into());
+    let e = syncline_core::codec::Encoder::new(&reader)
+        .unwrap()
+        .prepare("auth.other", &table)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("403") || e.to_string().to_lowercase().contains("forbidden"),
+        "{e}"
+    );
+}
+
+/// On an address other than loopback, `syncline registry` without
+/// credentials refuses to start, saying how to give them.
+#[test]
+fn an_open_registry_off_loopback_refuses_to_start() {
+    let out = std::process::Command::new(support::syncline_bin())
+        .args([
+            "registry",
+            "--listen",
+            "0.0.0.0:0",
+            "--kafka-bootstrap",
+            "127.0.0.1:1",
+        ])
+        .env_remove("SYNCLINE_REGISTRY_WRITE_CREDENTIALS")
+        .env_remove("SYNCLINE_REGISTRY_READ_CREDENTIALS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SYNCLINE_REGISTRY_WRITE_CREDENTIALS") && err.contains("--allow-anonymous"),
+        "{err}"
+    );
 }

@@ -461,6 +461,9 @@ fn every_example_pipeline_validates() {
             .arg("validate")
             .arg(&file)
             .env("PG_PASSWORD", "pw")
+            .env("API_TOKEN", "token")
+            .env("GITHUB_WEBHOOK_SECRET", "secret")
+            .env("INTERNAL_TOKEN", "token")
             .env("MYSQL_PASSWORD", "pw")
             .output()
             .unwrap();

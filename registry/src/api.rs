@@ -28,8 +28,8 @@ type Shared = State<Arc<Store>>;
 type Params = Query<HashMap<String, String>>;
 type Answer = Result<Response, ApiError>;
 
-/// Every route of the API.
-pub fn router(store: Arc<Store>) -> Router {
+/// Every route of the API, behind `guard` ([`crate::guard`]).
+pub fn router(store: Arc<Store>, guard: crate::guard::Guard) -> Router {
     Router::new()
         .route("/", get(|| async { reply(json!({})) }))
         .route("/schemas/types", get(|| async { reply(json!(["AVRO"])) }))
@@ -76,6 +76,13 @@ pub fn router(store: Arc<Store>) -> Router {
             )
         })
         .with_state(store)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            guard.max_request_bytes(),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::guard::check,
+        ))
 }
 
 async fn schema_by_id(State(store): Shared, Path(id): Path<String>, Query(q): Params) -> Answer {

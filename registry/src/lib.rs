@@ -6,10 +6,12 @@
 //! - [`store`]: the command log in Kafka and the loop that applies it.
 //! - [`state`]: the pure state machine the log drives (ids, versions, deletes).
 //! - [`compat`]: compatibility levels and the Avro check behind them.
+//! - [`guard`]: credentials and roles, Content-Type, request limits.
 //! - [`schema`]: a schema's text, identity and parsed form.
 
 pub mod api;
 pub mod compat;
+pub mod guard;
 pub mod schema;
 pub mod state;
 pub mod store;
@@ -49,6 +51,9 @@ pub struct ServerConfig {
     pub kafka: KafkaConfig,
     /// The topic holding the log: compacted, one partition, created if missing.
     pub topic: String,
+    /// Who may read and write (empty: anyone who can reach `listen`).
+    pub auth: guard::Auth,
+    pub limits: guard::Limits,
 }
 
 /// Serve the REST API until `shutdown` is cancelled: read the whole log
@@ -84,7 +89,11 @@ pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> Result<
             format!("cannot listen on {}", config.listen)
         })?;
     tracing::info!(listen = %config.listen, "schema registry serving");
-    let server = axum::serve(listener, api::router(store.clone())).with_graceful_shutdown({
+    if config.auth.is_open() {
+        tracing::warn!(listen = %config.listen, "the schema registry needs no credentials: anyone who can reach it may register and delete schemas");
+    }
+    let guard = guard::Guard::new(config.auth.clone(), config.limits.clone());
+    let server = axum::serve(listener, api::router(store.clone(), guard)).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move { shutdown.cancelled().await }
     });
