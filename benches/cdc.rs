@@ -33,7 +33,7 @@ mod peers;
 mod support;
 
 use futures::StreamExt;
-use measure::{fill_times, per_s, rate, timed};
+use measure::{fill_times, per_s, rate, timed, wait_log};
 use peers::Peers;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -73,14 +73,6 @@ fn pipeline(
         stack.bootstrap(),
         stack.registry_url(),
     )
-}
-
-async fn wait_log(run: &SynclineRun, what: &str) {
-    timed(|| {
-        let log = run.log();
-        async move { log.contains(what) }
-    })
-    .await;
 }
 
 /// p50 and p99 of `lats` (milliseconds).

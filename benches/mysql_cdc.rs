@@ -20,7 +20,7 @@ mod measure;
 mod support;
 
 use futures::StreamExt;
-use measure::{fill_times, per_s, rate};
+use measure::{fill_times, per_s, rate, wait_log};
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable;
 use std::time::Instant;
@@ -47,14 +47,6 @@ fn pipeline(
         stack.bootstrap(),
         stack.registry_url(),
     )
-}
-
-async fn wait_log(run: &SynclineRun, what: &str) {
-    measure::timed(|| {
-        let log = run.log();
-        async move { log.contains(what) }
-    })
-    .await;
 }
 
 #[tokio::main]

@@ -1,6 +1,6 @@
 //! What the CDC benches share: waiting for a stage to end, and rates.
 
-use crate::support::topic_records;
+use crate::support::{topic_records, SynclineRun};
 use std::time::{Duration, Instant};
 
 pub async fn timed<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) -> Duration {
@@ -47,4 +47,13 @@ pub fn rate(n: i64, d: Duration, unit: &str) -> String {
         per_s(n, d),
         d.as_secs_f64()
     )
+}
+
+/// Wait until `run`'s log contains `what`.
+pub async fn wait_log(run: &SynclineRun, what: &str) {
+    timed(|| {
+        let log = run.log();
+        async move { log.contains(what) }
+    })
+    .await;
 }
