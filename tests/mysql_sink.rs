@@ -29,6 +29,7 @@ fn ctx(stack: &Stack) -> ComponentContext {
         registry: RegistryConfig::new(stack.registry_url()),
         state_dir: std::env::temp_dir(),
         limits: Default::default(),
+        status: Default::default(),
     }
 }
 

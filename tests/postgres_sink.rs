@@ -32,6 +32,7 @@ fn ctx(stack: &Stack, component: &str) -> ComponentContext {
         registry: RegistryConfig::new(stack.registry_url()),
         state_dir: std::env::temp_dir(),
         limits: Default::default(),
+        status: Default::default(),
     }
 }
 

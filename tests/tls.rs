@@ -404,6 +404,7 @@ async fn the_mysql_sink_writes_through_a_server_that_only_takes_verified_tls() {
         registry: RegistryConfig::new(stack.registry_url()),
         state_dir: std::env::temp_dir(),
         limits: Default::default(),
+        status: Default::default(),
     };
     let shutdown = Shutdown::new();
     let s = shutdown.clone();

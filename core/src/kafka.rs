@@ -143,14 +143,24 @@ impl KafkaConfig {
     }
 
     /// A member of consumer `group` (configured as [`Self::consumer_config`])
-    /// subscribed to `topics`, with `context` receiving its callbacks.
-    pub fn subscribed<C, X>(&self, group: &str, topics: &[String], context: X) -> Result<C>
+    /// subscribed to `topics`, with `context` receiving its callbacks
+    /// (statistics too, every `stats_interval_ms` when given).
+    pub fn subscribed<C, X>(
+        &self,
+        group: &str,
+        topics: &[String],
+        context: X,
+        stats_interval_ms: Option<u32>,
+    ) -> Result<C>
     where
         X: rdkafka::consumer::ConsumerContext,
         C: rdkafka::config::FromClientConfigAndContext<X> + Consumer<X>,
     {
-        let consumer: C = self
-            .consumer_config(group)
+        let mut config = self.consumer_config(group);
+        if let Some(ms) = stats_interval_ms {
+            config.set("statistics.interval.ms", ms.to_string());
+        }
+        let consumer: C = config
             .create_with_context(context)
             .context(ErrorKind::Config, || {
                 "cannot create the Kafka consumer".into()
@@ -405,27 +415,49 @@ impl rdkafka::ClientContext for EndOfTopicContext {
 impl rdkafka::consumer::ConsumerContext for EndOfTopicContext {}
 
 /// A record that a stage gives up on (a poison record), and why.
+/// The headers a dead letter adds to its record.
+pub const DEAD_LETTER_HEADERS: [&str; 4] = [
+    "syncline.reason",
+    "syncline.topic",
+    "syncline.partition",
+    "syncline.offset",
+];
+
 pub struct DeadLetter<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The record's own headers, kept so that a replay sends it as it was
+    /// (the unchanged-columns header above all).
+    pub headers: &'a [(String, Option<Vec<u8>>)],
     pub reason: &'a str,
 }
 
 impl<'a> DeadLetter<'a> {
-    /// The record for `dead_letter_topic`: key and value unchanged, with
-    /// headers `syncline.reason`, `syncline.topic`, `syncline.partition` and
-    /// `syncline.offset`. One scheme for every stage, so that one tool can
-    /// inspect or replay any stage's dead letters.
+    /// The record for `dead_letter_topic`: key, value and headers
+    /// unchanged, plus headers `syncline.reason`, `syncline.topic`,
+    /// `syncline.partition` and `syncline.offset` (a record's own headers of
+    /// those names are dropped, so a dead letter of a dead letter names its
+    /// latest origin). One scheme for every stage, so that one tool can
+    /// inspect or replay any stage's dead letters (src/dead_letters.rs).
     pub fn record(
         &self,
         dead_letter_topic: &'a str,
     ) -> rdkafka::producer::FutureRecord<'a, [u8], [u8]> {
         use rdkafka::message::{Header, OwnedHeaders};
         let (partition, offset) = (self.partition.to_string(), self.offset.to_string());
-        let headers = OwnedHeaders::new()
+        let mut own = OwnedHeaders::new();
+        for (k, v) in self.headers {
+            if !DEAD_LETTER_HEADERS.contains(&k.as_str()) {
+                own = own.insert(Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
+            }
+        }
+        let headers = own
             .insert(Header {
                 key: "syncline.reason",
                 value: Some(self.reason),

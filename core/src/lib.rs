@@ -18,6 +18,7 @@ pub mod limits;
 pub mod registry;
 pub mod runtime;
 pub mod schema;
+pub mod status;
 pub mod value;
 
 pub use change::{ChangeEvent, Op, Position, SourceInfo};

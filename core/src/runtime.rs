@@ -1,5 +1,5 @@
 //! What every running component gets from the pipeline: its names, the
-//! shared Kafka and registry settings, and a shutdown signal.
+//! shared Kafka and registry settings, its live status, and a shutdown signal.
 
 use crate::kafka::KafkaConfig;
 use crate::registry::RegistryConfig;
@@ -19,6 +19,9 @@ pub struct ComponentContext {
     pub state_dir: std::path::PathBuf,
     /// What one record may make a decoder do (`limits:`).
     pub limits: crate::limits::DecodeLimits,
+    /// The component's live status (state, counts, lag), which the
+    /// management API shows; the runtime's events and the source write it.
+    pub status: crate::status::Status,
 }
 
 impl ComponentContext {

@@ -26,6 +26,11 @@ pub trait Component: Clone + std::fmt::Debug + Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The dead-letter topic the file names, if it names one (the default
+    /// is `<pipeline>.<component>.dead`): where the management API and
+    /// `syncline dlq` look for this component's dead letters.
+    fn dead_letter_topic(&self) -> Option<&str>;
+
     /// Problems serde cannot see (a value out of range, two settings that
     /// exclude each other), each with its path relative to the component's
     /// entry and the fix.

@@ -65,6 +65,7 @@ impl DeadLetters {
             offset: record.offset,
             key: record.key.as_deref(),
             value: record.value.as_deref(),
+            headers: &record.headers,
             reason,
         };
         let delivery = crate::produce::send(&self.producer, letter.record(&self.topic))?;

@@ -50,7 +50,9 @@ use syncline_core::{ChangeEvent, Error, Result, TableSchema};
 /// A record handed to the producer, not yet acknowledged: a future of the
 /// broker's answer, (partition, offset) or the error classified by the
 /// Kafka table (a record too large is `Data`, a broker away `Transient`).
-pub struct Pending(DeliveryFuture);
+/// A published change counts as its component's `records_out` when the
+/// broker acknowledges it, however the source awaits it.
+pub struct Pending(DeliveryFuture, Option<Events>);
 
 impl std::future::Future for Pending {
     type Output = Result<(i32, i64)>;
@@ -59,30 +61,39 @@ impl std::future::Future for Pending {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|answer| match answer {
-                Ok(Ok(d)) => Ok((d.partition, d.offset)),
-                Ok(Err((e, m)))
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
-                {
-                    Err(Error::config(format!(
-                        "the broker refused records for `{}` as too large: the topic's \
+        let answer = std::pin::Pin::new(&mut self.0).poll(cx);
+        let counted = if answer.is_ready() {
+            self.1.take()
+        } else {
+            None
+        };
+        answer.map(|answer| match answer {
+            Ok(Ok(d)) => {
+                if let Some(events) = counted {
+                    events.records_out(1);
+                }
+                Ok((d.partition, d.offset))
+            }
+            Ok(Err((e, m)))
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                Err(Error::config(format!(
+                    "the broker refused records for `{}` as too large: the topic's \
                          `max.message.bytes` is below the producer's `message.max.bytes` \
                          (1000000 unless set); set `kafka.properties.message.max.bytes` to at \
                          most the topic's limit, and a record above it goes to the dead-letter \
                          topic instead",
-                        m.topic()
-                    )))
-                }
-                Ok(Err((e, _))) => Err(syncline_core::error::kafka::kafka_error(
-                    e,
-                    "the broker did not acknowledge a record",
-                )),
-                Err(_) => Err(syncline_core::Error::transient(
-                    "the producer dropped a record",
-                )),
-            })
+                    m.topic()
+                )))
+            }
+            Ok(Err((e, _))) => Err(syncline_core::error::kafka::kafka_error(
+                e,
+                "the broker did not acknowledge a record",
+            )),
+            Err(_) => Err(syncline_core::Error::transient(
+                "the producer dropped a record",
+            )),
+        })
     }
 }
 
@@ -145,12 +156,6 @@ impl Publisher {
         })
     }
 
-    /// Count acknowledged records as this component's `records_out`.
-    pub fn counting(mut self, events: Events) -> Self {
-        self.events = Some(events);
-        self
-    }
-
     pub fn producer(&self) -> &FutureProducer {
         &self.producer
     }
@@ -208,7 +213,7 @@ impl Publisher {
             record = record.headers(h);
         }
         match produce::enqueue(&self.producer, record) {
-            Ok(delivery) => Ok(Pending(delivery)),
+            Ok(delivery) => Ok(Pending(delivery, self.events.clone())),
             Err(err) => match &self.dead_letter_topic {
                 Some(dead)
                     if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
@@ -272,9 +277,13 @@ impl Publisher {
             offset: -1,
             key,
             value,
+            headers: &[],
             reason,
         };
-        Ok(Pending(produce::send(&self.producer, letter.record(dead))?))
+        Ok(Pending(
+            produce::send(&self.producer, letter.record(dead))?,
+            None,
+        ))
     }
 
     /// A TRUNCATE, keyless, to every partition of `topic`.
@@ -288,7 +297,7 @@ impl Publisher {
         Ok(produce::broadcast(&self.producer, topic, &value)
             .await?
             .into_iter()
-            .map(Pending)
+            .map(|d| Pending(d, None))
             .collect())
     }
 
@@ -299,12 +308,12 @@ impl Publisher {
         shutdown: &Shutdown,
         pending: Vec<Pending>,
     ) -> Result<Option<Vec<(i32, i64)>>> {
-        let n = pending.len();
+        let counted: usize = pending.iter().filter(|p| p.1.is_some()).count();
         let acked =
             produce::acknowledged(shutdown, pending.into_iter().map(|p| p.0).collect()).await?;
-        if acked.is_some() {
+        if acked.is_some() && counted > 0 {
             if let Some(e) = &self.events {
-                e.records_out(n);
+                e.records_out(counted);
             }
         }
         Ok(acked)
@@ -313,6 +322,6 @@ impl Publisher {
 
 impl From<DeliveryFuture> for Pending {
     fn from(f: DeliveryFuture) -> Self {
-        Pending(f)
+        Pending(f, None)
     }
 }

@@ -208,6 +208,10 @@ impl DedupProcessorConfig {
 }
 
 impl syncline_runtime::Component for DedupProcessorConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_in(&self) -> Vec<String> {
         DedupProcessorConfig::topics_in(self)
     }

@@ -102,6 +102,10 @@ impl RulesProcessorConfig {
 }
 
 impl syncline_runtime::Component for RulesProcessorConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_in(&self) -> Vec<String> {
         RulesProcessorConfig::topics_in(self)
     }

@@ -237,9 +237,15 @@ pub async fn run<S: Stage>(
         .spawn(move || {
             let result = (|| {
                 let consumer: BaseConsumer<StageContext<S>> =
-                    kafka.subscribed(&settings.group_id, &settings.topics, context)?;
+                    kafka.subscribed(
+                    &settings.group_id,
+                    &settings.topics,
+                    context,
+                    Some(STATS_INTERVAL_MS),
+                )?;
                 tracing::info!(component = %component, r#type = settings.kind, group = %settings.group_id,
                     topics = ?settings.topics, "consuming");
+                events.status().running();
                 // The consumer thread polls and decodes; the writer writes
                 // the batch before, at the same time.
                 let stop = shutdown.child_token();
@@ -309,6 +315,10 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
 }
+
+/// How often librdkafka reports each partition's end offset (for the lag
+/// the management API shows).
+const STATS_INTERVAL_MS: u32 = 5000;
 
 /// Longest wait between two checks of the shutdown signal while polling
 /// or waiting to retry.
@@ -505,6 +515,11 @@ impl<S: Stage> Writer<'_, S> {
             return Ok(true);
         }
         self.events.records_in(records.len());
+        // The newest change's time at its source, for end-to-end latency.
+        let newest_us = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok().map(|d| d.event.source.ts_us))
+            .max();
         let Some(prepared) = self.prepare(&mut stage, records, decoded)? else {
             return Ok(false);
         };
@@ -542,6 +557,14 @@ impl<S: Stage> Writer<'_, S> {
             polled.started.elapsed(),
             writing.elapsed(),
         );
+        let status = self.events.status();
+        status.positions(&next);
+        if let Some(us) = newest_us.filter(|&us| us > 0) {
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            status.end_to_end((now_us - us) as f64 / 1000.0);
+        }
         Ok(true)
     }
 

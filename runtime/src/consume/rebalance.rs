@@ -57,7 +57,26 @@ pub(crate) struct StageContext<S> {
     pub news: Mutex<News>,
 }
 
-impl<S: Stage> ClientContext for StageContext<S> {}
+impl<S: Stage> ClientContext for StageContext<S> {
+    /// The end of each assigned partition, for the lag in the component's
+    /// status: the last stable offset (under `read_committed`) or the high
+    /// watermark.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let status = self.events.status();
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                if partition >= 0 && end >= 0 {
+                    status.partition_end(topic, partition, end);
+                }
+            }
+        }
+    }
+}
 
 impl<S: Stage> ConsumerContext for StageContext<S> {
     fn rebalance(
@@ -91,6 +110,19 @@ impl<S: Stage> ConsumerContext for StageContext<S> {
                     Ok(()) => {
                         tracing::info!(component, group = %self.group, cooperative,
                             partitions = ?summary(tpl), "partitions assigned");
+                        let status = self.events.status();
+                        status.assigned(&parts);
+                        let starts: Vec<(TopicPartition, i64)> = tpl
+                            .elements()
+                            .iter()
+                            .filter_map(|e| match e.offset() {
+                                Offset::Offset(o) => {
+                                    Some(((e.topic().to_string(), e.partition()), o))
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        status.positions(starts.iter().map(|(tp, o)| (tp, o)));
                         if cooperative {
                             consumer.incremental_assign(tpl)
                         } else {
@@ -111,6 +143,7 @@ impl<S: Stage> ConsumerContext for StageContext<S> {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(component, group = %self.group, cooperative, partitions = parts.len(), "partitions revoked");
+                self.events.status().revoked(&parts);
                 self.handle.block_on(lock(&self.stage).revoked(&parts));
                 if cooperative {
                     consumer.incremental_unassign(tpl)
@@ -120,6 +153,7 @@ impl<S: Stage> ConsumerContext for StageContext<S> {
             }
             other => {
                 tracing::warn!(component, group = %self.group, error = ?other, "rebalance error; dropping the assignment");
+                self.events.status().revoked(&parts);
                 self.handle.block_on(lock(&self.stage).revoked(&parts));
                 if cooperative {
                     consumer.incremental_unassign(tpl)

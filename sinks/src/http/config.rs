@@ -263,6 +263,10 @@ impl HttpSinkConfig {
 }
 
 impl syncline_runtime::Component for HttpSinkConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_in(&self) -> Vec<String> {
         self.topics.clone()
     }

@@ -166,6 +166,10 @@ impl MysqlSinkConfig {
 }
 
 impl syncline_runtime::Component for MysqlSinkConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_in(&self) -> Vec<String> {
         self.topics.clone()
     }

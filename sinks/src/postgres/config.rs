@@ -213,6 +213,10 @@ impl PostgresSinkConfig {
 }
 
 impl syncline_runtime::Component for PostgresSinkConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_in(&self) -> Vec<String> {
         PostgresSinkConfig::topics(self)
     }

@@ -190,6 +190,10 @@ impl SqliteSinkConfig {
 }
 
 impl syncline_runtime::Component for SqliteSinkConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_in(&self) -> Vec<String> {
         self.topics.clone()
     }

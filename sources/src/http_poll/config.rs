@@ -292,6 +292,10 @@ impl HttpPollConfig {
 }
 
 impl syncline_runtime::Component for HttpPollConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_out(&self) -> Vec<String> {
         vec![self.topic.clone()]
     }

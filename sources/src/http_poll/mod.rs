@@ -152,9 +152,12 @@ impl HttpPollSource {
     pub async fn run(mut self, shutdown: Shutdown) -> Result<()> {
         loop {
             let started = chrono::Utc::now();
-            if !self.run_once(&shutdown).await? {
+            let ran = self.run_once(&shutdown).await;
+            self.events.status().polled(ran.is_ok());
+            if !ran? {
                 return Ok(());
             }
+            self.events.status().running();
             let wait = self.schedule.wait_after(started, chrono::Utc::now());
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -422,6 +425,9 @@ impl HttpPollSource {
     }
 
     async fn save(&self) -> Result<()> {
+        if let Some(c) = &self.state.cursor {
+            self.events.status().cursor(c.clone());
+        }
         self.store
             .store(self.publisher.producer(), STATE_NAME, Some(&self.state))
             .await

@@ -167,6 +167,10 @@ impl MysqlCdcConfig {
 }
 
 impl syncline_runtime::Component for MysqlCdcConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_out(&self) -> Vec<String> {
         MysqlCdcConfig::topics(self)
     }

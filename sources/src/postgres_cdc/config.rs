@@ -213,6 +213,10 @@ impl PostgresCdcConfig {
 }
 
 impl syncline_runtime::Component for PostgresCdcConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_out(&self) -> Vec<String> {
         PostgresCdcConfig::topics(self)
     }

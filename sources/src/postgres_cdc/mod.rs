@@ -81,6 +81,8 @@ pub struct PostgresCdcSource {
     /// producer also writes the snapshot progress.
     publisher: Publisher,
     progress: ProgressStore,
+    /// The live status: slot lag, snapshot progress.
+    status: syncline_core::status::Status,
 }
 
 impl PostgresCdcSource {
@@ -138,6 +140,7 @@ impl PostgresCdcSource {
         Ok(PostgresCdcSource {
             publisher,
             progress: ProgressStore::new(ctx.kafka.clone(), &ctx.pipeline, &ctx.component),
+            status: ctx.status.clone(),
             name: ctx.component,
             pipeline: ctx.pipeline,
             url,

@@ -344,6 +344,13 @@ impl PostgresCdcSource {
             metrics::gauge!("syncline_cdc_snapshot_rows_estimate", &labels).set(estimate as f64);
             tracing::info!(source = %self.name, table = %name, estimate, ranges = p.segments.len(),
                 resumed_after_rows = p.rows, "postgres_cdc: snapshot of a table started");
+            self.status.running();
+            self.status.snapshot_table(
+                &name,
+                p.rows,
+                (estimate > 0).then_some(estimate as u64),
+                p.done,
+            );
             for (s, seg) in p.segments.iter().enumerate() {
                 if !seg.done {
                     queue.push_back((runs.len(), s));
@@ -501,6 +508,7 @@ impl PostgresCdcSource {
                     .await?;
                 (p.rows, p.done)
             };
+            self.status.snapshot_table(name, rows_total, None, done);
             metrics::counter!("syncline_cdc_snapshot_rows_total", &run.labels).increment(n as u64);
             let secs = run.started.elapsed().as_secs_f64().max(0.001);
             let rate = (rows_total - run.rows_before) as f64 / secs;

@@ -185,6 +185,8 @@ impl PostgresCdcSource {
         let reader = tokio::spawn(read_stream(wire, flushed.clone(), tx, cancel.clone()));
         let _guard = ReaderGuard(cancel, reader);
         tracing::info!(source = %self.name, slot = %self.slot, publication = %self.publication, "postgres_cdc: streaming");
+        self.status.snapshot_finished();
+        self.status.running();
 
         let admin = slot::connect(&self.url, &self.name).await?;
         let mut answered: HashMap<String, u64> = self
@@ -270,6 +272,11 @@ impl PostgresCdcSource {
                     {
                         let lag: Option<f64> = row.get(0);
                         let retained: Option<f64> = row.get(1);
+                        self.status.source_lag(syncline_core::status::SourceLag {
+                            bytes: lag.map(|b| b.max(0.0) as u64),
+                            seconds: Some(lag_s.max(0.0)),
+                            position: Some(format_lsn(flushed.load(Ordering::Relaxed))),
+                        });
                         metrics::gauge!("syncline_cdc_lag_bytes", &labels).set(lag.unwrap_or(0.0));
                         metrics::gauge!("syncline_cdc_slot_retained_wal_bytes", &labels)
                             .set(retained.unwrap_or(0.0));

@@ -331,6 +331,10 @@ impl SqlPollConfig {
 }
 
 impl syncline_runtime::Component for SqlPollConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_out(&self) -> Vec<String> {
         SqlPollConfig::topics(self)
     }

@@ -118,6 +118,8 @@ pub struct SqlPollSource {
     cursors: CursorStore,
     schedule: Schedule,
     batch_size: usize,
+    /// The live status: polls, cursor, retries.
+    status: syncline_core::status::Status,
 }
 
 /// How long a fence may hold rows back before the source warns about it.
@@ -209,6 +211,7 @@ impl SqlPollSource {
             cursors,
             schedule: cfg.schedule()?,
             batch_size: cfg.batch_size,
+            status: ctx.status,
         })
     }
 
@@ -229,9 +232,14 @@ impl SqlPollSource {
                 _ = shutdown.cancelled() => return Ok(()),
                 r = self.poll() => r,
             };
+            self.status.polled(result.is_ok());
             match result {
-                Ok(()) => backoff = Duration::from_secs(1),
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    self.status.running();
+                }
                 Err(e) if e.is_transient() => {
+                    self.status.retrying(&e);
                     tracing::warn!(source = %self.name, db = %self.connection.display(), error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "sql_poll: poll failed; retrying from the last stored cursor");
                     tokio::select! {
@@ -376,6 +384,8 @@ impl SqlPollSource {
             .store(self.publisher.producer(), &plan.name, &stored)
             .await?;
         let lag_ms = self.lag_ms(plan, &last_cursor);
+        self.status
+            .cursor(format!("{}: {}", plan.name, last_cursor.text()));
         let table = &mut self.tables[t];
         tracing::info!(source = %self.name, table = %table.plan.name, rows = events.len(), cursor = %last_cursor.text(), lag_ms,
             "sql_poll: published a batch");

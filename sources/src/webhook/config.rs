@@ -147,6 +147,10 @@ impl WebhookConfig {
 }
 
 impl syncline_runtime::Component for WebhookConfig {
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+
     fn topics_out(&self) -> Vec<String> {
         vec![self.topic.clone()]
     }

@@ -161,6 +161,7 @@ impl WebhookSource {
             })?;
         tracing::info!(source = %self.shared.name, listen = %self.listen, path = %self.shared.path,
             topic = %self.shared.topic, "webhook: listening");
+        self.shared.events.status().running();
         let app = Router::new()
             .route(&self.shared.path, post(deliver))
             .layer(DefaultBodyLimit::max(self.max_body))
@@ -260,14 +261,12 @@ async fn deliver(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
         Err(e) => return failure(&s, e),
     };
     match tokio::time::timeout(s.ack_timeout, pending).await {
-        Ok(Ok(_)) => {
-            s.events.records_out(1);
-            (
-                StatusCode::OK,
-                axum::Json(serde_json::json!({ "accepted": true })),
-            )
-                .into_response()
-        }
+        // (counted as records_out by the publisher's acknowledgement)
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "accepted": true })),
+        )
+            .into_response(),
         Ok(Err(e)) => failure(&s, e),
         Err(_) => {
             tracing::warn!(source = %s.name, timeout_ms = s.ack_timeout.as_millis() as u64,
