@@ -17,7 +17,7 @@ build: tools
 
 ## test: every test, against a real broker, registry and Postgres
 test: build
-	SYNCLINE_PYTHON=$(SYNCLINE_CACHE)/venv/bin/python cargo test --workspace --lib --bins --tests --no-fail-fast -- --test-threads=2
+	SYNCLINE_PYTHON=$(SYNCLINE_CACHE)/venv/bin/python SYNCLINE_NODE_MODULES=$(SYNCLINE_CACHE)/node/node_modules cargo test --workspace --lib --bins --tests --no-fail-fast -- --test-threads=2
 
 ## stack-up / stack-down: Apache Kafka on 127.0.0.1:9092 and the registry on 127.0.0.1:8081 (and the databases, scripts/services.sh)
 stack-up: build

@@ -3,5 +3,8 @@
 //! is the command line over it; the library is what fuzzing (`fuzz/`) and
 //! tests reach, the pipeline-file loader above all.
 
+pub mod api;
+pub mod dead_letters;
+pub mod operate;
 pub mod pipeline;
 pub mod telemetry;

@@ -52,7 +52,20 @@ enum Command {
         /// names in docs/metrics.md. Off when not given.
         #[arg(long, value_name = "ADDR", env = "SYNCLINE_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Serve the management API and dashboard on this address (default:
+        /// the file's `api.listen`, else 127.0.0.1:9470); `off` serves
+        /// neither. docs/api.md.
+        #[arg(long, value_name = "ADDR|off", env = "SYNCLINE_API_ADDR", value_parser = parse_api_addr)]
+        api_addr: Option<pipeline::ApiAddr>,
     },
+    /// Show the state, lag, rates and last error of each component of a
+    /// running pipeline (asks its management API). Exit 0 when every
+    /// component runs, 1 when one does not or the API cannot be reached.
+    Status(syncline::operate::StatusArgs),
+    /// List a pipeline's dead letters, or replay them into the topics they
+    /// came from (reads and writes Kafka directly: the pipeline need not run).
+    #[command(subcommand)]
+    Dlq(syncline::operate::DlqCommand),
     /// Check a pipeline file: print every error (exit 2) or a summary (exit 0).
     Validate {
         /// The pipeline file (YAML).
@@ -144,6 +157,15 @@ struct RegistryArgs {
     request_timeout_ms: u64,
 }
 
+fn parse_api_addr(s: &str) -> Result<pipeline::ApiAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(pipeline::ApiAddr::Off);
+    }
+    s.parse()
+        .map(pipeline::ApiAddr::At)
+        .map_err(|_| format!("`{s}` is not an address such as 127.0.0.1:9470, or `off`"))
+}
+
 fn parse_property(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -181,14 +203,18 @@ fn main() -> ExitCode {
             components,
             state_dir,
             metrics_addr,
+            api_addr,
         } => {
             let options = pipeline::RunOptions {
                 only: components,
                 state_dir,
                 metrics_addr,
+                api_addr: api_addr.unwrap_or_default(),
             };
             runtime.block_on(pipeline::run_command(&pipeline, &options))
         }
+        Command::Status(args) => runtime.block_on(syncline::operate::status_command(&args)),
+        Command::Dlq(command) => runtime.block_on(syncline::operate::dlq_command(&command)),
         Command::Registry(args) => {
             let mut kafka = syncline_core::kafka::KafkaConfig::new(args.kafka_bootstrap);
             kafka.properties.extend(args.kafka_properties);

@@ -53,4 +53,7 @@ pub struct PipelineConfig {
     /// exits with an error once every component has ended.
     #[serde(default)]
     pub fail_fast: bool,
+    /// The management API and dashboard of `syncline run` (docs/api.md).
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
 }

@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "external_topics",
     "limits",
     "fail_fast",
+    "api",
 ];
 
 /// One problem in a pipeline file.
@@ -308,6 +309,17 @@ pub fn load_str(
         None => false,
         Some(v) => l.de(&root_path.key("fail_fast"), v).unwrap_or_default(),
     };
+    let api: crate::api::ApiConfig = match take("api") {
+        None => Default::default(),
+        Some(v) => {
+            let path = root_path.key("api");
+            let api: Option<crate::api::ApiConfig> = l.de(&path, v);
+            for issue in api.iter().flat_map(|a| a.check()) {
+                l.at_key(&path.join_str(&issue.path), issue.message);
+            }
+            api.unwrap_or_default()
+        }
+    };
     check_references(&mut l, &sources, &processors, &sinks, &external_topics);
     if declared == 0 {
         l.at_key(&Path::default(), "the pipeline has no sources, processors or sinks: add at least one under `sources:`, `processors:` or `sinks:`");
@@ -327,6 +339,7 @@ pub fn load_str(
         external_topics,
         limits,
         fail_fast,
+        api,
     })
 }
 

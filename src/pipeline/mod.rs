@@ -9,7 +9,7 @@ mod online;
 mod position;
 pub mod reference;
 pub mod registry;
-mod supervise;
+pub mod supervise;
 
 use config::PipelineConfig;
 use std::path::Path;
@@ -65,41 +65,70 @@ pub async fn snapshot_command(
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let fail = |e: syncline_core::Error| {
-        eprintln!("error: {}: source `{source}`: {e}", file.display());
-        ExitCode::FAILURE
-    };
-    match pipeline.sources.get(source) {
-        Some(config::SourceConfig::PostgresCdc(_)) if from_scratch => {
-            eprintln!(
-                "error: {}: `--from-scratch` is for mysql_cdc sources; a postgres_cdc source starts from scratch when its slot is dropped",
-                file.display()
-            );
+    match request_snapshot(&pipeline, source, tables, from_scratch).await {
+        Ok(answer) => {
+            println!("{}", answer.message);
+            if !from_scratch {
+                crate::operate::follow_snapshot(&pipeline, source).await;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(SnapshotRefusal::NotCdc(message)) => {
+            eprintln!("error: {}: {message}", file.display());
             ExitCode::from(EXIT_INVALID)
         }
+        Err(SnapshotRefusal::Failed(e)) => {
+            eprintln!("error: {}: source `{source}`: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A re-snapshot asked for: the tables it covers and what happens next.
+pub struct SnapshotAnswer {
+    pub tables: Vec<String>,
+    pub message: String,
+}
+
+/// Why a re-snapshot was not asked for.
+pub enum SnapshotRefusal {
+    /// The request does not fit the component (not a CDC source, a setting
+    /// for the other kind).
+    NotCdc(String),
+    /// The source's database or Kafka refused or did not answer.
+    Failed(syncline_core::Error),
+}
+
+/// Ask source `source` of `pipeline` to read `tables` (all when empty)
+/// again; with `from_scratch` (mysql_cdc, pipeline stopped), forget its
+/// binlog position and snapshot progress instead. For `syncline snapshot`
+/// and the management API alike.
+pub async fn request_snapshot(
+    pipeline: &PipelineConfig,
+    source: &str,
+    tables: &[String],
+    from_scratch: bool,
+) -> Result<SnapshotAnswer, SnapshotRefusal> {
+    let plural = |names: &[String]| if names.len() == 1 { "it" } else { "them" };
+    match pipeline.sources.get(source) {
+        Some(config::SourceConfig::PostgresCdc(_)) if from_scratch => Err(SnapshotRefusal::NotCdc(
+            "`--from-scratch` is for mysql_cdc sources; a postgres_cdc source starts from scratch when its slot is dropped".into(),
+        )),
         Some(config::SourceConfig::PostgresCdc(cdc)) => {
-            match syncline_sources::postgres_cdc::request_resnapshot(
-                cdc,
-                &pipeline.name,
-                source,
-                tables,
-            )
-            .await
-            {
-                Ok((names, lsn)) => {
-                    println!(
-                        "re-snapshot of {} requested at {lsn}: source `{source}` reads {} again once its stream reaches the request \
-                         (streaming of the source pauses meanwhile)",
-                        names.join(", "),
-                        if names.len() == 1 { "it" } else { "them" }
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            }
+            let (names, lsn) =
+                syncline_sources::postgres_cdc::request_resnapshot(cdc, &pipeline.name, source, tables)
+                    .await
+                    .map_err(SnapshotRefusal::Failed)?;
+            let message = format!(
+                "re-snapshot of {} requested at {lsn}: source `{source}` reads {} again once its stream reaches the request \
+                 (streaming of the source pauses meanwhile)",
+                names.join(", "),
+                plural(&names)
+            );
+            Ok(SnapshotAnswer { tables: names, message })
         }
         Some(config::SourceConfig::MysqlCdc(cdc)) => {
-            match syncline_sources::mysql_cdc::request_resnapshot(
+            let names = syncline_sources::mysql_cdc::request_resnapshot(
                 cdc,
                 pipeline.kafka.clone(),
                 &pipeline.name,
@@ -108,25 +137,21 @@ pub async fn snapshot_command(
                 from_scratch,
             )
             .await
-            {
-                Ok(names) if from_scratch => {
-                    println!(
-                        "source `{source}` forgot its binlog position and snapshot progress: its next start snapshots {} and streams from there",
-                        names.join(", ")
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(names) => {
-                    println!(
-                        "re-snapshot of {} requested: source `{source}` reads {} again within seconds \
-                         (streaming of the source pauses meanwhile), or at its next start",
-                        names.join(", "),
-                        if names.len() == 1 { "it" } else { "them" }
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            }
+            .map_err(SnapshotRefusal::Failed)?;
+            let message = if from_scratch {
+                format!(
+                    "source `{source}` forgot its binlog position and snapshot progress: its next start snapshots {} and streams from there",
+                    names.join(", ")
+                )
+            } else {
+                format!(
+                    "re-snapshot of {} requested: source `{source}` reads {} again within seconds \
+                     (streaming of the source pauses meanwhile), or at its next start",
+                    names.join(", "),
+                    plural(&names)
+                )
+            };
+            Ok(SnapshotAnswer { tables: names, message })
         }
         _ => {
             let names: Vec<&str> = pipeline
@@ -140,16 +165,14 @@ pub async fn snapshot_command(
                 })
                 .map(|(n, _)| n.as_str())
                 .collect();
-            eprintln!(
-                "error: {}: `{source}` is not a postgres_cdc or mysql_cdc source; those sources: {}",
-                file.display(),
+            Err(SnapshotRefusal::NotCdc(format!(
+                "`{source}` is not a postgres_cdc or mysql_cdc source; those sources: {}",
                 if names.is_empty() {
                     "none".to_string()
                 } else {
                     names.join(", ")
                 }
-            );
-            ExitCode::from(EXIT_INVALID)
+            )))
         }
     }
 }
@@ -191,6 +214,21 @@ pub struct RunOptions {
     pub state_dir: std::path::PathBuf,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where to serve the management API (`--api-addr`).
+    pub api_addr: ApiAddr,
+}
+
+/// `--api-addr`: where the management API listens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ApiAddr {
+    /// The pipeline file's `api.listen`, else 127.0.0.1:9470; if that
+    /// default is taken (another syncline on the machine), run without the
+    /// API and say so.
+    #[default]
+    Default,
+    /// This address; taken, `syncline run` refuses to start.
+    At(std::net::SocketAddr),
+    Off,
 }
 
 pub async fn run_command(file: &Path, options: &RunOptions) -> ExitCode {
@@ -228,8 +266,13 @@ pub async fn run_command(file: &Path, options: &RunOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let shutdown = shutdown_on_signal();
+    let supervisor = supervise::Supervisor::new(pipeline.clone(), options);
+    if let Err(code) = start_api(file, &pipeline, options, &supervisor, &shutdown).await {
+        return code;
+    }
     tracing::info!(pipeline = %pipeline.name, file = %file.display(), "starting pipeline");
-    match supervise::run(pipeline, options, shutdown_on_signal()).await {
+    match supervisor.run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "pipeline stopped");
@@ -237,6 +280,79 @@ pub async fn run_command(file: &Path, options: &RunOptions) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Serve the management API and dashboard, as `--api-addr` and the file's
+/// `api:` say, and leave its address in `<state dir>/<pipeline>/api.json`
+/// for `syncline status`. `Err`: `syncline run` must not start.
+async fn start_api(
+    file: &Path,
+    pipeline: &PipelineConfig,
+    options: &RunOptions,
+    supervisor: &supervise::Supervisor,
+    shutdown: &Shutdown,
+) -> Result<(), ExitCode> {
+    let (addr, explicit) = match options.api_addr {
+        ApiAddr::Off => return Ok(()),
+        ApiAddr::At(a) => (a, true),
+        ApiAddr::Default => match pipeline.api.listen {
+            Some(a) => (a, true),
+            None => (
+                crate::api::DEFAULT_LISTEN.parse().expect("a valid address"),
+                false,
+            ),
+        },
+    };
+    if let Some(issue) = pipeline.api.exposure_issue(addr) {
+        eprintln!("error: --api-addr {addr}: {issue}");
+        return Err(ExitCode::from(EXIT_INVALID));
+    }
+    let listener = match crate::api::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if explicit => {
+            eprintln!("error: cannot serve the management API on {addr}: {e} (choose another with --api-addr, or --api-addr off)");
+            return Err(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "the management API's default address is taken (another syncline on this machine?): running without it; give this one --api-addr");
+            return Ok(());
+        }
+    };
+    let bound = listener.local_addr().unwrap_or(addr);
+    let state = crate::api::ApiState {
+        pipeline: pipeline.clone(),
+        file: file.to_path_buf(),
+        handles: supervisor.handles(),
+        history: Default::default(),
+    };
+    let config = pipeline.api.clone();
+    let serve_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::api::serve(listener, state, &config, serve_shutdown).await {
+            tracing::error!(error = %e, "the management API stopped");
+        }
+    });
+    tracing::info!(addr = %bound, dashboard = %format!("http://{bound}/"), "serving the management API and dashboard");
+    let discovery = api_discovery_file(&options.state_dir, &pipeline.name);
+    let written = discovery
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            std::fs::write(
+                &discovery,
+                serde_json::json!({ "url": format!("http://{bound}"), "pid": std::process::id() })
+                    .to_string(),
+            )
+        });
+    if let Err(e) = written {
+        tracing::warn!(file = %discovery.display(), error = %e, "cannot record the API's address for `syncline status`");
+    }
+    Ok(())
+}
+
+/// Where `syncline run` leaves its API's address for `syncline status`.
+pub fn api_discovery_file(state_dir: &Path, pipeline: &str) -> std::path::PathBuf {
+    state_dir.join(pipeline).join("api.json")
 }
 
 /// A shutdown signal that fires on SIGINT or SIGTERM.

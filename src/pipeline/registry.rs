@@ -76,6 +76,13 @@ macro_rules! registry {
                 match self { $( Self::$variant(c) => c.check(), )+ }
             }
 
+            /// Where the component's dead letters go: the topic the file
+            /// names, or `<pipeline>.<name>.dead`.
+            pub fn dead_letter_topic(&self, pipeline: &str, name: &str) -> String {
+                let named = match self { $( Self::$variant(c) => c.dead_letter_topic(), )+ };
+                named.map_or_else(|| format!("{pipeline}.{name}.dead"), str::to_string)
+            }
+
             /// Build and run the component until `shutdown` or an error.
             pub async fn run(&self, ctx: ComponentContext, shutdown: Shutdown) -> Result<()> {
                 match self { $( Self::$variant(c) => c.run(ctx, shutdown).await, )+ }

@@ -676,10 +676,15 @@ impl SynclineRun {
     pub fn start(pipeline: &Path) -> Self {
         Self::start_with_args(pipeline, &[])
     }
-    /// `syncline run PIPELINE ARGS...`, e.g. `--component NAME`.
+    /// `syncline run PIPELINE ARGS...`, e.g. `--component NAME`. The
+    /// management API listens on a port of its own (see [`Self::api_url`])
+    /// unless `ARGS` say `--api-addr`.
     pub fn start_with_args(pipeline: &Path, args: &[&str]) -> Self {
         let log = pipeline.with_extension(format!("{}.log", free_port()));
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if !args.iter().any(|a| a == "--api-addr") {
+            args.extend(["--api-addr".into(), format!("127.0.0.1:{}", free_port())]);
+        }
         let proc = Self::spawn(pipeline, &args, &log);
         Self {
             pipeline: pipeline.to_path_buf(),
@@ -687,6 +692,15 @@ impl SynclineRun {
             log,
             proc,
         }
+    }
+    /// `http://ADDR` of this run's management API.
+    pub fn api_url(&self) -> String {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--api-addr")
+            .expect("an API address");
+        format!("http://{}", self.args[at + 1])
     }
     fn spawn(pipeline: &Path, args: &[String], log: &Path) -> Proc {
         /// `info`, or `SYNCLINE_TEST_LOG` (a `RUST_LOG` filter) to see more

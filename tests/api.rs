@@ -1,0 +1,823 @@
+//! The management API (docs/api.md) of a real `syncline run`, over HTTP, on
+//! real parts (broker, registry, Postgres source and target): what it shows
+//! of healthy, paused and stopped components; who may do what; dead
+//! letters listed and replayed so that each lands exactly once; the
+//! `syncline status` and `syncline dlq` commands; and the contract of
+//! docs/openapi.yaml, checked by schemathesis against the live server.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+use support::{syncline_bin, wait_until, PgDb, Stack, SynclineRun, TempDir};
+
+const READ_TOKEN: &str = "read-token-4c1b6f0e9a2d";
+const OPERATOR_TOKEN: &str = "operator-token-7e3a9d51c8b0";
+
+struct Api {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn of(run: &SynclineRun) -> Api {
+        Api {
+            url: run.api_url(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.expect("the API answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut r = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.expect("the API answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn component(&self, name: &str, token: Option<&str>) -> Value {
+        let (status, c) = self.get(&format!("/api/v1/components/{name}"), token).await;
+        assert_eq!(status, 200, "{c}");
+        c
+    }
+
+    async fn wait_state(&self, name: &str, token: Option<&str>, state: &str, run: &SynclineRun) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let c = self.component(name, token).await;
+            if c["state"] == state {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                support::panic_with_logs(
+                    &format!("`{name}` never became {state}; its status: {c}"),
+                    &[run],
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn pipeline_yaml(stack: &Stack, name: &str, source: &PgDb, target: &PgDb, api: &str) -> String {
+    format!(
+        r#"name: {name}
+kafka:
+  bootstrap_servers: {bootstrap}
+registry:
+  url: {registry}
+sources:
+  shop:
+    type: sql_poll
+    connection: {source}
+    schedule: {{ interval_ms: 200 }}
+    tables:
+      - table: public.orders
+        topic: shop.orders
+        mode: timestamp
+        timestamp_column: updated_at
+        incrementing_column: id
+sinks:
+  warehouse:
+    type: postgres
+    connection: {target}
+    topics: [shop.orders]
+    tables: {{ shop.orders: orders }}
+    batch_linger_ms: 20
+{api}"#,
+        bootstrap = stack.bootstrap(),
+        registry = stack.registry_url(),
+        source = source.url(),
+        target = target.url(),
+    )
+}
+
+const SOURCE_DDL: &str = "CREATE TABLE orders (id bigint PRIMARY KEY, qty int NOT NULL, \
+     updated_at timestamptz NOT NULL DEFAULT clock_timestamp())";
+
+async fn count(db: &PgDb, sql: &str) -> i64 {
+    db.client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(-1)
+}
+
+/// Rows as `id:qty`, in key order.
+async fn rows(db: &PgDb) -> Vec<String> {
+    db.client()
+        .await
+        .query("SELECT id, qty FROM orders ORDER BY id", &[])
+        .await
+        .map(|rs| {
+            rs.iter()
+                .map(|r| format!("{}:{}", r.get::<_, i64>(0), r.get::<_, i32>(1)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_rows_equal(source: &PgDb, target: &PgDb, what: &str, run: &SynclineRun) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (s, t) = (rows(source).await, rows(target).await);
+        if s == t {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            support::panic_with_logs(
+                &format!("{what}: target never equalled source\nsource {s:?}\ntarget {t:?}"),
+                &[run],
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `syncline ARGS` with `env`: (exit code, stdout, stderr).
+fn syncline(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(syncline_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("syncline runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
+    let stack = Stack::start();
+    let (source, target) = (PgDb::create("api_src").await, PgDb::create("api_dst").await);
+    let src = source.client().await;
+    src.batch_execute(SOURCE_DDL).await.unwrap();
+    src.batch_execute("INSERT INTO orders (id, qty) SELECT g, g FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
+    let dir = TempDir::new("api");
+    let file = dir.path().join("pipeline.yaml");
+    let api = format!(
+        "api:\n  tokens:\n    - {{ name: grafana, role: read, token: \"{READ_TOKEN}\" }}\n    - {{ name: oncall, role: operator, token: \"${{SYNCLINE_TEST_OPERATOR_TOKEN:-{OPERATOR_TOKEN}}}\" }}\n"
+    );
+    std::fs::write(
+        &file,
+        pipeline_yaml(&stack, "api-ops", &source, &target, &api),
+    )
+    .unwrap();
+    let (code, _, err) = syncline(&["validate", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let run = SynclineRun::start(&file);
+    let api = Api::of(&run);
+    wait_until(Duration::from_secs(60), "the API listens", || async {
+        reqwest::get(format!("{}/healthz", api.url)).await.is_ok()
+    })
+    .await;
+    wait_rows_equal(&source, &target, "the first 50 rows", &run).await;
+    api.wait_state("warehouse", Some(READ_TOKEN), "running", &run)
+        .await;
+    api.wait_state("shop", Some(READ_TOKEN), "running", &run)
+        .await;
+
+    // Who may do what.
+    let (status, body) = api.get("/api/v1/components", None).await;
+    assert_eq!(status, 401, "no token: {body}");
+    let (status, _) = api
+        .get("/api/v1/components", Some("not-a-token-at-all-xx"))
+        .await;
+    assert_eq!(status, 401, "an unknown token");
+    let (status, list) = api.get("/api/v1/components", Some(READ_TOKEN)).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shop", "warehouse"]);
+    let (status, body) = api
+        .post(
+            "/api/v1/components/warehouse/pause",
+            Some(READ_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "a read token may not pause: {body}");
+    let r = api
+        .http
+        .post(format!("{}/api/v1/components/warehouse/pause", api.url))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415, "a POST that is not JSON");
+    let (status, _) = api.get("/readyz", None).await;
+    assert_eq!(status, 200, "everything runs");
+
+    // The sink's status: its lag is known per partition, its rates count.
+    let sink = api.component("warehouse", Some(READ_TOKEN)).await;
+    assert_eq!(sink["counts"]["records_out"], 50, "{sink}");
+    assert_eq!(sink["role"], "sink");
+    let shop = api.component("shop", Some(READ_TOKEN)).await;
+    assert!(
+        shop["lag"]["cursor"]["value"].as_str().is_some(),
+        "a polling source shows its cursor: {shop}"
+    );
+
+    // Pause the sink: changes wait in Kafka; resume: they land.
+    let (status, body) = api
+        .post(
+            "/api/v1/components/warehouse/pause",
+            Some(OPERATOR_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    api.wait_state("warehouse", Some(READ_TOKEN), "paused", &run)
+        .await;
+    let (status, ready) = api.get("/readyz", None).await;
+    assert_eq!(status, 503);
+    assert_eq!(ready["not_running"][0]["name"], "warehouse", "{ready}");
+    src.batch_execute("INSERT INTO orders (id, qty) SELECT g, g FROM generate_series(51, 80) g")
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the source publishes 80 rows",
+        || async { api.component("shop", Some(READ_TOKEN)).await["counts"]["records_out"] == 80 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(&target, "SELECT count(*) FROM orders").await,
+        50,
+        "a paused sink writes nothing"
+    );
+    let (status, _) = api
+        .post(
+            "/api/v1/components/warehouse/resume",
+            Some(OPERATOR_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_rows_equal(&source, &target, "after resuming", &run).await;
+    api.wait_state("warehouse", Some(READ_TOKEN), "running", &run)
+        .await;
+
+    // `syncline status`: a table, exit 0 when all run.
+    let (code, out, err) = syncline(
+        &["status", file.to_str().unwrap(), "--api-url", &api.url],
+        &[("SYNCLINE_API_TOKEN", READ_TOKEN)],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warehouse") && l.contains("postgres") && l.contains("running")),
+        "{out}"
+    );
+    let (code, _, err) = syncline(
+        &["status", file.to_str().unwrap(), "--api-url", &api.url],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("needs a token"), "{err}");
+
+    // A row the target refuses goes to the dead-letter topic; the rest lands.
+    target
+        .client()
+        .await
+        .batch_execute("ALTER TABLE orders ADD CONSTRAINT qty_not_negative CHECK (qty >= 0)")
+        .await
+        .unwrap();
+    src.batch_execute("INSERT INTO orders (id, qty) VALUES (81, -5), (82, 82)")
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(60), "row 82 lands", || async {
+        count(&target, "SELECT count(*) FROM orders WHERE id = 82").await == 1
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the sink counts its dead letter",
+        || async {
+            api.component("warehouse", Some(READ_TOKEN)).await["counts"]["dead_lettered"] == 1
+        },
+    )
+    .await;
+    let (status, listed) = api
+        .get("/api/v1/dead-letters?component=warehouse", Some(READ_TOKEN))
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let letters = listed["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{listed}");
+    let letter = &letters[0];
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("qty_not_negative"),
+        "{letter}"
+    );
+    assert_eq!(letter["origin"]["topic"], "shop.orders");
+    assert_eq!(letter["key"], json!({ "id": 81 }), "the key, decoded");
+    assert_eq!(letter["replayable"], true);
+    assert_eq!(letter["replayed"], Value::Null);
+    let (partition, offset) = (
+        letter["partition"].as_i64().unwrap(),
+        letter["offset"].as_i64().unwrap(),
+    );
+    let (status, none) = api
+        .get(
+            "/api/v1/dead-letters?component=warehouse&reason=no-such-reason",
+            Some(READ_TOKEN),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(none["dead_letters"], json!([]), "the reason filter");
+    let (status, bad) = api
+        .get("/api/v1/dead-letters?since=yesterday", Some(READ_TOKEN))
+        .await;
+    assert_eq!(status, 400, "{bad}");
+
+    // `syncline dlq list` reads the same from Kafka.
+    let (code, out, err) = syncline(
+        &[
+            "dlq",
+            "list",
+            file.to_str().unwrap(),
+            "--component",
+            "warehouse",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let line: Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(
+        (line["partition"].as_i64(), line["offset"].as_i64()),
+        (Some(partition), Some(offset))
+    );
+
+    // A dry run sends nothing; a read token may not replay.
+    let selection = json!({ "component": "warehouse", "partition": partition, "from_offset": offset, "to_offset": offset });
+    let mut dry = selection.clone();
+    dry["dry_run"] = json!(true);
+    let (status, _) = api
+        .post("/api/v1/dead-letters/replay", Some(READ_TOKEN), dry.clone())
+        .await;
+    assert_eq!(status, 403);
+    let (status, out) = api
+        .post("/api/v1/dead-letters/replay", Some(OPERATOR_TOKEN), dry)
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        (out["dry_run"].as_bool(), out["replayed"].as_u64()),
+        (Some(true), Some(1)),
+        "{out}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        count(&target, "SELECT count(*) FROM orders WHERE id = 81").await,
+        0
+    );
+
+    // Fixed at the target, replayed: the row lands, once.
+    target
+        .client()
+        .await
+        .batch_execute("ALTER TABLE orders DROP CONSTRAINT qty_not_negative")
+        .await
+        .unwrap();
+    let (status, out) = api
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(OPERATOR_TOKEN),
+            selection.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["replayed"], 1, "{out}");
+    wait_rows_equal(&source, &target, "after the replay", &run).await;
+    let (_, listed) = api
+        .get("/api/v1/dead-letters?component=warehouse", Some(READ_TOKEN))
+        .await;
+    assert!(
+        listed["dead_letters"][0]["replayed"]["offset"].is_i64(),
+        "{listed}"
+    );
+
+    // Again: skipped as replayed; forced: sent, and still one row.
+    let (_, out) = api
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(OPERATOR_TOKEN),
+            selection.clone(),
+        )
+        .await;
+    assert_eq!(
+        (out["replayed"].as_u64(), out["already_replayed"].as_u64()),
+        (Some(0), Some(1)),
+        "{out}"
+    );
+    let mut forced = selection.clone();
+    forced["force"] = json!(true);
+    let before = api.component("warehouse", Some(READ_TOKEN)).await["counts"]["records_in"]
+        .as_u64()
+        .unwrap();
+    let (_, out) = api
+        .post("/api/v1/dead-letters/replay", Some(OPERATOR_TOKEN), forced)
+        .await;
+    assert_eq!(out["replayed"], 1, "{out}");
+    // The forced copy is consumed and changes nothing.
+    wait_until(
+        Duration::from_secs(30),
+        "the sink reads the forced replay",
+        || async {
+            api.component("warehouse", Some(READ_TOKEN)).await["counts"]["records_in"]
+                .as_u64()
+                .unwrap()
+                > before
+        },
+    )
+    .await;
+    assert_eq!(
+        count(&target, "SELECT count(*) FROM orders WHERE id = 81").await,
+        1
+    );
+    wait_rows_equal(&source, &target, "after a forced second replay", &run).await;
+
+    // An operator's restart: counted, and it runs again.
+    let (status, _) = api
+        .post(
+            "/api/v1/components/warehouse/restart",
+            Some(OPERATOR_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_until(
+        Duration::from_secs(30),
+        "the restart is counted",
+        || async { api.component("warehouse", Some(READ_TOKEN)).await["restarts"] == 1 },
+    )
+    .await;
+    api.wait_state("warehouse", Some(READ_TOKEN), "running", &run)
+        .await;
+    src.batch_execute(
+        "UPDATE orders SET qty = qty + 1000, updated_at = clock_timestamp() WHERE id <= 10",
+    )
+    .await
+    .unwrap();
+    wait_rows_equal(&source, &target, "after the restart", &run).await;
+    let (status, body) = api
+        .post(
+            "/api/v1/components/nobody/restart",
+            Some(OPERATOR_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api
+        .post(
+            "/api/v1/components/shop/snapshot",
+            Some(OPERATOR_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "sql_poll has no snapshot to ask for: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_component_shows_why_and_an_operator_restart_runs_it_again() {
+    let stack = Stack::start();
+    let (source, target) = (
+        PgDb::create("api_stop_src").await,
+        PgDb::create("api_stop_dst").await,
+    );
+    let src = source.client().await;
+    // No `updated_at` yet: the source cannot poll by it and stops.
+    src.batch_execute(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, qty int NOT NULL); \
+                       INSERT INTO orders VALUES (1, 1), (2, 2)",
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("api-stop");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        pipeline_yaml(&stack, "api-stop", &source, &target, ""),
+    )
+    .unwrap();
+    let state_dir = dir.path().join("state");
+    let run = SynclineRun::start_with_args(&file, &["--state-dir", state_dir.to_str().unwrap()]);
+    let api = Api::of(&run);
+    wait_until(Duration::from_secs(60), "the API listens", || async {
+        reqwest::get(format!("{}/healthz", api.url)).await.is_ok()
+    })
+    .await;
+    api.wait_state("shop", None, "stopped", &run).await;
+    let shop = api.component("shop", None).await;
+    let error = shop["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("updated_at"),
+        "the error names the column: {shop}"
+    );
+    api.wait_state("warehouse", None, "running", &run).await;
+
+    // `syncline status` finds the API through the state directory, shows
+    // the stopped source with its error, and exits 1.
+    let (code, out, err) = syncline(
+        &[
+            "status",
+            file.to_str().unwrap(),
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("shop"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("stopped") && line.contains("updated_at"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warehouse") && l.contains("running")),
+        "{out}"
+    );
+
+    // Without tokens the API is for this machine only: another Host is refused.
+    let r = api
+        .http
+        .get(format!("{}/api/v1/components", api.url))
+        .header("host", "rebound.example:9470")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Fixed, then restarted by an operator: it runs and the rows land.
+    src.batch_execute(
+        "ALTER TABLE orders ADD COLUMN updated_at timestamptz NOT NULL DEFAULT clock_timestamp()",
+    )
+    .await
+    .unwrap();
+    let (status, body) = api
+        .post("/api/v1/components/shop/restart", None, json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    api.wait_state("shop", None, "running", &run).await;
+    wait_rows_equal(&source, &target, "after the restart", &run).await;
+    let (code, out, _) = syncline(
+        &[
+            "status",
+            file.to_str().unwrap(),
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+/// docs/openapi.yaml against the live server: schemathesis sends generated
+/// requests to every operation (with an operator token) and checks each
+/// answer's status and body against the file; no answer may be a 5xx.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_answers_as_its_openapi_file_says() {
+    let python = std::env::var("SYNCLINE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let stack = Stack::start();
+    let (source, target) = (
+        PgDb::create("api_contract_src").await,
+        PgDb::create("api_contract_dst").await,
+    );
+    source
+        .client()
+        .await
+        .batch_execute(SOURCE_DDL)
+        .await
+        .unwrap();
+    let dir = TempDir::new("api-contract");
+    let file = dir.path().join("pipeline.yaml");
+    let api = format!(
+        "api:\n  tokens:\n    - {{ name: schemathesis, role: operator, token: \"{OPERATOR_TOKEN}\" }}\n"
+    );
+    std::fs::write(
+        &file,
+        pipeline_yaml(&stack, "api-contract", &source, &target, &api),
+    )
+    .unwrap();
+    let run = SynclineRun::start(&file);
+    let url = run.api_url();
+    wait_until(Duration::from_secs(60), "the API listens", || async {
+        reqwest::get(format!("{url}/healthz")).await.is_ok()
+    })
+    .await;
+    let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml");
+    let out = Command::new(&python)
+        .args(["-m", "schemathesis.cli", "run"])
+        .arg(&spec)
+        .args([
+            "--url",
+            &url,
+            "--header",
+            &format!("Authorization: Bearer {OPERATOR_TOKEN}"),
+            "--checks",
+            "all",
+            "--max-examples",
+            "30",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "60",
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(dir.path())
+        .output()
+        .expect("schemathesis runs (make tools installs it)");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        support::panic_with_logs(
+            &format!("schemathesis found the API unlike its file:\n{text}"),
+            &[&run],
+        );
+    }
+}
+
+/// `tests/dashboard/e2e.mjs` with `step` and `vars`, in headless Chromium
+/// (Debian's, driven by playwright-core: `make tools` installs both); a
+/// failure keeps its screenshot beside the test's pipeline file.
+fn dashboard_step(
+    step: &str,
+    url: &str,
+    vars: &[(&str, &str)],
+    dir: &std::path::Path,
+    run: &SynclineRun,
+) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let modules = std::env::var("SYNCLINE_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/syncline/node/node_modules",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let screenshot = std::env::temp_dir().join(format!(
+        "syncline-dashboard-{step}-{}.png",
+        std::process::id()
+    ));
+    let out = Command::new("node")
+        .arg(root.join("tests/dashboard/e2e.mjs"))
+        .env("STEP", step)
+        .env("DASHBOARD_URL", format!("{url}/"))
+        .env("PLAYWRIGHT_CORE", format!("{modules}/playwright-core"))
+        .env("SCREENSHOT", &screenshot)
+        .envs(vars.iter().copied())
+        .current_dir(dir)
+        .output()
+        .expect("node runs the dashboard test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        support::panic_with_logs(
+            &format!(
+                "the dashboard's `{step}` check failed (screenshot: {}):\n{text}",
+                screenshot.display()
+            ),
+            &[run],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_the_pipeline_and_a_click_replays_a_dead_letter_once() {
+    let stack = Stack::start();
+    let (source, target) = (
+        PgDb::create("dash_src").await,
+        PgDb::create("dash_dst").await,
+    );
+    let src = source.client().await;
+    src.batch_execute(SOURCE_DDL).await.unwrap();
+    src.batch_execute("INSERT INTO orders (id, qty) SELECT g, g FROM generate_series(1, 20) g")
+        .await
+        .unwrap();
+    let dir = TempDir::new("dashboard");
+    let file = dir.path().join("pipeline.yaml");
+    let api = format!(
+        "api:\n  tokens:\n    - {{ name: oncall, role: operator, token: \"{OPERATOR_TOKEN}\" }}\n"
+    );
+    std::fs::write(
+        &file,
+        pipeline_yaml(&stack, "dashboard", &source, &target, &api),
+    )
+    .unwrap();
+    let run = SynclineRun::start(&file);
+    let api = Api::of(&run);
+    wait_until(Duration::from_secs(60), "the API listens", || async {
+        reqwest::get(format!("{}/healthz", api.url)).await.is_ok()
+    })
+    .await;
+    wait_rows_equal(&source, &target, "the first rows", &run).await;
+    target
+        .client()
+        .await
+        .batch_execute("ALTER TABLE orders ADD CONSTRAINT qty_not_negative CHECK (qty >= 0)")
+        .await
+        .unwrap();
+    src.batch_execute("INSERT INTO orders (id, qty) VALUES (21, -1)")
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the sink dead-letters row 21",
+        || async {
+            api.component("warehouse", Some(OPERATOR_TOKEN)).await["counts"]["dead_lettered"] == 1
+        },
+    )
+    .await;
+    let (_, listed) = api
+        .get(
+            "/api/v1/dead-letters?component=warehouse",
+            Some(OPERATOR_TOKEN),
+        )
+        .await;
+    let letter = &listed["dead_letters"][0];
+    let at = format!("{}-{}", letter["partition"], letter["offset"]);
+    api.wait_state("shop", Some(OPERATOR_TOKEN), "running", &run)
+        .await;
+    api.wait_state("warehouse", Some(OPERATOR_TOKEN), "running", &run)
+        .await;
+
+    dashboard_step(
+        "overview",
+        &api.url,
+        &[
+            ("EXPECT_COMPONENTS", "shop,warehouse"),
+            ("DASHBOARD_TOKEN", OPERATOR_TOKEN),
+        ],
+        dir.path(),
+        &run,
+    );
+    target
+        .client()
+        .await
+        .batch_execute("ALTER TABLE orders DROP CONSTRAINT qty_not_negative")
+        .await
+        .unwrap();
+    dashboard_step(
+        "replay",
+        &api.url,
+        &[
+            ("EXPECT_DEAD_LETTER", at.as_str()),
+            ("EXPECT_DEAD_LETTER_COMPONENT", "warehouse"),
+            ("DASHBOARD_TOKEN", OPERATOR_TOKEN),
+        ],
+        dir.path(),
+        &run,
+    );
+    wait_rows_equal(&source, &target, "after the click on replay", &run).await;
+    assert_eq!(
+        count(&target, "SELECT count(*) FROM orders WHERE id = 21").await,
+        1
+    );
+    let (_, listed) = api
+        .get(
+            "/api/v1/dead-letters?component=warehouse",
+            Some(OPERATOR_TOKEN),
+        )
+        .await;
+    assert!(
+        listed["dead_letters"][0]["replayed"].is_object(),
+        "{listed}"
+    );
+}
