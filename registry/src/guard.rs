@@ -109,7 +109,7 @@ impl Auth {
 
     /// The role of an `Authorization` header; `None`: missing or unknown.
     fn role_of(&self, header: Option<&HeaderValue>) -> Option<Role> {
-        let presented = digest(header?.as_bytes());
+        let presented = digest(&canonical_credentials(header?.as_bytes()));
         // every credential is compared, so the time says nothing about which matched
         let mut role = None;
         for (expected, r) in &self.credentials {
@@ -119,6 +119,26 @@ impl Auth {
         }
         role
     }
+}
+
+/// An `Authorization` value as the configured digests spell it: RFC 7235
+/// auth schemes are case-insensitive (`basic`, `BEARER` are `Basic`,
+/// `Bearer`), and one or more spaces may follow them. The credentials
+/// themselves stay as sent (base64 and tokens are case-sensitive).
+fn canonical_credentials(value: &[u8]) -> Vec<u8> {
+    let value = value.trim_ascii();
+    let Some(space) = value.iter().position(|&b| b == b' ') else {
+        return value.to_vec();
+    };
+    let (scheme, rest) = value.split_at(space);
+    let scheme: &[u8] = if scheme.eq_ignore_ascii_case(b"basic") {
+        b"Basic"
+    } else if scheme.eq_ignore_ascii_case(b"bearer") {
+        b"Bearer"
+    } else {
+        scheme
+    };
+    [scheme, b" ", rest.trim_ascii_start()].concat()
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -296,6 +316,31 @@ mod tests {
         );
         assert_eq!(auth.role_of(None), None);
         assert!(Auth::parse(None, None).unwrap().is_open());
+    }
+
+    #[test]
+    fn auth_schemes_match_in_any_case_and_credentials_only_exactly() {
+        let auth = Auth::parse(Some("reader:r-pass"), Some("0123456789abcdefWRITE")).unwrap();
+        let encoded = base64::engine::general_purpose::STANDARD.encode("reader:r-pass");
+        for scheme in ["Basic", "basic", "BASIC", "bAsIc"] {
+            let h = HeaderValue::from_str(&format!("{scheme} {encoded}")).unwrap();
+            assert_eq!(auth.role_of(Some(&h)), Some(Role::Read), "{scheme}");
+        }
+        let spaced = HeaderValue::from_str(&format!("basic   {encoded}")).unwrap();
+        assert_eq!(auth.role_of(Some(&spaced)), Some(Role::Read));
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let h = HeaderValue::from_str(&format!("{scheme} 0123456789abcdefWRITE")).unwrap();
+            assert_eq!(auth.role_of(Some(&h)), Some(Role::Write), "{scheme}");
+        }
+        // the token and the base64 are compared as sent
+        let token = HeaderValue::from_static("bearer 0123456789ABCDEFwrite");
+        assert_eq!(auth.role_of(Some(&token)), None);
+        let lower = HeaderValue::from_str(&format!("basic {}", encoded.to_lowercase())).unwrap();
+        assert_eq!(auth.role_of(Some(&lower)), None);
+        // another scheme, or a scheme alone, is no credential
+        let other = HeaderValue::from_str(&format!("Digest {encoded}")).unwrap();
+        assert_eq!(auth.role_of(Some(&other)), None);
+        assert_eq!(auth.role_of(Some(&HeaderValue::from_static("basic"))), None);
     }
 
     #[test]
