@@ -924,3 +924,41 @@ async fn an_idle_captured_table_on_a_busy_server_keeps_the_stored_position_movin
         "only the new row was published after the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_gone_silent_behind_an_open_connection_is_left_and_reconnected() {
+    let Items {
+        _server: server,
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-silent",
+        &binlog_options(),
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, qty int)",
+            "INSERT INTO shop.items VALUES (1, 1)",
+        ],
+    )
+    .await;
+    let run = SynclineRun::start(file);
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&run]).await;
+    // the server answers nothing, not even heartbeats, but its end of the
+    // connection stays open: only the idle timeout (3 x 500 ms + 5 s) notices
+    server.freeze(true);
+    let silent = std::time::Instant::now();
+    wait_log(&run, "sent nothing for", 1, 60).await;
+    // (counted from the last heartbeat, at most 500 ms before the freeze)
+    assert!(
+        silent.elapsed() >= Duration::from_secs(6),
+        "left after {:?}, before the idle timeout",
+        silent.elapsed()
+    );
+    server.freeze(false);
+    wait_log(&run, "mysql_cdc: streaming", 2, 120).await;
+    exec_all(source, &["INSERT INTO shop.items VALUES (2, 2)"]).await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&run]).await;
+}

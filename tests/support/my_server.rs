@@ -106,6 +106,18 @@ impl MyServer {
         let _ = c.disconnect().await;
     }
 
+    /// `kill -STOP` (`true`) or `kill -CONT` (`false`): the server stops
+    /// answering while its connections stay open, as behind a half-open
+    /// connection.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }

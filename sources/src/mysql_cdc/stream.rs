@@ -182,7 +182,19 @@ impl MysqlCdcSource {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_check = Instant::now() + REQUEST_CHECK;
         let mut resnapshot = false;
+        // One deadline for the whole stream, moved by every event: a timeout
+        // made anew each turn of the loop would be dropped by the 1 s tick
+        // before it could ever fire, and a half-open connection would hang
+        // the source.
+        let silence = tokio::time::sleep(idle);
+        tokio::pin!(silence);
         loop {
+            let reading = cur.inflight.len() < MAX_INFLIGHT && !(resnapshot && cur.tx.is_none());
+            if !reading {
+                // not listening (the broker is behind, or a re-snapshot
+                // waits): the server's silence is not counted
+                silence.as_mut().reset(tokio::time::Instant::now() + idle);
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -214,17 +226,21 @@ impl MysqlCdcSource {
                         return Ok(StreamEnd::Resnapshot(acked));
                     }
                 }
-                ev = tokio::time::timeout(idle, binlog.next()), if cur.inflight.len() < MAX_INFLIGHT && !(resnapshot && cur.tx.is_none()) => {
+                ev = binlog.next(), if reading => {
                     let ev = match ev {
-                        Err(_) => return Err(Error::transient(format!(
-                            "the binlog stream of {} sent nothing for {} s (not even a heartbeat); reconnecting",
-                            self.display, idle.as_secs()
-                        ))),
-                        Ok(None) => return Err(Error::transient(format!("{} ended the binlog stream", self.display))),
-                        Ok(Some(Err(e))) => return Err(self.stream_error(e, &acked)),
-                        Ok(Some(Ok(ev))) => ev,
+                        None => return Err(Error::transient(format!("{} ended the binlog stream", self.display))),
+                        Some(Err(e)) => return Err(self.stream_error(e, &acked)),
+                        Some(Ok(ev)) => ev,
                     };
                     self.handle(&binlog, ev, &mut cur, &mut shapes, &mut admin).await?;
+                    // counted from when the stream listens again
+                    silence.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                () = &mut silence, if reading => {
+                    return Err(Error::transient(format!(
+                        "the binlog stream of {} sent nothing for {} s (not even a heartbeat); reconnecting",
+                        self.display, idle.as_secs()
+                    )));
                 }
             }
         }
