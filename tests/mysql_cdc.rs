@@ -962,3 +962,109 @@ async fn a_server_gone_silent_behind_an_open_connection_is_left_and_reconnected(
     exec_all(source, &["INSERT INTO shop.items VALUES (2, 2)"]).await;
     wait_items_equal(source, &target.url(), &["id", "qty"], &[&run]).await;
 }
+
+/// Wait until the stored binlog position is past every transaction in the
+/// binlog: in its last file, with nothing after it but the
+/// `Binlog_checkpoint` events MariaDB writes on its own a while after a
+/// rotation.
+async fn wait_stored_at_binlog_end(stack: &Stack, source: &str, pipeline: &str, what: &str) {
+    let bootstrap = stack.bootstrap();
+    wait_until(Duration::from_secs(60), what, || {
+        let at = stored_position(&bootstrap, pipeline);
+        async move {
+            let Some((file, pos)) = at else { return false };
+            let mut c = my_conn(source).await;
+            let last: mysql_async::Row =
+                c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+            let last: String = last.get(0).unwrap();
+            let after: Vec<mysql_async::Row> = c
+                .query(format!("SHOW BINLOG EVENTS IN '{file}' FROM {pos}"))
+                .await
+                .unwrap_or_default();
+            let _ = c.disconnect().await;
+            file == last
+                && after
+                    .iter()
+                    .all(|e| e.get::<String, _>(2).as_deref() == Some("Binlog_checkpoint"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_ended_by_xa_prepare_xa_commit_or_rollback_move_the_stored_position_past_them() {
+    let Items {
+        stack,
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-groups",
+        &binlog_options(),
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, qty int)",
+            "CREATE TABLE shop.log (id int) ENGINE=MyISAM",
+            "INSERT INTO shop.items VALUES (1, 1)",
+        ],
+    )
+    .await;
+    // the sink on its own, so that restarting the source leaves it alone
+    let mut run = run_component(file, "cdc");
+    let sink = run_component(file, "warehouse");
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&run, &sink]).await;
+    // an XA transaction: its rows are a group ended by XA PREPARE (event
+    // 38), its XA COMMIT a group of its own with no COMMIT or XID
+    exec_all(
+        source,
+        &[
+            "XA START 'a'",
+            "INSERT INTO shop.items VALUES (2, 2)",
+            "XA END 'a'",
+            "XA PREPARE 'a'",
+            "XA COMMIT 'a'",
+        ],
+    )
+    .await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&run, &sink]).await;
+    wait_stored_at_binlog_end(
+        stack,
+        source,
+        "mysql-cdc-groups",
+        "the position past XA COMMIT",
+    )
+    .await;
+    // a group ended by ROLLBACK: a non-transactional write kept, written
+    // in statement format
+    exec_all(
+        source,
+        &[
+            "SET SESSION binlog_format = 'STATEMENT'",
+            "START TRANSACTION",
+            "INSERT INTO shop.items VALUES (3, 3)",
+            "INSERT INTO shop.log VALUES (1)",
+            "ROLLBACK",
+        ],
+    )
+    .await;
+    wait_stored_at_binlog_end(
+        stack,
+        source,
+        "mysql-cdc-groups",
+        "the position past ROLLBACK",
+    )
+    .await;
+    // a restart resumes there: nothing is published again
+    let before = support::topic_records(&stack.bootstrap(), "my.items");
+    run.restart();
+    wait_log(&run, "mysql_cdc: streaming", 2, 120).await;
+    exec_all(source, &["INSERT INTO shop.items VALUES (4, 4)"]).await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&run, &sink]).await;
+    assert_eq!(
+        support::topic_records(&stack.bootstrap(), "my.items"),
+        before + 1,
+        "only the new row was published after the restart"
+    );
+}

@@ -6,7 +6,12 @@
 //! understands GTID events (`@mariadb_slave_capability = 4`; without it the
 //! server rewrites them away), and reads events in binlog order: a
 //! transaction is a GTID event (or `BEGIN`), table maps and row events, and
-//! an `XID` (or `COMMIT`); DDL is a standalone GTID and one statement.
+//! an `XID` (or `COMMIT`); DDL is a standalone GTID and one statement. A
+//! group also ends with `ROLLBACK` (non-transactional writes that stay),
+//! with `XA PREPARE` (event 38, after an XA transaction's rows) and with `XA
+//! COMMIT` / `XA ROLLBACK` (a group of their own). A group that ends in a
+//! way not listed here ends where the next one starts, so its records are
+//! still awaited before the position moves past it.
 //!
 //! # When the stored position advances (the guarantee, implemented here)
 //! At a transaction's end, the delivery futures of all its records are
@@ -76,12 +81,13 @@ const MAX_INFLIGHT: usize = 10_000;
 /// How often the stream looks for re-snapshot requests.
 const REQUEST_CHECK: Duration = Duration::from_secs(5);
 
-/// The transaction being read.
+/// The transaction (a group of binlog events) being read.
 struct Tx {
     /// The end offset of its first event (GTID or `BEGIN`).
     begin: u64,
     gtid: Option<String>,
-    /// Ends with its one statement (MariaDB's standalone GTID flag).
+    /// Ends with its one statement: MariaDB's standalone GTID flag, or a
+    /// MySQL GTID not (yet) followed by `BEGIN`.
     standalone: bool,
     ts_us: i64,
     records: u64,
@@ -97,7 +103,14 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn begin(&mut self, begin: u64, gtid: Option<String>, standalone: bool, ts: u32) {
+    /// A group starts with the event that spans `start..begin`. A group
+    /// still open ends at `start`: a group that ended in a way this reader
+    /// does not know must still have its deliveries awaited before the
+    /// position moves past it, and the next group starts where it ended.
+    fn begin(&mut self, start: u64, begin: u64, gtid: Option<String>, standalone: bool, ts: u32) {
+        if self.tx.is_some() {
+            self.end(start);
+        }
         self.tx = Some(Tx {
             begin,
             gtid,
@@ -279,13 +292,29 @@ impl MysqlCdcSource {
     ) -> Result<()> {
         let h = ev.header();
         let end = u64::from(h.log_pos());
-        if h.event_type_raw() == MARIADB_GTID_EVENT {
-            let (gtid, standalone) =
-                parse_mariadb_gtid(ev.data(), h.server_id()).ok_or_else(|| {
-                    Error::internal(format!("a GTID event at {}:{end} is too short", cur.file))
-                })?;
-            cur.begin(end, Some(gtid.to_string()), standalone, h.timestamp());
-            return Ok(());
+        let start = end.saturating_sub(u64::from(h.event_size()));
+        match h.event_type_raw() {
+            MARIADB_GTID_EVENT => {
+                let (gtid, standalone) =
+                    parse_mariadb_gtid(ev.data(), h.server_id()).ok_or_else(|| {
+                        Error::internal(format!("a GTID event at {}:{end} is too short", cur.file))
+                    })?;
+                cur.begin(
+                    start,
+                    end,
+                    Some(gtid.to_string()),
+                    standalone,
+                    h.timestamp(),
+                );
+                return Ok(());
+            }
+            XA_PREPARE_EVENT => {
+                // `XA PREPARE` ends the group of an XA transaction's rows;
+                // its `XA COMMIT` comes later, a group of its own
+                cur.end(end);
+                return Ok(());
+            }
+            _ => {}
         }
         let data = ev.read_data().map_err(|e| {
             Error::internal(format!(
@@ -308,30 +337,33 @@ impl MysqlCdcSource {
                 }
             }
             Some(EventData::GtidEvent(g)) => {
-                // MySQL: the GTID comes before `BEGIN`
+                // MySQL: the GTID comes before `BEGIN`, or before the one
+                // statement (DDL) of a group without `BEGIN`
                 let sid = uuid::Uuid::from_bytes(g.sid());
                 cur.begin(
+                    start,
                     end,
                     Some(format!("{sid}:{}", g.gno())),
-                    false,
+                    true,
                     h.timestamp(),
                 );
             }
             Some(EventData::QueryEvent(q)) => {
                 let sql = q.query().trim().to_string();
-                if sql.eq_ignore_ascii_case("BEGIN") {
-                    if cur.tx.is_none() {
-                        cur.begin(end, None, false, h.timestamp());
-                    }
-                } else if sql.eq_ignore_ascii_case("COMMIT") {
-                    cur.end(end);
-                } else {
-                    if cur.tx.is_none() {
-                        cur.begin(end, None, true, h.timestamp());
-                    }
-                    self.statement(&q.schema(), &sql, cur, shapes).await?;
-                    if cur.tx.as_ref().is_some_and(|t| t.standalone) {
-                        cur.end(end);
+                match group_part(&sql) {
+                    GroupPart::Begin => match cur.tx.as_mut() {
+                        Some(tx) => tx.standalone = false,
+                        None => cur.begin(start, end, None, false, h.timestamp()),
+                    },
+                    GroupPart::End => cur.end(end),
+                    GroupPart::Statement => {
+                        if cur.tx.is_none() {
+                            cur.begin(start, end, None, true, h.timestamp());
+                        }
+                        self.statement(&q.schema(), &sql, cur, shapes).await?;
+                        if cur.tx.as_ref().is_some_and(|t| t.standalone) {
+                            cur.end(end);
+                        }
                     }
                 }
             }
@@ -442,7 +474,7 @@ impl MysqlCdcSource {
         if cur.tx.is_none() {
             // a row event outside BEGIN/GTID (never written by a server; a
             // stream resumed mid-transaction): its own transaction
-            cur.begin(0, None, false, 0);
+            cur.begin(0, 0, None, false, 0);
         }
         for (before, after) in images {
             let before = before.map(|r| binlog_row(&self.tables[t], r)).transpose();
@@ -541,6 +573,41 @@ impl MysqlCdcSource {
     }
 }
 
+/// MySQL's and MariaDB's `XA_PREPARE_LOG_EVENT`.
+const XA_PREPARE_EVENT: u8 = 38;
+
+/// What a query event is to the group of events it is in.
+#[derive(Debug, PartialEq, Eq)]
+enum GroupPart {
+    /// `BEGIN`, `XA START`: the group has more than one statement.
+    Begin,
+    /// `COMMIT`; `ROLLBACK`, which ends a group whose non-transactional
+    /// writes stay (or, in statement format, one that wrote nothing);
+    /// `XA COMMIT` / `XA ROLLBACK`, a group of their own.
+    End,
+    /// Anything else: DDL, `XA END`, statements.
+    Statement,
+}
+
+fn group_part(sql: &str) -> GroupPart {
+    let mut words = sql.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let is = |w: &str, word: &str| w.trim_end_matches(';').eq_ignore_ascii_case(word);
+    let second = words.next();
+    let alone = second.is_none();
+    let xa = |word: &str| is(first, "XA") && second.is_some_and(|w| is(w, word));
+    if (is(first, "BEGIN") && alone) || xa("START") || xa("BEGIN") {
+        GroupPart::Begin
+    } else if ((is(first, "COMMIT") || is(first, "ROLLBACK")) && alone)
+        || xa("COMMIT")
+        || xa("ROLLBACK")
+    {
+        GroupPart::End
+    } else {
+        GroupPart::Statement
+    }
+}
+
 /// `file:offset #index (gtid g)`, readable.
 fn position_text(file: &str, tx: &Tx, index: u64) -> String {
     match &tx.gtid {
@@ -570,6 +637,56 @@ fn truncated_table(sql: &str, default_db: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cursor() -> Cursor {
+        Cursor {
+            file: "bin.000001".into(),
+            file_no: 1,
+            tx: None,
+            inflight: FuturesOrdered::new(),
+        }
+    }
+
+    /// The positions the cursor acknowledges, in order.
+    async fn acknowledged(cur: &mut Cursor) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(at) = cur.inflight.next().await {
+            out.push(at.unwrap().pos);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_group_left_open_ends_where_the_next_one_starts() {
+        // MySQL: GTID, then DDL without BEGIN: ends with its statement
+        let mut cur = cursor();
+        cur.begin(100, 150, Some("u:1".into()), true, 0);
+        assert!(cur.tx.as_ref().unwrap().standalone);
+        // MySQL: GTID, BEGIN, rows, XID
+        cur.begin(300, 350, Some("u:2".into()), true, 0);
+        cur.tx.as_mut().unwrap().standalone = false; // BEGIN
+        cur.end(500);
+        // a group that ends in no way known here, then the next group
+        cur.begin(500, 550, Some("0-1-3".into()), false, 0);
+        cur.begin(700, 750, Some("0-1-4".into()), false, 0);
+        cur.end(900);
+        // the DDL group, never ended by a statement here, ends at 300
+        assert_eq!(acknowledged(&mut cur).await, vec![300, 500, 700, 900]);
+    }
+
+    #[test]
+    fn rollback_and_xa_end_their_groups() {
+        assert_eq!(group_part("BEGIN"), GroupPart::Begin);
+        assert_eq!(group_part("XA START X'7831',X'',1"), GroupPart::Begin);
+        assert_eq!(group_part("COMMIT"), GroupPart::End);
+        assert_eq!(group_part("ROLLBACK"), GroupPart::End);
+        assert_eq!(group_part("rollback;"), GroupPart::End);
+        assert_eq!(group_part("XA COMMIT X'7831',X'',1"), GroupPart::End);
+        assert_eq!(group_part("XA ROLLBACK X'7832',X'',1"), GroupPart::End);
+        assert_eq!(group_part("XA END X'7831',X'',1"), GroupPart::Statement);
+        assert_eq!(group_part("ROLLBACK TO SAVEPOINT a"), GroupPart::Statement);
+        assert_eq!(group_part("ALTER TABLE t ADD c int"), GroupPart::Statement);
+    }
 
     #[test]
     fn truncate_statements_name_their_table() {
