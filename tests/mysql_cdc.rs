@@ -1068,3 +1068,68 @@ async fn groups_ended_by_xa_prepare_xa_commit_or_rollback_move_the_stored_positi
         "only the new row was published after the restart"
     );
 }
+
+/// Store `position` (JSON) as the source's binlog position, as if it had
+/// stored it.
+async fn store_position(bootstrap: &str, pipeline: &str, position: serde_json::Value) {
+    let kafka = syncline_core::kafka::KafkaConfig::new(bootstrap);
+    let producer = kafka.producer().unwrap();
+    syncline_sources::state::JsonState::<serde_json::Value>::new(
+        kafka,
+        format!("{pipeline}/cdc/binlog/"),
+        "binlog position",
+    )
+    .store(&producer, "position", Some(&position))
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_position_inside_an_event_is_reported_as_the_server_says_not_as_purged() {
+    let Items {
+        stack,
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-badpos",
+        &binlog_options(),
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, qty int)",
+            "INSERT INTO shop.items VALUES (1, 1)",
+        ],
+    )
+    .await;
+    let mut run = SynclineRun::start(file);
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    exec_all(source, &["INSERT INTO shop.items VALUES (2, 2)"]).await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&run]).await;
+    wait_stored_at_binlog_end(stack, source, "mysql-cdc-badpos", "the position stored").await;
+    run.kill9();
+    // a position 10 bytes into the next transaction's first event, in a
+    // file the server still has (the server's words for it depend on the
+    // bytes found there)
+    exec_all(source, &["INSERT INTO shop.items VALUES (3, 3)"]).await;
+    let (file_name, pos) = stored_position(&stack.bootstrap(), "mysql-cdc-badpos").unwrap();
+    store_position(
+        &stack.bootstrap(),
+        "mysql-cdc-badpos",
+        serde_json::json!({ "file": file_name, "pos": pos + 10 }),
+    )
+    .await;
+    let stopped = SynclineRun::start(file);
+    wait_log(&stopped, "component stopped", 1, 60).await;
+    let log = stopped.log();
+    assert!(
+        log.contains("the server says:")
+            && log.contains("not where an event starts")
+            && log.contains("--from-scratch"),
+        "the server's reason and the way out:\n{log}"
+    );
+    assert!(
+        !log.contains("no longer holds"),
+        "a file the server has is not purged:\n{log}"
+    );
+}

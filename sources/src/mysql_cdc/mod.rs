@@ -176,6 +176,16 @@ impl MysqlCdcSource {
     /// A stored position in a binlog file the server no longer has cannot be
     /// resumed: the changes in between are gone.
     async fn check_not_purged(&self, at: &BinlogPosition) -> Result<()> {
+        let names = self.binlog_files().await?;
+        if names.iter().any(|n| n == &at.file) {
+            Ok(())
+        } else {
+            Err(self.purged(at, names.first().map(String::as_str)))
+        }
+    }
+
+    /// The server's binlog files, oldest first (`SHOW BINARY LOGS`).
+    async fn binlog_files(&self) -> Result<Vec<String>> {
         let mut conn = self.connect().await?;
         let files: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(|e| {
             mysql_error(
@@ -183,16 +193,11 @@ impl MysqlCdcSource {
                 format!("cannot list the binlog files of {}", self.display),
             )
         })?;
-        let names: Vec<String> = files
+        let _ = conn.disconnect().await;
+        Ok(files
             .into_iter()
             .filter_map(|mut r| r.take::<String, _>(0))
-            .collect();
-        let _ = conn.disconnect().await;
-        if names.iter().any(|n| n == &at.file) {
-            Ok(())
-        } else {
-            Err(self.purged(at, names.first().map(String::as_str)))
-        }
+            .collect())
     }
 
     /// The error of a position the binlog no longer holds, with the way out.

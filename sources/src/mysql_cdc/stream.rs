@@ -174,7 +174,7 @@ impl MysqlCdcSource {
             .with_pos(start.pos);
         let mut binlog = match conn.get_binlog_stream(request).await {
             Ok(b) => b,
-            Err(e) => return Err(self.stream_error(e, &start)),
+            Err(e) => return Err(self.stream_error(e, &start).await),
         };
         tracing::info!(source = %self.name, from = %start, server_id = self.server_id, "mysql_cdc: streaming");
         let idle = if heartbeat > 0 {
@@ -242,7 +242,7 @@ impl MysqlCdcSource {
                 ev = binlog.next(), if reading => {
                     let ev = match ev {
                         None => return Err(Error::transient(format!("{} ended the binlog stream", self.display))),
-                        Some(Err(e)) => return Err(self.stream_error(e, &acked)),
+                        Some(Err(e)) => return Err(self.stream_error(e, &acked).await),
                         Some(Ok(ev)) => ev,
                     };
                     self.handle(&binlog, ev, &mut cur, &mut shapes, &mut admin).await?;
@@ -269,16 +269,65 @@ impl MysqlCdcSource {
         }))
     }
 
-    /// A failed binlog stream: a purged position says how to recover;
-    /// anything else is the driver's classification (a dropped connection
-    /// is transient).
-    fn stream_error(&self, e: mysql_async::Error, at: &BinlogPosition) -> Error {
-        if let mysql_async::Error::Server(s) = &e {
-            if s.code == 1236 {
-                return Error::config(format!("{} ({})", self.purged(at, None), s.message));
-            }
+    /// A failed binlog stream that would resume at `at`. The server's error
+    /// 1236 covers several refusals ([`refusal`]); only a file missing from
+    /// `SHOW BINARY LOGS` is a purged position. Anything else is the
+    /// driver's classification (a dropped connection is transient).
+    async fn stream_error(&self, e: mysql_async::Error, at: &BinlogPosition) -> Error {
+        let mysql_async::Error::Server(s) = &e else {
+            return mysql_error(e, format!("the binlog stream of {} failed", self.display));
+        };
+        if s.code != 1236 {
+            return mysql_error(e, format!("the binlog stream of {} failed", self.display));
         }
-        mysql_error(e, format!("the binlog stream of {} failed", self.display))
+        let files = self.binlog_files().await.ok();
+        let listed = files.as_ref().map(|f| f.iter().any(|n| n == &at.file));
+        let at_event = match listed {
+            Some(true) => self.starts_an_event(at).await,
+            _ => None,
+        };
+        let says = &s.message;
+        match refusal(listed, at_event, says) {
+            Refusal::Purged => Error::config(format!(
+                "{} (the server says: {says})",
+                self.purged(at, files.as_ref().and_then(|f| f.first()).map(String::as_str))
+            )),
+            Refusal::NotAnEvent => Error::config(format!(
+                "source `{}` cannot read the binlog of {} at {at}: the server says: {says}. The file is there, \
+                 but the position is not where an event starts in it (the binlog was written anew, e.g. after \
+                 RESET MASTER, or this is another server). To recover, capture again from a new snapshot: \
+                 `syncline snapshot PIPELINE_FILE --source {} --from-scratch`, then start the pipeline",
+                self.name, self.display, self.name
+            )),
+            Refusal::Setting => Error::config(format!(
+                "source `{}` cannot read the binlog of {} at {at}: the server says: {says}",
+                self.name, self.display
+            )),
+            Refusal::Transient => Error::transient(format!(
+                "{} ended the binlog stream at {at}: {says}; reconnecting",
+                self.display
+            )),
+        }
+    }
+
+    /// Whether an event starts at `at` in its file, as `SHOW BINLOG EVENTS`
+    /// reads it (its error 1220 for any other offset); `None`: unknown.
+    async fn starts_an_event(&self, at: &BinlogPosition) -> Option<bool> {
+        let mut conn = self.connect().await.ok()?;
+        // (no placeholders in SHOW: the file name quoted as a literal)
+        let file = at.file.replace('\\', "\\\\").replace('\'', "''");
+        let read = conn
+            .query_drop(format!(
+                "SHOW BINLOG EVENTS IN '{file}' FROM {} LIMIT 1",
+                at.pos
+            ))
+            .await;
+        let _ = conn.disconnect().await;
+        match read {
+            Ok(()) => Some(true),
+            Err(mysql_async::Error::Server(s)) if s.code == 1220 => Some(false),
+            Err(_) => None,
+        }
     }
 
     /// One binlog event.
@@ -573,6 +622,42 @@ impl MysqlCdcSource {
     }
 }
 
+/// What the server's error 1236 ("fatal error reading binlog") means.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The file is not among the server's binlogs: purged, or another
+    /// server's. The changes since are gone.
+    Purged,
+    /// The file is there, but the position is past its end or inside an
+    /// event: a retry asks for the same place and fails the same way.
+    NotAnEvent,
+    /// A server setting refuses it (an event larger than
+    /// `max_allowed_packet`): an operator changes the setting.
+    Setting,
+    /// Anything else (the server ended the dump: shutting down, another
+    /// replica with the same server id): a new connection may succeed.
+    Transient,
+}
+
+/// `listed`: whether the position's file is in `SHOW BINARY LOGS`;
+/// `at_event`: whether an event starts at the position (`None`: unknown).
+/// These facts come first: at an offset inside an event the server reads
+/// garbage as an event's length, and its message is then any of "bogus
+/// data", "binlog truncated" or "exceeded max_allowed_packet". The message
+/// decides only what they leave open.
+fn refusal(listed: Option<bool>, at_event: Option<bool>, message: &str) -> Refusal {
+    let says = |words: &str| message.to_ascii_lowercase().contains(words);
+    match (listed, at_event) {
+        (Some(false), _) => Refusal::Purged,
+        (_, Some(false)) => Refusal::NotAnEvent,
+        (None, _) if says("could not find first log file name") => Refusal::Purged,
+        _ if says("impossible position") => Refusal::NotAnEvent,
+        (_, None) if says("bogus data in log event") => Refusal::NotAnEvent,
+        _ if says("max_allowed_packet") => Refusal::Setting,
+        _ => Refusal::Transient,
+    }
+}
+
 /// MySQL's and MariaDB's `XA_PREPARE_LOG_EVENT`.
 const XA_PREPARE_EVENT: u8 = 38;
 
@@ -672,6 +757,46 @@ mod tests {
         cur.end(900);
         // the DDL group, never ended by a statement here, ends at 300
         assert_eq!(acknowledged(&mut cur).await, vec![300, 500, 700, 900]);
+    }
+
+    #[test]
+    fn only_a_file_the_server_does_not_list_is_a_purged_position() {
+        use Refusal::*;
+        let missing = "Could not find first log file name in binary log index file";
+        assert_eq!(refusal(Some(false), None, missing), Purged);
+        assert_eq!(refusal(None, None, missing), Purged);
+        // MariaDB 10.11's words at offsets inside an event, which vary with
+        // the bytes found there
+        let too_big =
+            "log event entry exceeded max_allowed_packet; Increase max_allowed_packet on master";
+        for inside in [
+            "bogus data in log event; the first event 'mariadb-bin.000003' at 400",
+            "binlog truncated in the middle of event; consider out of disk space on master",
+            too_big,
+        ] {
+            assert_eq!(
+                refusal(Some(true), Some(false), inside),
+                NotAnEvent,
+                "{inside}"
+            );
+        }
+        assert_eq!(
+            refusal(Some(true), None, "bogus data in log event"),
+            NotAnEvent
+        );
+        let past = "Client requested master to start replication from impossible position; \
+                    the first event 'mariadb-bin.000003' at 100000";
+        assert_eq!(refusal(Some(true), Some(false), past), NotAnEvent);
+        assert_eq!(refusal(Some(true), None, past), NotAnEvent);
+        // at an event: a real event too large for the setting
+        assert_eq!(refusal(Some(true), Some(true), too_big), Setting);
+        let replaced =
+            "A slave with the same server_uuid/server_id as this slave has connected to the master";
+        assert_eq!(refusal(Some(true), Some(true), replaced), Transient);
+        assert_eq!(
+            refusal(None, None, "the master is shutting down"),
+            Transient
+        );
     }
 
     #[test]
