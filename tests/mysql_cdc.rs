@@ -1133,3 +1133,63 @@ async fn a_position_inside_an_event_is_reported_as_the_server_says_not_as_purged
         "a file the server has is not purged:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ddl_that_keeps_names_and_types_is_noticed_charset_unsigned_and_enum_labels() {
+    let Items {
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-ddl-meta",
+        &binlog_options(),
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, qty int, label varchar(20) CHARACTER SET latin1, kind enum('a','b'))",
+            "INSERT INTO shop.items VALUES (1, 1, 'é', 'a')",
+        ],
+    )
+    .await;
+    let cols = ["id", "qty", "label", "kind"];
+    let run = SynclineRun::start(file);
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    exec_all(source, &["INSERT INTO shop.items VALUES (2, 2, 'ü', 'b')"]).await;
+    wait_items_equal(source, &target.url(), &cols, &[&run]).await;
+    // each keeps the columns' names and binlog types: only the TABLE_MAP's
+    // metadata tells the stream the table changed
+    let steps: [(&str, &[&str]); 3] = [
+        (
+            "a character-set conversion",
+            &[
+                "ALTER TABLE shop.items CONVERT TO CHARACTER SET utf8mb4",
+                "INSERT INTO shop.items VALUES (3, 3, 'ü€✓ 日本', 'a')",
+            ],
+        ),
+        (
+            "a switch to unsigned",
+            &[
+                "ALTER TABLE shop.items MODIFY qty int unsigned",
+                "INSERT INTO shop.items VALUES (4, 4000000000, 'big', 'b')",
+            ],
+        ),
+        (
+            "new enum labels",
+            &[
+                "ALTER TABLE shop.items MODIFY kind enum('a','b','c')",
+                "INSERT INTO shop.items VALUES (5, 5, 'new label', 'c')",
+                "UPDATE shop.items SET kind = 'c' WHERE id = 1",
+            ],
+        ),
+    ];
+    for (what, statements) in steps {
+        exec_all(source, statements).await;
+        eprintln!("after {what}");
+        wait_items_equal(source, &target.url(), &cols, &[&run]).await;
+    }
+    assert!(
+        !run.log().contains("dead-letter topic") && !run.log().contains("component stopped"),
+        "{}",
+        run.log()
+    );
+}

@@ -30,11 +30,14 @@
 //! intervals (plus 5 s) is broken off and reconnected by the supervisor.
 //!
 //! # DDL
-//! Every row event carries its columns' names and types
-//! (`binlog_row_metadata = FULL`). When they differ from the ones last seen
-//! for the table, the table's shape is read again from `information_schema`
-//! and, if it changed, registered as a new schema version before the row is
-//! published (an incompatible one stops the pipeline with the registry's
+//! Every row event follows a TABLE_MAP event that describes its table: with
+//! `binlog_row_metadata = FULL`, column names, types and their metadata,
+//! signedness, character sets and enum/set labels. When that description
+//! differs from the one last seen for the table ([`table_map_fingerprint`]:
+//! also a change of character set, of signedness or of labels, which keeps
+//! names and types), the table's shape is read again from
+//! `information_schema` and, if it changed, registered as a new schema
+//! version before the row is published (an incompatible one stops the pipeline with the registry's
 //! reason, before anything of that shape is written). Rows are read by
 //! column name: a column the event lacks (added later) is null, a column the
 //! table no longer has (dropped since) is left out, so a replay of events
@@ -190,7 +193,7 @@ impl MysqlCdcSource {
         };
         let mut acked = start.clone();
         let mut stored = start.clone();
-        let mut shapes: Vec<Option<Vec<(String, u8)>>> = vec![None; self.tables.len()];
+        let mut shapes: Vec<Option<Vec<u8>>> = vec![None; self.tables.len()];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_check = Instant::now() + REQUEST_CHECK;
@@ -336,7 +339,7 @@ impl MysqlCdcSource {
         binlog: &BinlogStream,
         ev: Event,
         cur: &mut Cursor,
-        shapes: &mut [Option<Vec<(String, u8)>>],
+        shapes: &mut [Option<Vec<u8>>],
         admin: &mut Conn,
     ) -> Result<()> {
         let h = ev.header();
@@ -417,8 +420,17 @@ impl MysqlCdcSource {
                 }
             }
             Some(EventData::XidEvent(_)) => cur.end(end),
+            Some(EventData::TableMapEvent(tme)) => {
+                if let Some(t) = self.table_index(&tme.database_name(), &tme.table_name()) {
+                    let shape = table_map_fingerprint(ev.data());
+                    if shapes[t].as_deref() != Some(shape) {
+                        self.refresh(t, admin).await?;
+                        shapes[t] = Some(shape.to_vec());
+                    }
+                }
+            }
             Some(EventData::RowsEvent(rows)) => {
-                self.rows(binlog, &rows, cur, shapes, admin).await?;
+                self.rows(binlog, &rows, cur).await?;
             }
             _ => {}
         }
@@ -426,14 +438,14 @@ impl MysqlCdcSource {
     }
 
     /// A statement in the binlog (DDL): a `TRUNCATE` of a captured table is
-    /// published; any DDL of a captured table makes its next row read the
-    /// shape again (its columns' names and types tell anyway).
+    /// published, and its next row reads the shape again (other DDL shows
+    /// in the next TABLE_MAP).
     async fn statement(
         &self,
         default_db: &str,
         sql: &str,
         cur: &mut Cursor,
-        shapes: &mut [Option<Vec<(String, u8)>>],
+        shapes: &mut [Option<Vec<u8>>],
     ) -> Result<()> {
         let Some((db, name)) = truncated_table(sql, default_db) else {
             return Ok(());
@@ -478,8 +490,6 @@ impl MysqlCdcSource {
         binlog: &BinlogStream,
         rows: &RowsEventData<'_>,
         cur: &mut Cursor,
-        shapes: &mut [Option<Vec<(String, u8)>>],
-        admin: &mut Conn,
     ) -> Result<()> {
         let Some(tme) = binlog.get_tme(rows.table_id()) else {
             return Err(Error::internal(format!(
@@ -507,19 +517,6 @@ impl MysqlCdcSource {
             RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
             _ => Op::Update,
         };
-        if let Some((b, a)) = images.first() {
-            if let Some(row) = a.as_ref().or(b.as_ref()) {
-                let shape: Vec<(String, u8)> = row
-                    .columns_ref()
-                    .iter()
-                    .map(|c| (c.name_str().into_owned(), c.column_type() as u8))
-                    .collect();
-                if shapes[t].as_ref() != Some(&shape) {
-                    self.refresh(t, admin).await?;
-                    shapes[t] = Some(shape);
-                }
-            }
-        }
         if cur.tx.is_none() {
             // a row event outside BEGIN/GTID (never written by a server; a
             // stream resumed mid-transaction): its own transaction
@@ -620,6 +617,17 @@ impl MysqlCdcSource {
         self.tables[t] = fresh;
         Ok(())
     }
+}
+
+/// What a TABLE_MAP event says of its table's shape: its data after the
+/// table id and flags (the 8 bytes every server with
+/// `binlog_row_metadata` writes): names, column types, their metadata
+/// (lengths, precision), nullability and, with `binlog_row_metadata =
+/// FULL`, signedness, character sets, enum and set labels, geometry types
+/// and the primary key. The table id is left out: the server gives a table
+/// a new one whenever it opens it again, shape or not.
+fn table_map_fingerprint(data: &[u8]) -> &[u8] {
+    data.get(8..).unwrap_or_default()
 }
 
 /// What the server's error 1236 ("fatal error reading binlog") means.
