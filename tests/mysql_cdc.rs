@@ -1193,3 +1193,76 @@ async fn ddl_that_keeps_names_and_types_is_noticed_charset_unsigned_and_enum_lab
         run.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn year_zero_an_old_format_timestamp_and_json_are_equal_from_snapshot_and_stream() {
+    let Items {
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-values",
+        &binlog_options(),
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            // a timestamp in the old format (binlog type 7, as older servers wrote it)
+            "SET GLOBAL mysql56_temporal_format = OFF",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, y year, ts timestamp NULL, j json)",
+            "SET GLOBAL mysql56_temporal_format = ON",
+            "INSERT INTO shop.items VALUES (1, 0000, '2024-01-02 03:04:05', '{\"b\": [1, 2.5], \"a\": \"x\"}'), \
+             (2, 1901, '1970-01-01 00:00:01', NULL), (3, 2155, NULL, '[]')",
+        ],
+    )
+    .await;
+    let mut c = my_conn(source).await;
+    let ts_type: String = c
+        .query_first("SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_NAME = 'items' AND COLUMN_NAME = 'ts'")
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = c.disconnect().await;
+    assert!(ts_type.contains("mariadb-5.3"), "{ts_type}");
+    let run = SynclineRun::start(file);
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    // the same values again, streamed
+    exec_all(
+        source,
+        &["INSERT INTO shop.items SELECT id + 100, y, ts, j FROM shop.items"],
+    )
+    .await;
+    let pg = support::pg_connect(&target.url()).await;
+    wait_until(Duration::from_secs(60), "six rows at the target", || {
+        let pg = &pg;
+        async move {
+            pg.query_one("SELECT count(*) FROM items", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) == 6)
+        }
+    })
+    .await;
+    let rows: BTreeMap<i32, String> = pg
+        .query(
+            "SELECT id, concat_ws('|', y, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), j) FROM items",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for k in 1..=3 {
+        assert_eq!(
+            rows.get(&k),
+            rows.get(&(k + 100)),
+            "row {k} from the snapshot and {} from the stream",
+            k + 100
+        );
+    }
+    assert_eq!(
+        rows[&1], "0|2024-01-02 03:04:05|{\"b\": [1, 2.5], \"a\": \"x\"}",
+        "year 0000 is 0; MariaDB's JSON is its text, unchanged"
+    );
+    assert_eq!(rows[&2], "1901|1970-01-01 00:00:01");
+    assert!(!run.log().contains("dead-letter topic"), "{}", run.log());
+}

@@ -31,6 +31,9 @@ pub enum Kind {
     /// `timestamp`: seconds since the epoch in the binlog; a UTC datetime
     /// in the snapshot (its session runs at `time_zone = '+00:00'`).
     Timestamp,
+    /// `year`: one byte in the binlog, 0 for `0000` and else the year less
+    /// 1900, which the reader turns into text by adding 1900 to both.
+    Year,
 }
 
 /// A column of a captured table.
@@ -253,8 +256,20 @@ pub fn column_type_of(
 ) -> std::result::Result<(ColumnType, Kind), String> {
     let unsigned = column_type.contains("unsigned");
     let plain = |t: ColumnType| Ok((t, Kind::Plain));
+    // MariaDB's own temporal format of 5.3 (`/* mariadb-5.3 */`, tables
+    // made with mysql56_temporal_format=OFF): with a fractional part its
+    // binlog form has no metadata saying its length, and a reader that
+    // does not know the column's precision misreads the rest of the row.
+    if column_type.contains("mariadb-5.3") && column_type.contains('(') {
+        return Err(format!(
+            "`{column_type}` is in MariaDB 5.3's temporal format with fractional seconds, which the binlog carries without \
+             its length: convert the table to the current format (SET GLOBAL mysql56_temporal_format = ON, then \
+             ALTER TABLE ... FORCE)"
+        ));
+    }
     match data_type {
-        "tinyint" | "smallint" | "mediumint" | "year" => plain(ColumnType::Int),
+        "tinyint" | "smallint" | "mediumint" => plain(ColumnType::Int),
+        "year" => Ok((ColumnType::Int, Kind::Year)),
         "int" | "integer" if unsigned => plain(ColumnType::Long),
         "int" | "integer" => plain(ColumnType::Int),
         "bigint" if unsigned => plain(ColumnType::Decimal {
@@ -372,6 +387,20 @@ mod tests {
         assert!(column_type_of("uuid", "uuid", None, None, None)
             .unwrap_err()
             .contains("`uuid` cannot be captured"));
+        // MariaDB 5.3's format: read without a fraction, refused with one
+        assert_eq!(
+            t("timestamp", "timestamp /* mariadb-5.3 */"),
+            ColumnType::TimestampTz
+        );
+        assert!(column_type_of(
+            "datetime",
+            "datetime(3) /* mariadb-5.3 */",
+            None,
+            None,
+            None
+        )
+        .unwrap_err()
+        .contains("ALTER TABLE ... FORCE"));
     }
 
     #[test]

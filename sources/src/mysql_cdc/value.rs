@@ -9,6 +9,10 @@
 //! bit mask in the binlog and the labels in the snapshot. So a row read by
 //! the snapshot and the same row streamed give equal values.
 //!
+//! Also: a `year` `0000` is 0 (the binlog's reader says 1900), MySQL's
+//! JSON is one canonical text ([`canonical_json`]) whether the snapshot sent
+//! text or the binlog binary JSON.
+//!
 //! Values with no Avro form: MySQL's zero dates (`0000-00-00`, also with a
 //! zero month or day) and the zero `timestamp` become null; a `time` below
 //! 0 or from 24 hours up is a `Data` error (the change goes to the
@@ -55,7 +59,7 @@ pub fn binlog_row(table: &Table, row: BinlogRow) -> Result<Row> {
                     None | Some(BinlogValue::Value(My::NULL)) => Ok(Value::Null),
                     Some(BinlogValue::Value(v)) => avro(c, v, Phase::Binlog),
                     Some(BinlogValue::Jsonb(j)) => serde_json::Value::try_from(j)
-                        .map(|j| Value::String(j.to_string()))
+                        .map(|j| Value::String(canonical_json(&j)))
                         .map_err(|e| Error::data(format!("cannot read a JSON value: {e}"))),
                     Some(BinlogValue::JsonDiff(_)) => Err(Error::data(
                         "a partial JSON update (binlog_row_value_options = PARTIAL_JSON) carries no full value: turn that option off",
@@ -132,11 +136,22 @@ pub fn avro(c: &MyColumn, v: My, phase: Phase) -> Result<Value> {
         (ColumnType::Text, My::Bytes(b)) if c.latin1 && phase == Phase::Binlog => {
             Value::String(latin1_text(&b))
         }
-        (ColumnType::Text | ColumnType::Json, My::Bytes(b)) => {
-            Value::String(String::from_utf8(b).map_err(|_| {
-                Error::data("not UTF-8 text (capture text columns in utf8mb4, utf8mb3 or ascii)")
-            })?)
+        // MySQL's JSON: text in the snapshot, binary in the binlog
+        // (`binlog_row`); both as their canonical text
+        (ColumnType::Json, My::Bytes(b)) => {
+            let j: serde_json::Value = serde_json::from_slice(&b)
+                .map_err(|e| Error::data(format!("not a JSON value: {e}")))?;
+            Value::String(canonical_json(&j))
         }
+        (ColumnType::Int, My::Bytes(b))
+            if c.kind == Kind::Year && phase == Phase::Binlog && b == b"1900" =>
+        {
+            // the binlog's 0 (`0000`), read as 1900; 1900 is no YEAR value
+            Value::Int(0)
+        }
+        (ColumnType::Text, My::Bytes(b)) => Value::String(String::from_utf8(b).map_err(|_| {
+            Error::data("not UTF-8 text (capture text columns in utf8mb4, utf8mb3 or ascii)")
+        })?),
         (ColumnType::Int, v @ (My::Int(_) | My::UInt(_) | My::Bytes(_))) => Value::Int(
             integer(&v)
                 .and_then(|i| i32::try_from(i).ok())
@@ -185,6 +200,12 @@ pub fn avro(c: &MyColumn, v: My, phase: Phase) -> Result<Value> {
             None if is_zero(&v) => Value::Null,
             None => return Err(bad(&v)),
         },
+        // the old `timestamp` (binlog type 7, no fraction: older servers,
+        // MariaDB 5.3's format): seconds since the epoch, 0 the zero one
+        (ColumnType::TimestampTz, My::Int(secs)) if phase == Phase::Binlog => match secs {
+            0 => Value::Null,
+            s => Value::TimestampMicros(s * 1_000_000),
+        },
         // the binlog's `timestamp`: seconds since the epoch, `.` microseconds
         (ColumnType::TimestampTz, My::Bytes(b)) => {
             let text = String::from_utf8_lossy(&b).into_owned();
@@ -215,6 +236,14 @@ pub fn avro(c: &MyColumn, v: My, phase: Phase) -> Result<Value> {
         }
         (_, v) => return Err(bad(&v)),
     })
+}
+
+/// A JSON value as one text, whichever path read it: compact, object
+/// keys sorted (serde_json's map), numbers as serde_json writes them. The
+/// snapshot's text (`{"b": [1, 2.5], "a": "x"}`, MySQL's spacing) and the
+/// binlog's binary JSON read into the same value give the same text.
+fn canonical_json(v: &serde_json::Value) -> String {
+    v.to_string()
 }
 
 /// MySQL's `latin1` (Windows-1252, with the five holes kept as C1
@@ -316,6 +345,37 @@ mod tests {
             avro(&b, My::Bytes(vec![1, 2]), Phase::Binlog).unwrap(),
             Value::Bytes(vec![1, 2, 0, 0])
         );
+    }
+
+    #[test]
+    fn year_zero_old_timestamps_and_json_read_alike_from_both_paths() {
+        let y = col(ColumnType::Int, Kind::Year);
+        assert_eq!(
+            avro(&y, My::Bytes(b"1900".to_vec()), Phase::Binlog).unwrap(),
+            avro(&y, My::Int(0), Phase::Snapshot).unwrap()
+        );
+        assert_eq!(
+            avro(&y, My::Bytes(b"1901".to_vec()), Phase::Binlog).unwrap(),
+            avro(&y, My::Int(1901), Phase::Snapshot).unwrap()
+        );
+        // binlog type 7: seconds as an integer
+        let ts = col(ColumnType::TimestampTz, Kind::Timestamp);
+        assert_eq!(
+            avro(&ts, My::Int(1_704_164_645), Phase::Binlog).unwrap(),
+            avro(&ts, My::Date(2024, 1, 2, 3, 4, 5, 0), Phase::Snapshot).unwrap()
+        );
+        assert_eq!(avro(&ts, My::Int(0), Phase::Binlog).unwrap(), Value::Null);
+        // MySQL's text of a JSON value, and the value its binary form reads as
+        let j = col(ColumnType::Json, Kind::Plain);
+        let text = br#"{"b": [1, 2.5, null, true], "a": {"y": "x\u00e9", "x": -1}}"#;
+        let snapshot = avro(&j, My::Bytes(text.to_vec()), Phase::Snapshot).unwrap();
+        let binary = serde_json::json!({"a": {"x": -1, "y": "xé"}, "b": [1, 2.5, null, true]});
+        assert_eq!(snapshot, Value::String(canonical_json(&binary)));
+        assert_eq!(
+            snapshot,
+            Value::String(r#"{"a":{"x":-1,"y":"xé"},"b":[1,2.5,null,true]}"#.into())
+        );
+        assert!(avro(&j, My::Bytes(b"{nope".to_vec()), Phase::Snapshot).is_err());
     }
 
     #[test]
