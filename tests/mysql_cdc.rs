@@ -1391,3 +1391,105 @@ sources:
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_reset_master_and_from_scratch_new_changes_win_over_the_old_lineage() {
+    let Items {
+        stack,
+        source,
+        target,
+        file,
+        ..
+    } = &items_setup(
+        "mysql-cdc-epoch",
+        &binlog_options(),
+        &[
+            "CREATE DATABASE shop CHARACTER SET utf8mb4",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, qty int)",
+            "INSERT INTO shop.items VALUES (1, 1), (2, 2), (3, 3)",
+        ],
+    )
+    .await;
+    // the sink on its own, so that restarting the source leaves it alone
+    let mut run = run_component(file, "cdc");
+    let sink = run_component(file, "warehouse");
+    wait_log(&run, "mysql_cdc: streaming", 1, 120).await;
+    // the target's rows hold positions in binlog file 4
+    exec_all(
+        source,
+        &[
+            "FLUSH BINARY LOGS",
+            "FLUSH BINARY LOGS",
+            "FLUSH BINARY LOGS",
+            "UPDATE shop.items SET qty = qty + 10",
+        ],
+    )
+    .await;
+    wait_items_equal(source, &target.url(), &["id", "qty"], &[&run, &sink]).await;
+    wait_stored_at_binlog_end(stack, source, "mysql-cdc-epoch", "the position in file 4").await;
+    run.kill9();
+    // the binlog starts again at file 1, with changes the source never saw
+    exec_all(
+        source,
+        &[
+            "RESET MASTER",
+            "UPDATE shop.items SET qty = qty + 100 WHERE id = 1",
+            "DELETE FROM shop.items WHERE id = 2",
+            "INSERT INTO shop.items VALUES (4, 4)",
+        ],
+    )
+    .await;
+    let mut stopped = run_component(file, "cdc");
+    wait_log(&stopped, "no longer holds", 1, 60).await;
+    stopped.kill9();
+    let out = std::process::Command::new(support::syncline_bin())
+        .args(["snapshot"])
+        .arg(file)
+        .args(["--source", "cdc", "--from-scratch"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = run_component(file, "cdc");
+    wait_log(&again, "mysql_cdc: streaming", 1, 120).await;
+    // the snapshot's rows and the changes after it (positions in file 1)
+    // land over rows that hold positions in file 4; the row deleted while
+    // the source was away stays (the snapshot does not see it)
+    exec_all(
+        source,
+        &[
+            "UPDATE shop.items SET qty = qty + 1000 WHERE id = 3",
+            "INSERT INTO shop.items VALUES (5, 5)",
+        ],
+    )
+    .await;
+    let pg = support::pg_connect(&target.url()).await;
+    let want: Vec<(i32, i32)> = vec![(1, 111), (2, 12), (3, 1013), (4, 4), (5, 5)];
+    wait_until(
+        Duration::from_secs(120),
+        "the new lineage at the target",
+        || {
+            let pg = &pg;
+            let want = want.clone();
+            async move {
+                pg.query("SELECT id, qty FROM items ORDER BY id", &[])
+                    .await
+                    .is_ok_and(|r| {
+                        r.iter()
+                            .map(|r| (r.get(0), r.get(1)))
+                            .collect::<Vec<(i32, i32)>>()
+                            == want
+                    })
+            }
+        },
+    )
+    .await;
+    assert!(
+        again.log().contains("a new epoch of positions"),
+        "{}",
+        again.log()
+    );
+}

@@ -27,12 +27,17 @@
 //! Every committed change of a captured table is published at least once,
 //! with an identity (source name, table, key, position) that is the same
 //! on every replay, and positions order the changes of a key:
-//! - a streamed change has position `(binlog file number, end offset of its
-//!   transaction's first event, 1 + index in the transaction)`, all read
-//!   from the binlog, so a replay has the same position;
-//! - a snapshot row has position `(file number, offset, 0)` of the binlog
-//!   position its consistent snapshot reports, which sorts after every
-//!   transaction the snapshot contains and before every later one;
+//! - a streamed change has position `(epoch, binlog file number, end offset
+//!   of its transaction's first event, 1 + index in the transaction)`, all
+//!   read from the binlog, so a replay has the same position;
+//! - a snapshot row has position `(epoch, file number, offset, 0)` of the
+//!   binlog position its consistent snapshot reports, which sorts after
+//!   every transaction the snapshot contains and before every later one;
+//! - the epoch is stored with the source's state and grows whenever the
+//!   source starts without a stored position (first start, after
+//!   `--from-scratch`), so positions of a new binlog lineage (file numbers
+//!   start again after `RESET MASTER` or on another server) sort above
+//!   every earlier one ([`position::change_position`]);
 //! - the stored position moves past a transaction only once the broker has
 //!   acknowledged every record of it and of every earlier one
 //!   ([`stream`]), so a restart (kill -9 included) replays from at or
@@ -65,6 +70,18 @@ use syncline_runtime::publish::{Pending, Publisher};
 
 /// The name of the stored stream position (key `<pipeline>/<source>/binlog/position`).
 const POSITION: &str = "position";
+/// The name of the stored epoch (key `<pipeline>/<source>/epoch/binlog`):
+/// the binlog lineage positions are built in ([`position::change_position`]).
+const EPOCH: &str = "binlog";
+
+/// The stored epoch of source `source` of `pipeline`.
+fn epoch_state(
+    kafka: syncline_core::kafka::KafkaConfig,
+    pipeline: &str,
+    source: &str,
+) -> JsonState<u64> {
+    JsonState::new(kafka, format!("{pipeline}/{source}/epoch/"), "binlog epoch")
+}
 
 /// A built mysql_cdc source; [`MysqlCdcSource::run`] captures until shutdown.
 pub struct MysqlCdcSource {
@@ -79,6 +96,9 @@ pub struct MysqlCdcSource {
     publisher: Publisher,
     progress: ProgressStore,
     position: JsonState<BinlogPosition>,
+    epochs: JsonState<u64>,
+    /// The epoch of this run's positions (read in [`MysqlCdcSource::run`]).
+    epoch: u64,
 }
 
 impl MysqlCdcSource {
@@ -117,6 +137,8 @@ impl MysqlCdcSource {
                 format!("{}/{}/binlog/", ctx.pipeline, ctx.component),
                 "binlog position",
             ),
+            epochs: epoch_state(ctx.kafka.clone(), &ctx.pipeline, &ctx.component),
+            epoch: 0,
             server_id: cfg
                 .server_id
                 .unwrap_or_else(|| config::default_server_id(&ctx.pipeline, &ctx.component)),
@@ -135,6 +157,16 @@ impl MysqlCdcSource {
     /// the binlog needs, or a schema the registry refuses stop the pipeline.
     pub async fn run(mut self, shutdown: Shutdown) -> Result<()> {
         let stored = self.position.restore().await?.remove(POSITION);
+        let stored_epoch = self.epochs.restore().await?.remove(EPOCH);
+        let (epoch, new) = position::next_epoch(stored_epoch, stored.is_some());
+        if new {
+            // before any position of it is published or stored
+            self.epochs
+                .store(self.publisher.producer(), EPOCH, Some(&epoch))
+                .await?;
+            tracing::info!(source = %self.name, epoch, "mysql_cdc: no stored binlog position: a new epoch of positions");
+        }
+        self.epoch = epoch;
         let mut start = match stored {
             Some(p) => {
                 self.check_not_purged(&p).await?;
@@ -325,8 +357,10 @@ async fn preflight(conn: &mut Conn, display: &str) -> Result<()> {
 ///
 /// `from_scratch`: forget the stored binlog position and the progress of
 /// every table instead, so that the next start takes a new snapshot of
-/// everything and streams from its position: the way back from a purged
-/// binlog position. Run it while the pipeline is stopped.
+/// everything and streams from its position, in a new epoch whose
+/// positions sort above every earlier one (after `RESET MASTER` or a
+/// failover, file numbers start again): the way back from a purged binlog
+/// position. Run it while the pipeline is stopped.
 pub async fn request_resnapshot(
     cfg: &MysqlCdcConfig,
     kafka: syncline_core::kafka::KafkaConfig,

@@ -37,13 +37,45 @@ pub fn file_number(file: &str) -> Result<u64> {
         .ok_or_else(|| Error::internal(format!("binlog file `{file}` does not end in `.<number>`")))
 }
 
-/// The position of a change: (binlog file number, offset of the end of its
-/// transaction's first event, index in the transaction from 1). A snapshot
-/// row has index 0 at the snapshot's (file, offset). Both are the same on
-/// every replay of that server's binlog, and they order every change by
-/// commit: transactions are written to the binlog whole, in commit order.
-pub fn change_position(file_no: u64, pos: u64, index: u64) -> Position {
-    Position::builder().u64(file_no).u64(pos).u64(index).build()
+/// The position of a change: (epoch, binlog file number, offset of the end
+/// of its transaction's first event, index in the transaction from 1). A
+/// snapshot row has index 0 at the snapshot's (file, offset). All are the
+/// same on every replay of that server's binlog, and they order every
+/// change by commit: transactions are written to the binlog whole, in
+/// commit order.
+///
+/// The epoch orders binlog lineages: file numbers start again after `RESET
+/// MASTER` or on another server, so a source that starts without a stored
+/// position (its first start, or after `--from-scratch`) takes the next
+/// epoch ([`next_epoch`]), and all its positions sort above every earlier
+/// one. Epoch 0, the positions from before epochs, keeps their bytes
+/// (file, offset, index); a later epoch `e` is written `(u64::MAX, e, file,
+/// offset, index)`: no binlog file number reaches `u64::MAX` (MySQL's and
+/// MariaDB's end below 2^32), so it sorts above all of epoch 0, and epochs
+/// by number.
+pub fn change_position(epoch: u64, file_no: u64, pos: u64, index: u64) -> Position {
+    let b = Position::builder();
+    let b = if epoch == 0 {
+        b
+    } else {
+        b.u64(EPOCH_MARK).u64(epoch)
+    };
+    b.u64(file_no).u64(pos).u64(index).build()
+}
+
+/// What positions of an epoch after 0 begin with.
+const EPOCH_MARK: u64 = u64::MAX;
+
+/// The epoch to build positions with, from the stored one (`None`: never
+/// stored) and whether a stream position is stored. A stored position
+/// continues its lineage and its epoch (0 for state from before epochs);
+/// none begins a new lineage: the next epoch, to be stored before anything
+/// is published with it. Returns the epoch and whether to store it.
+pub fn next_epoch(stored: Option<u64>, position_stored: bool) -> (u64, bool) {
+    match (stored, position_stored) {
+        (e, true) => (e.unwrap_or(0), false),
+        (e, false) => (e.unwrap_or(0) + 1, true),
+    }
 }
 
 /// A MariaDB GTID: replication domain, server, sequence number.
@@ -127,12 +159,36 @@ mod tests {
 
     #[test]
     fn positions_order_changes_by_file_then_offset_then_index() {
-        let snap = change_position(3, 1000, 0);
-        assert!(change_position(3, 1001, 1) > snap);
-        assert!(change_position(3, 999, 5) < snap);
-        assert!(change_position(4, 4, 1) > change_position(3, u64::MAX, 9));
+        for epoch in [0, 1, 7] {
+            let snap = change_position(epoch, 3, 1000, 0);
+            assert!(change_position(epoch, 3, 1001, 1) > snap);
+            assert!(change_position(epoch, 3, 999, 5) < snap);
+            assert!(change_position(epoch, 4, 4, 1) > change_position(epoch, 3, u64::MAX, 9));
+        }
         assert_eq!(file_number("mariadb-bin.000012").unwrap(), 12);
         assert!(file_number("nodot").is_err());
+    }
+
+    #[test]
+    fn a_later_epoch_sorts_above_every_earlier_position_and_epoch_0_keeps_its_bytes() {
+        // the bytes positions had before epochs
+        let old = Position::builder().u64(3).u64(1000).u64(2).build();
+        assert_eq!(change_position(0, 3, 1000, 2), old);
+        // after RESET MASTER: file 1 again, above everything before
+        let reset = change_position(1, 1, 4, 0);
+        assert!(reset > change_position(0, u64::from(u32::MAX), u64::MAX, u64::MAX));
+        assert!(change_position(2, 1, 4, 0) > change_position(1, 999_999, u64::MAX, 9));
+        assert!(change_position(1, 1, 5, 0) > reset);
+    }
+
+    #[test]
+    fn a_new_lineage_takes_the_next_epoch_and_a_stored_position_keeps_its_own() {
+        // state from before epochs: a position and no epoch
+        assert_eq!(next_epoch(None, true), (0, false));
+        assert_eq!(next_epoch(Some(3), true), (3, false));
+        // a first start, or after --from-scratch forgot the position
+        assert_eq!(next_epoch(None, false), (1, true));
+        assert_eq!(next_epoch(Some(3), false), (4, true));
     }
 
     #[test]

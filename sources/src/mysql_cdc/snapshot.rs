@@ -183,8 +183,11 @@ impl MysqlCdcSource {
             .map(|k| quote(k))
             .collect::<Vec<_>>()
             .join(", ");
-        let position = change_position(file_number(&at.file)?, at.pos, 0);
-        let text = format!("snapshot at {at}");
+        let position = change_position(self.epoch, file_number(&at.file)?, at.pos, 0);
+        let text = match self.epoch {
+            0 => format!("snapshot at {at}"),
+            e => format!("snapshot at {at}, epoch {e}"),
+        };
         let chunk_size = self.cfg.snapshot_chunk_size;
         let started = Instant::now();
         let rows_before = entry.rows;

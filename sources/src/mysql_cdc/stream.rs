@@ -456,8 +456,8 @@ impl MysqlCdcSource {
         shapes[t] = None;
         let tx = cur.tx.as_mut().expect("a statement is in a transaction");
         tx.records += 1;
-        let position = change_position(cur.file_no, tx.begin, tx.records);
-        let text = position_text(&cur.file, tx, tx.records);
+        let position = change_position(self.epoch, cur.file_no, tx.begin, tx.records);
+        let text = position_text(self.epoch, &cur.file, tx, tx.records);
         let ev = ChangeEvent {
             op: Op::Truncate,
             key: Vec::new(),
@@ -530,7 +530,7 @@ impl MysqlCdcSource {
                 (Ok(b), Ok(a)) => (b, a),
                 (Err(e), _) | (_, Err(e)) if e.kind() == ErrorKind::Data => {
                     tx.records += 1;
-                    let text = position_text(&cur.file, tx, tx.records);
+                    let text = position_text(self.epoch, &cur.file, tx, tx.records);
                     let pending = self.dead_letter(t, op, &text, &e)?;
                     tx.deliveries.push(pending);
                     continue;
@@ -576,8 +576,8 @@ impl MysqlCdcSource {
     ) -> Result<()> {
         let tx = cur.tx.as_mut().expect("in a transaction");
         tx.records += 1;
-        let position = change_position(cur.file_no, tx.begin, tx.records);
-        let text = position_text(&cur.file, tx, tx.records);
+        let position = change_position(self.epoch, cur.file_no, tx.begin, tx.records);
+        let text = position_text(self.epoch, &cur.file, tx, tx.records);
         let ev = ChangeEvent {
             op,
             key,
@@ -701,12 +701,16 @@ fn group_part(sql: &str) -> GroupPart {
     }
 }
 
-/// `file:offset #index (gtid g)`, readable.
-fn position_text(file: &str, tx: &Tx, index: u64) -> String {
-    match &tx.gtid {
-        Some(g) => format!("{file}:{} #{index} gtid {g}", tx.begin),
-        None => format!("{file}:{} #{index}", tx.begin),
+/// `file:offset #index gtid g, epoch e`, readable.
+fn position_text(epoch: u64, file: &str, tx: &Tx, index: u64) -> String {
+    let mut text = format!("{file}:{} #{index}", tx.begin);
+    if let Some(g) = &tx.gtid {
+        text += &format!(" gtid {g}");
     }
+    if epoch > 0 {
+        text += &format!(", epoch {epoch}");
+    }
+    text
 }
 
 /// The table a `TRUNCATE [TABLE] [db.]name` statement empties.
