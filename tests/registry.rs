@@ -950,3 +950,162 @@ fn an_open_registry_off_loopback_refuses_to_start() {
         "{err}"
     );
 }
+
+/// Every record in `topic` now (tombstones included), read from the start.
+fn records_in(bootstrap: &str, topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "count")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let (lo, hi) = c
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(lo))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut n = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                n += 1;
+                if rdkafka::Message::offset(&m) + 1 >= hi {
+                    return n;
+                }
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None if lo >= hi => return 0,
+            None => {}
+        }
+    }
+    panic!("could not read {topic} to its end");
+}
+
+/// The `records_read` of the last "schema log applied" line of `log`.
+fn records_read_at_start(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("schema log applied"))
+        .unwrap_or_else(|| panic!("no start-up line in:\n{log}"));
+    line.split("records_read=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no records_read in {line}"))
+}
+
+#[tokio::test]
+async fn checkpoints_let_a_start_read_the_live_schemas_not_the_history() {
+    // The broker's cleaner looks every half second, and the test's log topic
+    // rolls its segments at once: compaction runs within seconds, not hours.
+    let broker = Broker::start_with(&["log.cleaner.backoff.ms=500"]);
+    let topic = "_schemas_compacted";
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", broker.bootstrap())
+                .create()
+                .unwrap();
+        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", "100")
+            .set("min.cleanable.dirty.ratio", "0.01")
+            .set("min.compaction.lag.ms", "0")
+            .set("delete.retention.ms", "100");
+        admin
+            .create_topics([&new], &AdminOptions::new())
+            .await
+            .unwrap()
+            .into_iter()
+            .for_each(|r| {
+                r.unwrap();
+            });
+    }
+    let mut registry = RegistryProcess::start_on_topic(&broker, topic);
+    let api = Api::new(registry.url());
+    let v1 = record(A);
+    let v2 = record(&format!("{A},{B_STRING_DEFAULT}"));
+    let id1 = api.must_register("orders-value", &v1).await;
+    let id2 = api.must_register("orders-value", &v2).await;
+    let id3 = api
+        .must_register(
+            "other-value",
+            r#"{"type":"enum","name":"e","symbols":["X"]}"#,
+        )
+        .await;
+    // History that leaves little behind: 1,500 level changes, and a
+    // scratch subject registered, soft- and hard-deleted 100 times.
+    for i in 0..1500 {
+        api.set_level("orders-value", if i % 2 == 0 { "FULL" } else { "BACKWARD" })
+            .await;
+    }
+    let mut scratch_ids = BTreeSet::new();
+    for i in 0..100 {
+        let id = api
+            .must_register(
+                "scratch-value",
+                &record(&format!(r#"{{"name":"f{i}","type":"int"}}"#)),
+            )
+            .await;
+        scratch_ids.insert(id);
+        assert_eq!(
+            api.delete("/subjects/scratch-value").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            api.delete("/subjects/scratch-value?permanent=true").await.0,
+            StatusCode::OK
+        );
+    }
+    let commands = 3 + 1500 + 300;
+    let subjects = ["orders-value", "other-value", "scratch-value"];
+    let ids = [id1, id2, id3];
+    let before = snapshot(&api, &subjects, &ids).await;
+    wait_until(
+        Duration::from_secs(60),
+        "a checkpoint is written",
+        || async {
+            registry
+                .log()
+                .matches("schema log checkpoint written")
+                .count()
+                >= 3
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(120),
+        "compaction removes what the checkpoints replace",
+        || async { records_in(&broker.bootstrap(), topic) < CHECKPOINT_LEFTOVER },
+    )
+    .await;
+
+    registry.restart();
+    let api = Api::new(registry.url());
+    let after = snapshot(&api, &subjects, &ids).await;
+    assert_eq!(before, after, "registry log:\n{}", registry.log());
+    let read = records_read_at_start(&registry.log());
+    assert!(
+        read < CHECKPOINT_LEFTOVER as u64,
+        "a start read {read} records of a history of {commands} commands"
+    );
+    // Ids go on from the highest ever given, after the hard deletes.
+    let next = api
+        .must_register("orders-value", &record(&format!("{A},{C_LONG_DEFAULT}")))
+        .await;
+    assert!(
+        next > *scratch_ids.iter().max().unwrap(),
+        "ids are never reused: {next}"
+    );
+}
+
+/// What may stay in the log after compaction: the last checkpoint (one
+/// chunk and its marker), the commands since it (fewer than 500), the
+/// tombstones not yet removed and the active segment.
+const CHECKPOINT_LEFTOVER: usize = 700;

@@ -81,7 +81,10 @@ pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> Result<
         return Err(e);
     }
     let subjects = store.read(|s| s.subjects(false).len());
-    tracing::info!(topic = %config.topic, subjects, "schema log applied");
+    let (records_read, commands_applied, checkpoint) = store.startup_report();
+    tracing::info!(topic = %config.topic, subjects, records_read, commands_applied,
+        checkpoint_as_of = checkpoint, "schema log applied");
+    store.checkpoint_if_due();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -15,19 +15,30 @@
 //! - **A write is answered from its own apply.** The instance that receives a
 //!   write produces the command under a fresh unique key (a UUID), waits until
 //!   its own consumer has applied that record, and answers with the outcome
-//!   of that apply. Unique keys mean compaction never drops a command, so
-//!   replaying the log always rebuilds the same state (hard deletes therefore
-//!   hide a schema's text from the API but not from the topic).
+//!   of that apply.
+//! - **Checkpoints keep the log short.** Every [`CHECKPOINT_EVERY`] commands,
+//!   the instance whose write reached the count writes the state as of that
+//!   command's offset W (a [`Snapshot`], in chunks keyed
+//!   `checkpoint/<W>/<i>`, then the marker `checkpoint/<W>` with the chunks'
+//!   SHA-256), and only then tombstones every command at or below W and the
+//!   records of older checkpoints; compaction removes them. A reader that
+//!   meets a complete marker newer than the checkpoint its state rests on
+//!   takes the checkpoint's state and applies again the commands it read
+//!   after W: so whatever compaction removed, the state equals that of the
+//!   whole history, and a start reads the live state plus the commands since
+//!   the last checkpoint, not the history. Keys carry W, so two instances'
+//!   checkpoints never overwrite each other; a marker is written only after
+//!   its chunks, and tombstones only after the marker, so the newest
+//!   complete checkpoint is always readable.
 //! - **Reads come from memory.** At start the instance catches up to the end
 //!   of the topic before it serves HTTP. After that, reads answer from the
 //!   in-memory state; a read that finds nothing first catches up to the
 //!   topic's current end and asks again, so a consumer that meets an id
 //!   written through another instance a moment ago still resolves it.
 //!   Other reads may lag another instance's writes by the consumer's delay.
-//! - **The log has no holes.** Catching up waits until the applied offset
-//!   reaches the topic's end offset. Offsets are dense because every key is
-//!   unique (compaction removes nothing) and no transaction writes here; a
-//!   topic with holes at its end would make start-up time out, loudly.
+//! - **Catching up** waits until the applied offset reaches the topic's end
+//!   offset. Compaction leaves holes in the offsets but never removes the
+//!   last record, and no transaction writes here, so the end is always read.
 //! - **Re-registering a live schema writes nothing**: the answer cannot
 //!   change by applying it, so it comes from memory (clients register the
 //!   same schema on every start).
@@ -39,12 +50,14 @@
 //! Records this version cannot decode are skipped with an error log; all
 //! instances must run the same version to stay in agreement.
 
-use crate::state::{Applied, Command, Rejection, State};
+use crate::state::{Applied, Command, Rejection, Snapshot, State};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -61,6 +74,107 @@ const READ_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 const RECORD_FORMAT: u32 = 1;
 /// The log is this single partition.
 const PARTITION: i32 = 0;
+/// Commands between two checkpoints.
+pub const CHECKPOINT_EVERY: usize = 500;
+/// Largest piece of a checkpoint in one record (the broker takes 1 MB by default).
+const CHUNK_BYTES: usize = 512 * 1024;
+/// Keys of checkpoint records start with this; commands' keys are UUIDs.
+const CHECKPOINT_PREFIX: &str = "checkpoint/";
+
+/// A checkpoint record's value (see the module docs).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum CheckpointRecord {
+    /// Piece `index` of `count` of the JSON of the [`Snapshot`] as of `as_of`.
+    Chunk {
+        as_of: i64,
+        index: usize,
+        count: usize,
+        data: String,
+    },
+    /// Every chunk is written; `sha256` is of their concatenation.
+    Done {
+        as_of: i64,
+        count: usize,
+        sha256: String,
+    },
+}
+
+fn chunk_key(as_of: i64, index: usize) -> String {
+    format!("{CHECKPOINT_PREFIX}{as_of:020}/{index}")
+}
+
+fn done_key(as_of: i64) -> String {
+    format!("{CHECKPOINT_PREFIX}{as_of:020}")
+}
+
+/// The `as_of` a checkpoint record's key names.
+fn as_of_of(key: &str) -> Option<i64> {
+    key.strip_prefix(CHECKPOINT_PREFIX)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `text` in pieces of at most `max` bytes, cut at character boundaries.
+fn pieces(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    if out.is_empty() {
+        out.push("");
+    }
+    out
+}
+
+/// What the applier keeps beside the state, for checkpoints.
+#[derive(Default)]
+struct Book {
+    /// The `as_of` of the checkpoint the state rests on (-1: none).
+    adopted: i64,
+    /// Commands applied after `adopted`, with their offsets: applied again
+    /// on a newer checkpoint, and counted towards the next one.
+    since: Vec<(i64, Command)>,
+    /// Command records not tombstoned yet: key -> offset.
+    live_commands: HashMap<String, i64>,
+    /// Checkpoint records present, by `as_of`.
+    checkpoint_keys: BTreeMap<i64, Vec<String>>,
+    /// Chunks of checkpoints newer than `adopted`, by `as_of` and index.
+    chunks: BTreeMap<i64, BTreeMap<usize, String>>,
+    /// A checkpoint is being written by this instance.
+    writing: bool,
+    /// The `as_of` of the last checkpoint this instance started.
+    started: i64,
+    /// Records read and commands applied since the process started.
+    records_read: u64,
+    commands_applied: u64,
+}
+
+impl Book {
+    /// Enough commands since the newest checkpoint this instance adopted or
+    /// started, and none being written.
+    fn due(&self) -> bool {
+        let after = self.adopted.max(self.started);
+        let newer = self.since.len() - self.since.partition_point(|(o, _)| *o <= after);
+        newer >= CHECKPOINT_EVERY && !self.writing
+    }
+}
+
+/// A checkpoint to write: the state as of `as_of`, and what it makes obsolete.
+struct Job {
+    as_of: i64,
+    snapshot: Snapshot,
+    commands: Vec<String>,
+    checkpoints: Vec<String>,
+}
 
 /// One log record's value. The key is the command's unique id.
 #[derive(Serialize, Deserialize)]
@@ -95,13 +209,27 @@ pub struct Store {
     next_offset: watch::Sender<i64>,
     /// Writers waiting for their command's outcome, by record key.
     waiters: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    book: Mutex<Book>,
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
 }
 
 impl Store {
     /// Make sure the topic exists with one partition, and set up the clients.
     /// Nothing is read until [`Store::run`].
     pub async fn open(kafka: &KafkaConfig, topic: &str) -> Result<Arc<Self>> {
-        kafka.ensure_topic(topic, 1, true).await?;
+        // A new log rolls segments hourly so that compaction, which skips
+        // the active segment, removes what checkpoints made obsolete.
+        let mut log_kafka = kafka.clone();
+        for (k, v) in [
+            ("segment.ms", "3600000"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+        ] {
+            log_kafka
+                .topic_properties
+                .entry(k.to_string())
+                .or_insert_with(|| v.to_string());
+        }
+        log_kafka.ensure_topic(topic, 1, true).await?;
         let mut config = kafka.reader_config();
         // Catching up compares the applied offset with the end offset, so no
         // end-of-partition events; a short fetch wait keeps writes fast.
@@ -141,14 +269,232 @@ impl Store {
         consumer
             .assign(&tpl)
             .context(ErrorKind::Transient, || format!("cannot assign `{topic}`"))?;
-        Ok(Arc::new(Self {
+        let (jobs, job_rx) = tokio::sync::mpsc::unbounded_channel();
+        let store = Arc::new(Self {
             topic: topic.to_string(),
             state: RwLock::new(State::default()),
             producer: kafka.producer()?,
             consumer,
             next_offset: watch::Sender::new(0),
             waiters: Mutex::new(HashMap::new()),
-        }))
+            book: Mutex::new(Book {
+                adopted: -1,
+                started: -1,
+                ..Book::default()
+            }),
+            jobs,
+        });
+        tokio::spawn(Self::checkpointer(Arc::downgrade(&store), job_rx));
+        Ok(store)
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Write a checkpoint as of the last applied command if enough commands
+    /// came since the last one (at start, for a log that never had one).
+    pub fn checkpoint_if_due(&self) {
+        let due = self.book().due();
+        if due {
+            let as_of = self.book().since.last().map_or(-1, |(o, _)| *o);
+            self.start_checkpoint(as_of);
+        }
+    }
+
+    /// Hand a checkpoint as of `as_of` (the last applied command: the state
+    /// now is the state as of it) to the checkpointer.
+    fn start_checkpoint(&self, as_of: i64) {
+        let snapshot = self.read(State::snapshot);
+        let mut book = self.book();
+        if book.writing {
+            return;
+        }
+        book.writing = true;
+        book.started = as_of;
+        let commands = book
+            .live_commands
+            .iter()
+            .filter(|(_, &o)| o <= as_of)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let checkpoints = book
+            .checkpoint_keys
+            .range(..as_of)
+            .flat_map(|(_, keys)| keys.iter().cloned())
+            .collect();
+        let _ = self.jobs.send(Job {
+            as_of,
+            snapshot,
+            commands,
+            checkpoints,
+        });
+    }
+
+    /// Write each checkpoint handed over: chunks, then the marker, then the
+    /// tombstones of what it makes obsolete, each step acknowledged first.
+    async fn checkpointer(
+        store: std::sync::Weak<Self>,
+        mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    ) {
+        while let Some(job) = jobs.recv().await {
+            let Some(store) = store.upgrade() else { return };
+            let as_of = job.as_of;
+            match store.write_checkpoint(job).await {
+                Ok((chunks, bytes, removed)) => tracing::info!(
+                    as_of,
+                    chunks,
+                    bytes,
+                    obsolete_records = removed,
+                    "schema log checkpoint written; compaction removes what it replaces"
+                ),
+                Err(e) => tracing::warn!(as_of, error = %e,
+                    "cannot write a schema log checkpoint; the next one is tried after more commands"),
+            }
+            store.book().writing = false;
+        }
+    }
+
+    async fn write_checkpoint(&self, job: Job) -> Result<(usize, usize, usize)> {
+        let json = serde_json::to_string(&job.snapshot)
+            .map_err(|e| Error::internal("cannot encode a checkpoint").with_source(e))?;
+        let parts = pieces(&json, CHUNK_BYTES);
+        let count = parts.len();
+        let mut records = Vec::with_capacity(count + 1);
+        for (index, data) in parts.into_iter().enumerate() {
+            let value = CheckpointRecord::Chunk {
+                as_of: job.as_of,
+                index,
+                count,
+                data: data.to_string(),
+            };
+            records.push((chunk_key(job.as_of, index), Some(value)));
+        }
+        self.send_all(records).await?;
+        let done = CheckpointRecord::Done {
+            as_of: job.as_of,
+            count,
+            sha256: hex::encode(Sha256::digest(json.as_bytes())),
+        };
+        self.send_all(vec![(done_key(job.as_of), Some(done))])
+            .await?;
+        let obsolete: Vec<(String, Option<CheckpointRecord>)> = job
+            .commands
+            .into_iter()
+            .chain(job.checkpoints)
+            .map(|k| (k, None))
+            .collect();
+        let removed = obsolete.len();
+        self.send_all(obsolete).await?;
+        Ok((count, json.len(), removed))
+    }
+
+    /// Produce `records` (a `None` value: a tombstone) and wait for every
+    /// acknowledgement.
+    async fn send_all(&self, records: Vec<(String, Option<CheckpointRecord>)>) -> Result<()> {
+        let payloads = records
+            .iter()
+            .map(|(_, v)| v.as_ref().map(serde_json::to_vec).transpose())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::internal("cannot encode a checkpoint").with_source(e))?;
+        let mut deliveries = Vec::with_capacity(records.len());
+        for ((key, _), payload) in records.iter().zip(&payloads) {
+            let mut record = FutureRecord::to(&self.topic).partition(PARTITION).key(key);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            deliveries.push(self.producer.send(record, WRITE_TIMEOUT));
+        }
+        for d in futures::future::join_all(deliveries).await {
+            d.map_err(|(e, _)| {
+                Error::transient(format!("cannot write a checkpoint to `{}`", self.topic))
+                    .with_source(e)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Records read and commands applied since start, and the checkpoint
+    /// the state rests on (-1: none): what a start cost.
+    pub fn startup_report(&self) -> (u64, u64, i64) {
+        let book = self.book();
+        (book.records_read, book.commands_applied, book.adopted)
+    }
+
+    /// A checkpoint record: a chunk is kept until its marker; a complete
+    /// marker newer than the state's checkpoint replaces the state.
+    fn apply_checkpoint_record(&self, offset: i64, key: &str, payload: Option<&[u8]>) {
+        let Some(as_of) = as_of_of(key) else {
+            tracing::error!(
+                offset,
+                key,
+                "skipping a schema log record with a malformed checkpoint key"
+            );
+            return;
+        };
+        let mut book = self.book();
+        let Some(payload) = payload else {
+            if let Some(keys) = book.checkpoint_keys.get_mut(&as_of) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    book.checkpoint_keys.remove(&as_of);
+                }
+            }
+            return;
+        };
+        book.checkpoint_keys
+            .entry(as_of)
+            .or_default()
+            .push(key.to_string());
+        match serde_json::from_slice::<CheckpointRecord>(payload) {
+            Ok(CheckpointRecord::Chunk { index, data, .. }) => {
+                if as_of > book.adopted {
+                    book.chunks.entry(as_of).or_default().insert(index, data);
+                }
+            }
+            Ok(CheckpointRecord::Done { count, sha256, .. }) => {
+                if as_of <= book.adopted {
+                    return;
+                }
+                let chunks = book.chunks.remove(&as_of).unwrap_or_default();
+                let complete = (0..count).all(|i| chunks.contains_key(&i));
+                let json: String = chunks.into_values().collect();
+                if !complete || hex::encode(Sha256::digest(json.as_bytes())) != sha256 {
+                    tracing::warn!(
+                        offset,
+                        as_of,
+                        "skipping an incomplete schema log checkpoint"
+                    );
+                    return;
+                }
+                let rebuilt = serde_json::from_str::<Snapshot>(&json)
+                    .map_err(|e| e.to_string())
+                    .and_then(State::from_snapshot);
+                let mut state = match rebuilt {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(offset, as_of, error = %e, "skipping a schema log checkpoint that does not load");
+                        return;
+                    }
+                };
+                book.since.retain(|(o, _)| *o > as_of);
+                for (_, command) in &book.since {
+                    let _ = state.apply(command);
+                }
+                *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
+                book.adopted = as_of;
+                book.chunks.retain(|&a, _| a > as_of);
+                tracing::debug!(
+                    offset,
+                    as_of,
+                    replayed = book.since.len(),
+                    "schema log checkpoint taken"
+                );
+            }
+            Err(e) => {
+                tracing::error!(offset, error = %e, "skipping an undecodable schema log checkpoint record")
+            }
+        }
     }
 
     /// Apply the log as it grows, until `shutdown`.
@@ -178,6 +524,18 @@ impl Store {
         let key = key
             .and_then(|k| std::str::from_utf8(k).ok())
             .unwrap_or_default();
+        self.book().records_read += 1;
+        if key.starts_with(CHECKPOINT_PREFIX) {
+            self.apply_checkpoint_record(offset, key, payload);
+            self.next_offset.send_replace(offset + 1);
+            return;
+        }
+        if payload.is_none() {
+            // A command a checkpoint made obsolete.
+            self.book().live_commands.remove(key);
+            self.next_offset.send_replace(offset + 1);
+            return;
+        }
         match payload.map(serde_json::from_slice::<Record>) {
             Some(Ok(record)) if record.format == RECORD_FORMAT => {
                 let outcome = self
@@ -216,8 +574,20 @@ impl Store {
                         tracing::debug!(offset, op = command.op(), %rejection, "rejected")
                     }
                 }
+                let ours = waiter.is_some();
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(outcome);
+                }
+                let due = {
+                    let mut book = self.book();
+                    book.commands_applied += 1;
+                    book.since.push((offset, record.command));
+                    book.live_commands.insert(key.to_string(), offset);
+                    book.due()
+                };
+                // The instance whose write reached the count writes it.
+                if due && ours {
+                    self.start_checkpoint(offset);
                 }
             }
             Some(Ok(record)) => {
@@ -230,7 +600,7 @@ impl Store {
             Some(Err(e)) => {
                 tracing::error!(offset, error = %e, "skipping an undecodable schema log record")
             }
-            None => tracing::debug!(offset, "skipping an empty schema log record"),
+            None => {}
         }
         self.next_offset.send_replace(offset + 1);
     }
@@ -349,5 +719,51 @@ impl Drop for Waiter<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_keys_carry_their_offset_and_sort_by_it() {
+        assert_eq!(as_of_of(&chunk_key(42, 3)), Some(42));
+        assert_eq!(as_of_of(&done_key(42)), Some(42));
+        assert_eq!(as_of_of("checkpoint/x"), None);
+        assert!(done_key(9) < done_key(10), "zero-padded");
+    }
+
+    #[test]
+    fn pieces_cut_at_character_boundaries_and_join_back() {
+        let text = "aé€𝄞".repeat(100);
+        let parts = pieces(&text, 7);
+        assert!(parts.iter().all(|p| p.len() <= 7 && !p.is_empty()));
+        assert_eq!(parts.concat(), text);
+        assert_eq!(pieces("", 7), [""], "an empty state is one empty chunk");
+    }
+
+    #[test]
+    fn a_checkpoint_is_due_after_enough_commands_past_the_newest_known() {
+        let command = Command::SetCompatibility {
+            subject: None,
+            level: None,
+        };
+        let mut book = Book {
+            adopted: -1,
+            started: -1,
+            ..Book::default()
+        };
+        book.since = (0..CHECKPOINT_EVERY as i64 - 1)
+            .map(|o| (o, command.clone()))
+            .collect();
+        assert!(!book.due());
+        book.since.push((CHECKPOINT_EVERY as i64, command.clone()));
+        assert!(book.due());
+        book.started = CHECKPOINT_EVERY as i64;
+        assert!(!book.due(), "one started at the last command covers them");
+        book.started = -1;
+        book.writing = true;
+        assert!(!book.due(), "one at a time");
     }
 }

@@ -229,11 +229,18 @@ pub struct Broker {
     voters: String,
     dir: TempDir,
     proc: Option<Proc>,
+    /// Broker settings beside broker.sh's (`key=value`).
+    sets: Vec<String>,
 }
 
 impl Broker {
     /// A one-node cluster, ready to serve.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A one-node cluster with broker settings `sets` (`key=value`).
+    pub fn start_with(sets: &[&str]) -> Self {
         let (port, controller_port) = (free_port(), free_port());
         let mut b = Self::new(
             1,
@@ -241,6 +248,7 @@ impl Broker {
             controller_port,
             format!("1@127.0.0.1:{controller_port}"),
         );
+        b.sets = sets.iter().map(|s| s.to_string()).collect();
         b.start_again();
         wait_for_brokers(&b.bootstrap(), 1);
         b
@@ -254,6 +262,7 @@ impl Broker {
             voters,
             dir: TempDir::new(&format!("kafka{node_id}")),
             proc: None,
+            sets: Vec::new(),
         }
     }
 
@@ -274,6 +283,9 @@ impl Broker {
             .args(["--port", &self.port.to_string()])
             .args(["--controller-port", &self.controller_port.to_string()])
             .args(["--voters", &self.voters]);
+        for s in &self.sets {
+            cmd.args(["--set", s]);
+        }
         Proc::spawn(cmd, &self.dir.path().join("broker.log"))
     }
 
