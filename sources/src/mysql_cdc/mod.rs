@@ -99,6 +99,8 @@ pub struct MysqlCdcSource {
     epochs: JsonState<u64>,
     /// The epoch of this run's positions (read in [`MysqlCdcSource::run`]).
     epoch: u64,
+    /// The live status: binlog lag, snapshot progress.
+    status: syncline_core::status::Status,
 }
 
 impl MysqlCdcSource {
@@ -139,6 +141,7 @@ impl MysqlCdcSource {
             ),
             epochs: epoch_state(ctx.kafka.clone(), &ctx.pipeline, &ctx.component),
             epoch: 0,
+            status: ctx.status.clone(),
             server_id: cfg
                 .server_id
                 .unwrap_or_else(|| config::default_server_id(&ctx.pipeline, &ctx.component)),

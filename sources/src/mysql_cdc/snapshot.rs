@@ -191,6 +191,18 @@ impl MysqlCdcSource {
         let chunk_size = self.cfg.snapshot_chunk_size;
         let started = Instant::now();
         let rows_before = entry.rows;
+        // The server's estimate, for the snapshot's progress (not exact for InnoDB).
+        let estimate: Option<u64> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (table.database.as_str(), table.name.as_str()),
+            )
+            .await
+            .ok()
+            .flatten();
+        self.status.running();
+        self.status
+            .snapshot_table(&name, entry.rows, estimate, false);
         loop {
             let after = entry.segments[0].after.clone();
             let (filter, params) = match &after {
@@ -250,6 +262,7 @@ impl MysqlCdcSource {
             }
             entry.rows += n as u64;
             entry.segments[0].after = Some(last_key);
+            self.status.snapshot_table(&name, entry.rows, None, false);
             if n < chunk_size {
                 break;
             }
@@ -262,6 +275,7 @@ impl MysqlCdcSource {
         self.progress
             .store(self.publisher.producer(), &name, &entry)
             .await?;
+        self.status.snapshot_table(&name, entry.rows, None, true);
         let rows = entry.rows - rows_before;
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(source = %self.name, table = %name, rows, total_rows = entry.rows, seconds = secs,

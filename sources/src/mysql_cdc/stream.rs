@@ -83,6 +83,18 @@ pub(super) enum StreamEnd {
 const MAX_INFLIGHT: usize = 10_000;
 /// How often the stream looks for re-snapshot requests.
 const REQUEST_CHECK: Duration = Duration::from_secs(5);
+/// How often the stream measures its lag behind the binlog.
+const LAG_CHECK: Duration = Duration::from_secs(5);
+/// Longest the lag query may take before it is given up until the next check.
+const LAG_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes of the binlog (`files`: name and size, oldest first) after `acked`;
+/// `None` when the acknowledged file is not listed.
+fn binlog_bytes_behind(files: &[(String, u64)], acked: &BinlogPosition) -> Option<u64> {
+    let at = files.iter().position(|(name, _)| *name == acked.file)?;
+    let rest: u64 = files[at + 1..].iter().map(|(_, size)| size).sum();
+    Some(files[at].1.saturating_sub(acked.pos) + rest)
+}
 
 /// The transaction (a group of binlog events) being read.
 struct Tx {
@@ -102,7 +114,8 @@ struct Cursor {
     file: String,
     file_no: u64,
     tx: Option<Tx>,
-    inflight: FuturesOrdered<futures::future::BoxFuture<'static, Result<BinlogPosition>>>,
+    /// Each group's position and commit time, once the broker has its records.
+    inflight: FuturesOrdered<futures::future::BoxFuture<'static, Result<(BinlogPosition, i64)>>>,
 }
 
 impl Cursor {
@@ -133,6 +146,7 @@ impl Cursor {
             pos: end,
             gtid: tx.as_ref().and_then(|t| t.gtid.clone()),
         };
+        let ts_us = tx.as_ref().map_or(0, |t| t.ts_us);
         let deliveries = tx.map(|t| t.deliveries).unwrap_or_default();
         self.inflight.push_back(
             async move {
@@ -145,7 +159,7 @@ impl Cursor {
                         )
                         .with_source(e)
                     })?;
-                Ok(at)
+                Ok((at, ts_us))
             }
             .boxed(),
         );
@@ -180,6 +194,8 @@ impl MysqlCdcSource {
             Err(e) => return Err(self.stream_error(e, &start).await),
         };
         tracing::info!(source = %self.name, from = %start, server_id = self.server_id, "mysql_cdc: streaming");
+        self.status.snapshot_finished();
+        self.status.running();
         let idle = if heartbeat > 0 {
             Duration::from_millis(heartbeat.saturating_mul(3)) + Duration::from_secs(5)
         } else {
@@ -192,7 +208,12 @@ impl MysqlCdcSource {
             inflight: FuturesOrdered::new(),
         };
         let mut acked = start.clone();
+        let mut acked_ts_us = 0i64;
         let mut stored = start.clone();
+        let mut next_lag = Instant::now();
+        // Its own connection, so that a server that stops answering the lag
+        // query never holds up the stream (or its idle deadline).
+        let mut lag_conn: Option<Conn> = None;
         let mut shapes: Vec<Option<Vec<u8>>> = vec![None; self.tables.len()];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,7 +241,11 @@ impl MysqlCdcSource {
                     return Ok(StreamEnd::Shutdown);
                 }
                 Some(r) = cur.inflight.next(), if !cur.inflight.is_empty() => {
-                    acked = r?;
+                    let (at, ts_us) = r?;
+                    acked = at;
+                    if ts_us > 0 {
+                        acked_ts_us = ts_us;
+                    }
                     if resnapshot && cur.inflight.is_empty() && cur.tx.is_none() {
                         self.store_position(&acked).await?;
                         tracing::info!(source = %self.name, at = %acked, "mysql_cdc: streaming paused for a re-snapshot");
@@ -231,6 +256,10 @@ impl MysqlCdcSource {
                     if acked != stored {
                         self.store_position(&acked).await?;
                         stored = acked.clone();
+                    }
+                    if Instant::now() >= next_lag {
+                        next_lag = Instant::now() + LAG_CHECK;
+                        self.report_lag(&mut lag_conn, &acked, acked_ts_us).await;
                     }
                     if !resnapshot && Instant::now() >= next_check {
                         next_check = Instant::now() + REQUEST_CHECK;
@@ -260,6 +289,52 @@ impl MysqlCdcSource {
                 }
             }
         }
+    }
+
+    /// How far behind the server's binlog the acknowledged position is, in
+    /// bytes (`SHOW BINARY LOGS`) and in seconds (since the last
+    /// acknowledged transaction's commit, while behind), for the status.
+    async fn report_lag(&self, conn: &mut Option<Conn>, acked: &BinlogPosition, acked_ts_us: i64) {
+        let read = tokio::time::timeout(LAG_QUERY_TIMEOUT, async {
+            if conn.is_none() {
+                *conn = Some(self.connect().await?);
+            }
+            let c = conn.as_mut().expect("connected above");
+            let rows: Vec<mysql_async::Row> = c
+                .query("SHOW BINARY LOGS")
+                .await
+                .map_err(|e| mysql_error(e, "cannot read the binlog's size"))?;
+            Ok::<_, Error>(
+                rows.into_iter()
+                    .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await;
+        let files = match read {
+            Ok(Ok(files)) => files,
+            failed => {
+                // a connection left mid-query is not used again
+                *conn = None;
+                if let Ok(Err(e)) = failed {
+                    tracing::debug!(source = %self.name, error = %e, "mysql_cdc: cannot measure the lag");
+                }
+                return;
+            }
+        };
+        let bytes = binlog_bytes_behind(&files, acked);
+        let seconds = match bytes {
+            Some(0) | None => Some(0.0),
+            Some(_) if acked_ts_us > 0 => {
+                Some(((chrono::Utc::now().timestamp_micros() - acked_ts_us) as f64 / 1e6).max(0.0))
+            }
+            Some(_) => None,
+        };
+        self.status.source_lag(syncline_core::status::SourceLag {
+            bytes,
+            seconds,
+            position: Some(acked.to_string()),
+        });
     }
 
     /// Whether some table's snapshot is pending (asked for while running).
@@ -748,7 +823,7 @@ mod tests {
     async fn acknowledged(cur: &mut Cursor) -> Vec<u64> {
         let mut out = Vec::new();
         while let Some(at) = cur.inflight.next().await {
-            out.push(at.unwrap().pos);
+            out.push(at.unwrap().0.pos);
         }
         out
     }
@@ -823,6 +898,25 @@ mod tests {
         assert_eq!(group_part("XA END X'7831',X'',1"), GroupPart::Statement);
         assert_eq!(group_part("ROLLBACK TO SAVEPOINT a"), GroupPart::Statement);
         assert_eq!(group_part("ALTER TABLE t ADD c int"), GroupPart::Statement);
+    }
+
+    #[test]
+    fn bytes_behind_count_the_rest_of_the_file_and_every_later_one() {
+        let files = vec![
+            ("b.000001".to_string(), 1000),
+            ("b.000002".to_string(), 500),
+        ];
+        let at = |file: &str, pos| BinlogPosition {
+            file: file.into(),
+            pos,
+            gtid: None,
+        };
+        assert_eq!(
+            binlog_bytes_behind(&files, &at("b.000001", 400)),
+            Some(1100)
+        );
+        assert_eq!(binlog_bytes_behind(&files, &at("b.000002", 500)), Some(0));
+        assert_eq!(binlog_bytes_behind(&files, &at("b.000000", 4)), None);
     }
 
     #[test]
