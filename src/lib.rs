@@ -7,4 +7,5 @@ pub mod api;
 pub mod dead_letters;
 pub mod operate;
 pub mod pipeline;
+pub mod run;
 pub mod telemetry;

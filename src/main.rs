@@ -188,7 +188,7 @@ fn main() -> ExitCode {
             source,
             tables,
             from_scratch,
-        } => runtime.block_on(pipeline::snapshot_command(
+        } => runtime.block_on(syncline::operate::snapshot_command(
             &pipeline,
             &source,
             &tables,
@@ -211,7 +211,7 @@ fn main() -> ExitCode {
                 metrics_addr,
                 api_addr: api_addr.unwrap_or_default(),
             };
-            runtime.block_on(pipeline::run_command(&pipeline, &options))
+            runtime.block_on(syncline::run::run_command(&pipeline, &options))
         }
         Command::Status(args) => runtime.block_on(syncline::operate::status_command(&args)),
         Command::Dlq(command) => runtime.block_on(syncline::operate::dlq_command(&command)),

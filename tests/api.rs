@@ -162,34 +162,74 @@ fn syncline(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
+/// A broker and registry, a source and a target database, and a pipeline
+/// file `name` between them: the source's `orders` made by `source_sql`,
+/// the file's `api:` section `api`.
+struct Setup {
+    _stack: Stack,
+    source: PgDb,
+    target: PgDb,
+    dir: TempDir,
+    file: std::path::PathBuf,
+}
+
+async fn setup(name: &str, source_sql: &str, api: &str) -> Setup {
     let stack = Stack::start();
-    let (source, target) = (PgDb::create("api_src").await, PgDb::create("api_dst").await);
-    let src = source.client().await;
-    src.batch_execute(SOURCE_DDL).await.unwrap();
-    src.batch_execute("INSERT INTO orders (id, qty) SELECT g, g FROM generate_series(1, 50) g")
+    let prefix = name.replace('-', "_");
+    let (source, target) = (
+        PgDb::create(&format!("{prefix}_src")).await,
+        PgDb::create(&format!("{prefix}_dst")).await,
+    );
+    source
+        .client()
+        .await
+        .batch_execute(source_sql)
         .await
         .unwrap();
-    let dir = TempDir::new("api");
+    let dir = TempDir::new(name);
     let file = dir.path().join("pipeline.yaml");
-    let api = format!(
-        "api:\n  tokens:\n    - {{ name: grafana, role: read, token: \"{READ_TOKEN}\" }}\n    - {{ name: oncall, role: operator, token: \"${{SYNCLINE_TEST_OPERATOR_TOKEN:-{OPERATOR_TOKEN}}}\" }}\n"
-    );
-    std::fs::write(
-        &file,
-        pipeline_yaml(&stack, "api-ops", &source, &target, &api),
-    )
-    .unwrap();
-    let (code, _, err) = syncline(&["validate", file.to_str().unwrap()], &[]);
-    assert_eq!(code, 0, "{err}");
-    let run = SynclineRun::start(&file);
+    std::fs::write(&file, pipeline_yaml(&stack, name, &source, &target, api)).unwrap();
+    Setup {
+        _stack: stack,
+        source,
+        target,
+        dir,
+        file,
+    }
+}
+
+/// `syncline run FILE ARGS`, once its API answers.
+async fn run_with_api(file: &std::path::Path, args: &[&str]) -> (SynclineRun, Api) {
+    let run = SynclineRun::start_with_args(file, args);
     let api = Api::of(&run);
     wait_until(Duration::from_secs(60), "the API listens", || async {
         reqwest::get(format!("{}/healthz", api.url)).await.is_ok()
     })
     .await;
-    wait_rows_equal(&source, &target, "the first 50 rows", &run).await;
+    (run, api)
+}
+
+/// `orders` with `n` rows.
+fn orders_with(n: i64) -> String {
+    format!("{SOURCE_DDL}; INSERT INTO orders (id, qty) SELECT g, g FROM generate_series(1, {n}) g")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
+    let api = format!(
+        "api:\n  tokens:\n    - {{ name: grafana, role: read, token: \"{READ_TOKEN}\" }}\n    - {{ name: oncall, role: operator, token: \"${{SYNCLINE_TEST_OPERATOR_TOKEN:-{OPERATOR_TOKEN}}}\" }}\n"
+    );
+    let Setup {
+        source,
+        target,
+        file,
+        ..
+    } = &setup("api-ops", &orders_with(50), &api).await;
+    let src = source.client().await;
+    let (code, _, err) = syncline(&["validate", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (run, api) = run_with_api(file, &[]).await;
+    wait_rows_equal(source, target, "the first 50 rows", &run).await;
     api.wait_state("warehouse", Some(READ_TOKEN), "running", &run)
         .await;
     api.wait_state("shop", Some(READ_TOKEN), "running", &run)
@@ -267,7 +307,7 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        count(&target, "SELECT count(*) FROM orders").await,
+        count(target, "SELECT count(*) FROM orders").await,
         50,
         "a paused sink writes nothing"
     );
@@ -279,7 +319,7 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
         )
         .await;
     assert_eq!(status, 202);
-    wait_rows_equal(&source, &target, "after resuming", &run).await;
+    wait_rows_equal(source, target, "after resuming", &run).await;
     api.wait_state("warehouse", Some(READ_TOKEN), "running", &run)
         .await;
 
@@ -312,7 +352,7 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
         .await
         .unwrap();
     wait_until(Duration::from_secs(60), "row 82 lands", || async {
-        count(&target, "SELECT count(*) FROM orders WHERE id = 82").await == 1
+        count(target, "SELECT count(*) FROM orders WHERE id = 82").await == 1
     })
     .await;
     wait_until(
@@ -396,7 +436,7 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        count(&target, "SELECT count(*) FROM orders WHERE id = 81").await,
+        count(target, "SELECT count(*) FROM orders WHERE id = 81").await,
         0
     );
 
@@ -416,7 +456,7 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
         .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["replayed"], 1, "{out}");
-    wait_rows_equal(&source, &target, "after the replay", &run).await;
+    wait_rows_equal(source, target, "after the replay", &run).await;
     let (_, listed) = api
         .get("/api/v1/dead-letters?component=warehouse", Some(READ_TOKEN))
         .await;
@@ -460,10 +500,10 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
     )
     .await;
     assert_eq!(
-        count(&target, "SELECT count(*) FROM orders WHERE id = 81").await,
+        count(target, "SELECT count(*) FROM orders WHERE id = 81").await,
         1
     );
-    wait_rows_equal(&source, &target, "after a forced second replay", &run).await;
+    wait_rows_equal(source, target, "after a forced second replay", &run).await;
 
     // An operator's restart: counted, and it runs again.
     let (status, _) = api
@@ -487,7 +527,7 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
     )
     .await
     .unwrap();
-    wait_rows_equal(&source, &target, "after the restart", &run).await;
+    wait_rows_equal(source, target, "after the restart", &run).await;
     let (status, body) = api
         .post(
             "/api/v1/components/nobody/restart",
@@ -508,33 +548,22 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_component_shows_why_and_an_operator_restart_runs_it_again() {
-    let stack = Stack::start();
-    let (source, target) = (
-        PgDb::create("api_stop_src").await,
-        PgDb::create("api_stop_dst").await,
-    );
-    let src = source.client().await;
     // No `updated_at` yet: the source cannot poll by it and stops.
-    src.batch_execute(
-        "CREATE TABLE orders (id bigint PRIMARY KEY, qty int NOT NULL); \
-                       INSERT INTO orders VALUES (1, 1), (2, 2)",
+    let Setup {
+        source,
+        target,
+        dir,
+        file,
+        ..
+    } = &setup(
+        "api-stop",
+        "CREATE TABLE orders (id bigint PRIMARY KEY, qty int NOT NULL); INSERT INTO orders VALUES (1, 1), (2, 2)",
+        "",
     )
-    .await
-    .unwrap();
-    let dir = TempDir::new("api-stop");
-    let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        pipeline_yaml(&stack, "api-stop", &source, &target, ""),
-    )
-    .unwrap();
-    let state_dir = dir.path().join("state");
-    let run = SynclineRun::start_with_args(&file, &["--state-dir", state_dir.to_str().unwrap()]);
-    let api = Api::of(&run);
-    wait_until(Duration::from_secs(60), "the API listens", || async {
-        reqwest::get(format!("{}/healthz", api.url)).await.is_ok()
-    })
     .await;
+    let src = source.client().await;
+    let state_dir = dir.path().join("state");
+    let (run, api) = run_with_api(file, &["--state-dir", state_dir.to_str().unwrap()]).await;
     api.wait_state("shop", None, "stopped", &run).await;
     let shop = api.component("shop", None).await;
     let error = shop["last_error"]["message"].as_str().unwrap_or_default();
@@ -591,7 +620,7 @@ async fn a_stopped_component_shows_why_and_an_operator_restart_runs_it_again() {
         .await;
     assert_eq!(status, 202, "{body}");
     api.wait_state("shop", None, "running", &run).await;
-    wait_rows_equal(&source, &target, "after the restart", &run).await;
+    wait_rows_equal(source, target, "after the restart", &run).await;
     let (code, out, _) = syncline(
         &[
             "status",
@@ -610,33 +639,12 @@ async fn a_stopped_component_shows_why_and_an_operator_restart_runs_it_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_answers_as_its_openapi_file_says() {
     let python = std::env::var("SYNCLINE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let stack = Stack::start();
-    let (source, target) = (
-        PgDb::create("api_contract_src").await,
-        PgDb::create("api_contract_dst").await,
-    );
-    source
-        .client()
-        .await
-        .batch_execute(SOURCE_DDL)
-        .await
-        .unwrap();
-    let dir = TempDir::new("api-contract");
-    let file = dir.path().join("pipeline.yaml");
     let api = format!(
         "api:\n  tokens:\n    - {{ name: schemathesis, role: operator, token: \"{OPERATOR_TOKEN}\" }}\n"
     );
-    std::fs::write(
-        &file,
-        pipeline_yaml(&stack, "api-contract", &source, &target, &api),
-    )
-    .unwrap();
-    let run = SynclineRun::start(&file);
-    let url = run.api_url();
-    wait_until(Duration::from_secs(60), "the API listens", || async {
-        reqwest::get(format!("{url}/healthz")).await.is_ok()
-    })
-    .await;
+    let Setup { dir, file, .. } = &setup("api-contract", SOURCE_DDL, &api).await;
+    let (run, api) = run_with_api(file, &[]).await;
+    let url = api.url;
     let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml");
     let out = Command::new(&python)
         .args(["-m", "schemathesis.cli", "run"])
@@ -721,33 +729,19 @@ fn dashboard_step(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_the_pipeline_and_a_click_replays_a_dead_letter_once() {
-    let stack = Stack::start();
-    let (source, target) = (
-        PgDb::create("dash_src").await,
-        PgDb::create("dash_dst").await,
-    );
-    let src = source.client().await;
-    src.batch_execute(SOURCE_DDL).await.unwrap();
-    src.batch_execute("INSERT INTO orders (id, qty) SELECT g, g FROM generate_series(1, 20) g")
-        .await
-        .unwrap();
-    let dir = TempDir::new("dashboard");
-    let file = dir.path().join("pipeline.yaml");
     let api = format!(
         "api:\n  tokens:\n    - {{ name: oncall, role: operator, token: \"{OPERATOR_TOKEN}\" }}\n"
     );
-    std::fs::write(
-        &file,
-        pipeline_yaml(&stack, "dashboard", &source, &target, &api),
-    )
-    .unwrap();
-    let run = SynclineRun::start(&file);
-    let api = Api::of(&run);
-    wait_until(Duration::from_secs(60), "the API listens", || async {
-        reqwest::get(format!("{}/healthz", api.url)).await.is_ok()
-    })
-    .await;
-    wait_rows_equal(&source, &target, "the first rows", &run).await;
+    let Setup {
+        source,
+        target,
+        dir,
+        file,
+        ..
+    } = &setup("dashboard", &orders_with(20), &api).await;
+    let src = source.client().await;
+    let (run, api) = run_with_api(file, &[]).await;
+    wait_rows_equal(source, target, "the first rows", &run).await;
     target
         .client()
         .await
@@ -805,9 +799,9 @@ async fn the_dashboard_shows_the_pipeline_and_a_click_replays_a_dead_letter_once
         dir.path(),
         &run,
     );
-    wait_rows_equal(&source, &target, "after the click on replay", &run).await;
+    wait_rows_equal(source, target, "after the click on replay", &run).await;
     assert_eq!(
-        count(&target, "SELECT count(*) FROM orders WHERE id = 21").await,
+        count(target, "SELECT count(*) FROM orders WHERE id = 21").await,
         1
     );
     let (_, listed) = api
@@ -820,4 +814,117 @@ async fn the_dashboard_shows_the_pipeline_and_a_click_replays_a_dead_letter_once
         listed["dead_letters"][0]["replayed"].is_object(),
         "{listed}"
     );
+}
+
+/// A `postgres_cdc` source and its sink through the API: the snapshot's
+/// progress per table, then the slot's lag and the sink's consumer lag
+/// once streaming, and the history the charts draw.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cdc_source_shows_its_snapshot_its_slot_lag_and_the_sink_its_consumer_lag() {
+    let stack = Stack::start();
+    let pg = support::pg_server::PgServer::start(&[]);
+    let source = pg.create_db("crm").await;
+    let target = PgDb::create("api_cdc_dst").await;
+    let src = support::pg_connect(&source).await;
+    src.batch_execute(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text); \
+         INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 3000) g; ANALYZE customers",
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("api-cdc");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: api-cdc
+kafka:
+  bootstrap_servers: {bootstrap}
+registry:
+  url: {registry}
+sources:
+  crm:
+    type: postgres_cdc
+    connection: {source}
+    tables:
+      - {{ table: public.customers, topic: crm.customers }}
+sinks:
+  warehouse:
+    type: postgres
+    connection: {target}
+    topics: [crm.customers]
+    tables: {{ crm.customers: customers }}
+"#,
+            bootstrap = stack.bootstrap(),
+            registry = stack.registry_url(),
+            target = target.url(),
+        ),
+    )
+    .unwrap();
+    let (run, api) = run_with_api(&file, &[]).await;
+    let target_rows = |n: i64| {
+        let target = &target;
+        async move { count(target, "SELECT count(*) FROM customers").await == n }
+    };
+    wait_until(Duration::from_secs(120), "the snapshot lands", || {
+        target_rows(3000)
+    })
+    .await;
+    let crm = api.component("crm", None).await;
+    let table = &crm["snapshot"]["tables"][0];
+    assert_eq!(table["table"], "public.customers", "{crm}");
+    assert_eq!(
+        (table["rows"].as_u64(), table["done"].as_bool()),
+        (Some(3000), Some(true)),
+        "{crm}"
+    );
+    assert_eq!(
+        table["rows_estimated"], 3000,
+        "ANALYZE made the estimate exact: {crm}"
+    );
+
+    src.batch_execute("INSERT INTO customers SELECT g, 'late' FROM generate_series(3001, 3010) g")
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(60), "the streamed rows land", || {
+        target_rows(3010)
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the slot's lag is measured",
+        || async {
+            let crm = api.component("crm", None).await;
+            crm["lag"]["source"]["position"].is_string() && crm["lag"]["source"]["bytes"].is_u64()
+        },
+    )
+    .await;
+    assert_eq!(
+        api.component("crm", None).await["snapshot"]["running"],
+        false
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the sink's partitions show no lag",
+        || async {
+            let sink = api.component("warehouse", None).await;
+            sink["lag"]["records"] == 0 && !sink["lag"]["partitions"].as_array().unwrap().is_empty()
+        },
+    )
+    .await;
+    let sink = api.component("warehouse", None).await;
+    assert_eq!(sink["counts"]["records_out"], 3010, "{sink}");
+    assert!(sink["latency"]["batch_p99_ms"].is_f64(), "{sink}");
+    let (status, history) = api.get("/api/v1/components/warehouse/history", None).await;
+    assert_eq!(status, 200);
+    let written: f64 = history["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["records_out_per_s"].as_f64().unwrap() * history["interval_seconds"].as_f64().unwrap()
+        })
+        .sum();
+    assert!(written > 0.0, "the history saw the rows go out: {history}");
+    drop(run);
 }

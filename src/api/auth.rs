@@ -15,8 +15,8 @@
 //! - The health routes and the dashboard's files need nothing: they hold no
 //!   data (the dashboard asks for a token when the API does).
 
-use super::config::{ApiConfig, ApiRole};
 use super::ApiError;
+use crate::pipeline::api_config::{ApiConfig, ApiRole};
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -145,7 +145,7 @@ pub async fn guard(State(auth): State<Arc<Auth>>, request: Request, next: Next) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::config::ApiToken;
+    use crate::pipeline::api_config::ApiToken;
     use syncline_core::config::Secret;
 
     #[test]

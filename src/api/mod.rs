@@ -9,13 +9,12 @@
 //! [`crate::dead_letters`]. `auth.rs` says who may do what.
 
 pub mod auth;
-pub mod config;
 mod dashboard;
 pub mod history;
 mod routes;
 mod views;
 
-pub use config::{ApiConfig, ApiRole, ApiToken, DEFAULT_LISTEN};
+pub use crate::pipeline::api_config::{ApiConfig, ApiRole, ApiToken, DEFAULT_LISTEN};
 
 use crate::pipeline::config::PipelineConfig;
 use crate::pipeline::supervise::Handle;

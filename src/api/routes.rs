@@ -29,9 +29,21 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<S>)> {
         ("get", "/api/v1/components", get(list_components)),
         ("get", "/api/v1/components/{name}", get(component)),
         ("get", "/api/v1/components/{name}/history", get(history)),
-        ("post", "/api/v1/components/{name}/pause", post(pause)),
-        ("post", "/api/v1/components/{name}/resume", post(resume)),
-        ("post", "/api/v1/components/{name}/restart", post(restart)),
+        (
+            "post",
+            "/api/v1/components/{name}/pause",
+            action(Control::Pause),
+        ),
+        (
+            "post",
+            "/api/v1/components/{name}/resume",
+            action(Control::Resume),
+        ),
+        (
+            "post",
+            "/api/v1/components/{name}/restart",
+            action(Control::Restart),
+        ),
         ("post", "/api/v1/components/{name}/snapshot", post(snapshot)),
         ("get", "/api/v1/dead-letters", get(list_dead_letters)),
         ("post", "/api/v1/dead-letters/replay", post(replay)),
@@ -186,31 +198,16 @@ fn command(s: &ApiState, name: &str, c: Control) -> Result<Response, ApiError> {
         .into_response())
 }
 
-async fn pause(
-    State(s): State<S>,
-    Path(name): Path<String>,
-    b: Result<Json<Empty>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    body(b)?;
-    command(&s, &name, Control::Pause)
-}
-
-async fn resume(
-    State(s): State<S>,
-    Path(name): Path<String>,
-    b: Result<Json<Empty>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    body(b)?;
-    command(&s, &name, Control::Resume)
-}
-
-async fn restart(
-    State(s): State<S>,
-    Path(name): Path<String>,
-    b: Result<Json<Empty>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    body(b)?;
-    command(&s, &name, Control::Restart)
+/// The route of an operator's command: `{}` in, 202 with the status out.
+fn action(c: Control) -> MethodRouter<S> {
+    post(
+        move |State(s): State<S>,
+              Path(name): Path<String>,
+              b: Result<Json<Empty>, JsonRejection>| async move {
+            body(b)?;
+            command(&s, &name, c)
+        },
+    )
 }
 
 #[derive(Deserialize)]

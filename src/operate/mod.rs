@@ -1,14 +1,16 @@
 //! Operating a pipeline from the terminal: `syncline status` (asks the
-//! running pipeline's management API) and `syncline dlq list|replay`
+//! running pipeline's management API), `syncline snapshot` and `syncline dlq list|replay`
 //! (reads and writes the dead-letter topics directly, through
 //! [`crate::dead_letters`], so it works whether the pipeline runs or not).
 //! Progress bars go to stderr when it is a terminal.
 
 mod dlq;
 mod progress;
+mod snapshot;
 mod status;
 
 pub use dlq::{dlq_command, DlqCommand};
+pub use snapshot::snapshot_command;
 pub use status::{status_command, StatusArgs};
 
 use crate::pipeline::{config::PipelineConfig, load};

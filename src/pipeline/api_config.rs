@@ -1,5 +1,5 @@
 //! The `api:` section of a pipeline file: where `syncline run` serves its
-//! management API and dashboard, and who may use them.
+//! management API and dashboard (`src/api/`), and who may use them.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -55,5 +55,5 @@ pub struct PipelineConfig {
     pub fail_fast: bool,
     /// The management API and dashboard of `syncline run` (docs/api.md).
     #[serde(default)]
-    pub api: crate::api::ApiConfig,
+    pub api: super::api_config::ApiConfig,
 }

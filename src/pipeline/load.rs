@@ -309,11 +309,11 @@ pub fn load_str(
         None => false,
         Some(v) => l.de(&root_path.key("fail_fast"), v).unwrap_or_default(),
     };
-    let api: crate::api::ApiConfig = match take("api") {
+    let api: super::api_config::ApiConfig = match take("api") {
         None => Default::default(),
         Some(v) => {
             let path = root_path.key("api");
-            let api: Option<crate::api::ApiConfig> = l.de(&path, v);
+            let api: Option<super::api_config::ApiConfig> = l.de(&path, v);
             for issue in api.iter().flat_map(|a| a.check()) {
                 l.at_key(&path.join_str(&issue.path), issue.message);
             }
