@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: create a sample source table, run examples/demo.yaml in the
-# background, and show the target catching up with inserts, updates, deletes.
-# `scripts/demo.sh stop` stops the pipeline.
+# `make demo`: create sample source tables, run examples/demo.yaml in the
+# background, and show the targets catching up with inserts, updates and
+# deletes: orders polled on a schedule, customers captured in real time from
+# the WAL. Ends with the dashboard's address; the pipeline keeps running.
+# `scripts/demo.sh stop` stops the pipeline and drops its replication slot.
 set -euo pipefail
 CACHE="${SYNCLINE_CACHE:-$HOME/.cache/syncline}"
 STACK_DIR="${SYNCLINE_STACK_DIR:-$CACHE/stack}"
@@ -11,8 +13,17 @@ export SYNCLINE_DEMO_SQLITE="${SYNCLINE_DEMO_SQLITE:-/tmp/syncline-demo-replica.
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = stop ]; then
-  [ -f "$STACK_DIR/demo.pid" ] && kill "$(cat "$STACK_DIR/demo.pid")" 2>/dev/null || true
-  rm -f "$STACK_DIR/demo.pid"; echo "demo: pipeline stopped"; exit 0
+  if [ -f "$STACK_DIR/demo.pid" ]; then
+    pid="$(cat "$STACK_DIR/demo.pid")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+  rm -f "$STACK_DIR/demo.pid"
+  # A replication slot nobody reads keeps WAL forever: drop the demo's.
+  psql "$PG/syncline_demo_source" -qAt -c \
+    "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = 'syncline_demo_crm' and not active" \
+    >/dev/null 2>&1 || true
+  echo "demo: pipeline stopped, its replication slot dropped"; exit 0
 fi
 
 src() { psql "$PG/syncline_demo_source" -qAt -v ON_ERROR_STOP=1 -c "$1"; }
@@ -29,11 +40,14 @@ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $$;
 DROP TRIGGER IF EXISTS orders_touch ON orders;
 CREATE TRIGGER orders_touch BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 INSERT INTO orders (customer, amount) SELECT 'customer-' || g, (g % 1000) / 10.0 FROM generate_series(1, 5000) g;
+CREATE TABLE IF NOT EXISTS customers (
+  id bigserial PRIMARY KEY, name text NOT NULL, email text, tier text NOT NULL DEFAULT 'basic');
+INSERT INTO customers (name, email) SELECT 'customer-' || g, 'c' || g || '@example.com' FROM generate_series(1, 2000) g;
 SQL
 
 "$SYNCLINE" validate examples/demo.yaml
 if ! { [ -f "$STACK_DIR/demo.pid" ] && kill -0 "$(cat "$STACK_DIR/demo.pid")" 2>/dev/null; }; then
-  nohup "$SYNCLINE" run examples/demo.yaml </dev/null >>"$STACK_DIR/demo.log" 2>&1 &
+  nohup "$SYNCLINE" run examples/demo.yaml --state-dir "$STACK_DIR/demo-state" </dev/null >>"$STACK_DIR/demo.log" 2>&1 &
   echo $! >"$STACK_DIR/demo.pid"
 fi
 
@@ -48,13 +62,15 @@ digest = hashlib.md5(",".join(r[0] for r in rows).encode()).hexdigest() if rows 
 print(f"{len(rows)} rows, checksum {digest}")
 PY
 }
+customers="select count(*) || ' rows, checksum ' || coalesce(md5(string_agg(id || ':' || name || ':' || coalesce(email, '') || ':' || tier, ',' order by id)), '-') from customers"
 follow() {
-  local want
-  want=$(src "$checksum")
+  local want wantc
+  want=$(src "$checksum"); wantc=$(src "$customers")
   for _ in $(seq 1 120); do
-    local got rep; got=$(dst "$checksum"); rep=$(replica)
-    printf '  source:          %s\n  postgres target: %s\n  sqlite replica:  %s\n' "$want" "$got" "$rep"
-    [ "$got" = "$want" ] && [ "$rep" = "$want" ] && return 0
+    local got rep gotc; got=$(dst "$checksum"); rep=$(replica); gotc=$(dst "$customers")
+    printf '  orders (sql_poll, every 500 ms)\n    source:          %s\n    postgres target: %s\n    sqlite replica:  %s\n' "$want" "$got" "$rep"
+    printf '  customers (postgres_cdc, real time)\n    source:          %s\n    postgres target: %s\n' "$wantc" "$gotc"
+    [ "$got" = "$want" ] && [ "$rep" = "$want" ] && [ "$gotc" = "$wantc" ] && return 0
     sleep 1
   done
   echo "demo: the targets did not catch up in 120s; see $STACK_DIR/demo.log" >&2; return 1
@@ -64,5 +80,11 @@ echo "demo: 1000 inserts, an update of every 10th row, a delete of every 25th, i
 src "insert into orders (customer, amount) select 'late-' || g, g from generate_series(1, 1000) g"
 src "update orders set status = 'shipped' where id % 10 = 0"
 src "delete from orders where id % 25 = 1"
+echo "demo: and in customers, 300 inserts, an upgrade of every 7th, a delete of every 50th"
+src "insert into customers (name, email) select 'new-' || g, null from generate_series(1, 300) g"
+src "update customers set tier = 'gold' where id % 7 = 0"
+src "delete from customers where id % 50 = 3"
 follow
+"$SYNCLINE" status examples/demo.yaml --state-dir "$STACK_DIR/demo-state" || true
 echo "demo: the pipeline keeps running (log: $STACK_DIR/demo.log); 'make demo-stop' stops it and the stack."
+echo "demo: dashboard: http://127.0.0.1:9470/"

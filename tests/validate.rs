@@ -456,6 +456,37 @@ fn every_example_pipeline_validates() {
         &mut files,
     );
     assert!(files.len() >= 3, "examples found: {files:?}");
+    // Every source, processor and sink type has an example.
+    use syncline::pipeline::config::{ProcessorConfig, SinkConfig, SourceConfig};
+    let shown: std::collections::BTreeSet<String> = files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+            let mut kinds = Vec::new();
+            for role in ["sources", "processors", "sinks"] {
+                if let Some(m) = doc[role].as_mapping() {
+                    for body in m.values() {
+                        if let Some(t) = body["type"].as_str() {
+                            kinds.push(format!("{}-{t}", &role[..role.len() - 1]));
+                        }
+                    }
+                }
+            }
+            kinds
+        })
+        .collect();
+    let types = SourceConfig::reference()
+        .into_iter()
+        .chain(ProcessorConfig::reference())
+        .chain(SinkConfig::reference())
+        .map(|(anchor, _, _)| anchor);
+    for anchor in types {
+        assert!(
+            shown.contains(&anchor),
+            "no example under examples/ shows `{anchor}`; examples show {shown:?}"
+        );
+    }
     for file in files {
         let out = std::process::Command::new(support::syncline_bin())
             .arg("validate")
