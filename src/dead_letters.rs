@@ -51,6 +51,8 @@ const REPLAY_CHUNK: usize = 500;
 /// Which dead letters: every given condition must hold.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// The topic the record was for (its origin).
+    pub topic: Option<String>,
     /// Reason contains this text.
     pub reason: Option<String>,
     pub since: Option<DateTime<Utc>>,
@@ -109,7 +111,10 @@ impl Letter {
     }
 
     fn matches(&self, f: &Filter) -> bool {
-        f.reason.as_deref().is_none_or(|r| self.reason.contains(r))
+        f.topic
+            .as_deref()
+            .is_none_or(|t| self.origin_topic.as_deref() == Some(t))
+            && f.reason.as_deref().is_none_or(|r| self.reason.contains(r))
             && f.since
                 .is_none_or(|s| self.timestamp.is_some_and(|t| t >= s))
             && f.until
@@ -531,6 +536,17 @@ mod tests {
             reason: Some("overflow".into()),
             ..Filter::default()
         }));
+        assert!(l.matches(&Filter {
+            topic: Some("t".into()),
+            ..Filter::default()
+        }));
+        assert!(
+            !l.matches(&Filter {
+                topic: Some("other".into()),
+                ..Filter::default()
+            }),
+            "the topic the record was for"
+        );
         assert!(
             !l.matches(&Filter {
                 until: at(10_000),

@@ -434,6 +434,27 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
         (Some(true), Some(1)),
         "{out}"
     );
+    // `syncline dlq replay --dry-run`, chosen by the topic the record was for.
+    let dry_cli = |topic: &str| {
+        syncline(
+            &[
+                "dlq",
+                "replay",
+                file.to_str().unwrap(),
+                "--component",
+                "warehouse",
+                "--topic",
+                topic,
+                "--dry-run",
+            ],
+            &[],
+        )
+    };
+    let (code, out, err) = dry_cli("shop.orders");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("would replay 1 dead letter(s)"), "{out}");
+    let (_, out, _) = dry_cli("another.topic");
+    assert!(out.contains("would replay 0 dead letter(s)"), "{out}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         count(target, "SELECT count(*) FROM orders WHERE id = 81").await,
@@ -477,6 +498,21 @@ async fn operators_see_pause_resume_and_replay_dead_letters_exactly_once() {
         (out["replayed"].as_u64(), out["already_replayed"].as_u64()),
         (Some(0), Some(1)),
         "{out}"
+    );
+    let (code, out, err) = syncline(
+        &[
+            "dlq",
+            "replay",
+            file.to_str().unwrap(),
+            "--component",
+            "warehouse",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("replayed 0 dead letter(s); 1 skipped as replayed before"),
+        "the command line sees the API's replay: {out}"
     );
     let mut forced = selection.clone();
     forced["force"] = json!(true);
@@ -914,6 +950,46 @@ sinks:
     .await;
     let sink = api.component("warehouse", None).await;
     assert_eq!(sink["counts"]["records_out"], 3010, "{sink}");
+
+    // A re-snapshot asked for through the API reads the table again and
+    // shows its progress; the target keeps one row per key.
+    let (status, asked) = api
+        .post(
+            "/api/v1/components/crm/snapshot",
+            None,
+            json!({ "tables": ["public.customers"] }),
+        )
+        .await;
+    assert_eq!(status, 202, "{asked}");
+    assert_eq!(asked["tables"], json!(["public.customers"]));
+    let (status, refused) = api
+        .post(
+            "/api/v1/components/crm/snapshot",
+            None,
+            json!({ "tables": ["public.nothing"] }),
+        )
+        .await;
+    assert_eq!(status, 422, "an unknown table: {refused}");
+    wait_until(
+        Duration::from_secs(60),
+        "the re-snapshot reads every row again",
+        || async {
+            let crm = api.component("crm", None).await;
+            crm["counts"]["records_out"].as_u64() >= Some(3010 + 3010)
+                && crm["snapshot"]["tables"][0]["done"] == true
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "the sink has read them",
+        || async {
+            api.component("warehouse", None).await["counts"]["records_in"].as_u64() >= Some(6020)
+        },
+    )
+    .await;
+    assert_eq!(count(&target, "SELECT count(*) FROM customers").await, 3010);
+    let sink = api.component("warehouse", None).await;
     assert!(sink["latency"]["batch_p99_ms"].is_f64(), "{sink}");
     let (status, history) = api.get("/api/v1/components/warehouse/history", None).await;
     assert_eq!(status, 200);

@@ -248,6 +248,7 @@ async fn snapshot(
 #[serde(deny_unknown_fields)]
 struct Selection {
     component: Option<String>,
+    topic: Option<String>,
     reason: Option<String>,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
@@ -276,6 +277,7 @@ impl Selection {
             return bad("offsets are 0 or more");
         }
         Ok(Filter {
+            topic: self.topic.clone().filter(|t| !t.is_empty()),
             reason: self.reason.clone().filter(|r| !r.is_empty()),
             since: self.since,
             until: self.until,

@@ -46,6 +46,9 @@ pub struct Selection {
     /// Only this component's dead letters (required for replay).
     #[arg(long, value_name = "NAME")]
     component: Option<String>,
+    /// Only those of records for this topic (where they came from).
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
     /// Only those whose reason contains this text.
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
@@ -69,6 +72,7 @@ pub struct Selection {
 impl Selection {
     fn filter(&self) -> Filter {
         Filter {
+            topic: self.topic.clone(),
             reason: self.reason.clone(),
             since: self.since,
             until: self.until,
