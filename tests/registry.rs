@@ -1091,6 +1091,7 @@ async fn checkpoints_let_a_start_read_the_live_schemas_not_the_history() {
     let after = snapshot(&api, &subjects, &ids).await;
     assert_eq!(before, after, "registry log:\n{}", registry.log());
     let read = records_read_at_start(&registry.log());
+    eprintln!("a start after {commands} commands read {read} records");
     assert!(
         read < CHECKPOINT_LEFTOVER as u64,
         "a start read {read} records of a history of {commands} commands"
