@@ -414,7 +414,6 @@ impl rdkafka::ClientContext for EndOfTopicContext {
 
 impl rdkafka::consumer::ConsumerContext for EndOfTopicContext {}
 
-/// A record that a stage gives up on (a poison record), and why.
 /// The headers a dead letter adds to its record.
 pub const DEAD_LETTER_HEADERS: [&str; 4] = [
     "syncline.reason",
@@ -423,6 +422,7 @@ pub const DEAD_LETTER_HEADERS: [&str; 4] = [
     "syncline.offset",
 ];
 
+/// A record that a stage gives up on (a poison record), and why.
 pub struct DeadLetter<'a> {
     pub topic: &'a str,
     pub partition: i32,

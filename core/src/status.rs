@@ -216,6 +216,11 @@ impl Status {
     /// reading; a no-op unless the component was starting or retrying (an
     /// operator's pause is not undone by a last record).
     pub fn running(&self) {
+        // (every acknowledged record calls this: a load, not a write, when
+        // nothing changes)
+        if self.state() == State::Running {
+            return;
+        }
         for from in [State::Starting, State::Retrying] {
             if self
                 .0

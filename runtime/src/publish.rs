@@ -38,6 +38,7 @@
 //! that would fit.
 
 use crate::events::Events;
+use std::sync::Arc;
 use crate::produce;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -52,7 +53,7 @@ use syncline_core::{ChangeEvent, Error, Result, TableSchema};
 /// Kafka table (a record too large is `Data`, a broker away `Transient`).
 /// A published change counts as its component's `records_out` when the
 /// broker acknowledges it, however the source awaits it.
-pub struct Pending(DeliveryFuture, Option<Events>);
+pub struct Pending(DeliveryFuture, Option<Arc<Events>>);
 
 impl std::future::Future for Pending {
     type Output = Result<(i32, i64)>;
@@ -117,7 +118,8 @@ pub struct Encoded {
 pub struct Publisher {
     encoder: Encoder,
     producer: FutureProducer,
-    events: Option<Events>,
+    /// Shared by every pending record it counts (one pointer each).
+    events: Option<Arc<Events>>,
     /// Where a record too large for the producer goes (sources only).
     dead_letter_topic: Option<String>,
 }
@@ -151,7 +153,7 @@ impl Publisher {
         Ok(Self {
             encoder,
             producer,
-            events: Some(Events::new(ctx, kind)),
+            events: Some(Arc::new(Events::new(ctx, kind))),
             dead_letter_topic: Some(topic),
         })
     }
