@@ -301,6 +301,10 @@ impl ComponentTask {
         let restarts = metrics::counter!("syncline_component_restarts_total", &labels);
         let status = self.ctx.status.clone();
         stopped.set(0.0);
+        let count_restart = || {
+            status.restarted();
+            restarts.increment(1);
+        };
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             status.set_state(State::Starting);
@@ -317,21 +321,18 @@ impl ComponentTask {
                 }
                 Next::Restart => {
                     tracing::info!(component = %name, "restarted by an operator");
-                    status.restarted();
-                    restarts.increment(1);
+                    count_restart();
                     backoff.reset();
                     continue;
                 }
                 Next::Pause => {
                     tracing::info!(component = %name, "paused by an operator");
-                    status.set_state(State::Paused);
                     None
                 }
                 Next::RetryAfter(d) => {
                     let e = result.expect_err("retry only follows an error");
                     status.failed(State::Retrying, &e);
-                    status.restarted();
-                    restarts.increment(1);
+                    count_restart();
                     tracing::warn!(component = %name, error = %e, retry_in_ms = d.as_millis() as u64, "component failed; restarting");
                     Some(d)
                 }
@@ -352,8 +353,7 @@ impl ComponentTask {
                             tracing::info!(component = %name, "restarted by an operator");
                             let _ = self.reports.send(Report::Started(name.clone()));
                             stopped.set(0.0);
-                            status.restarted();
-                            restarts.increment(1);
+                            count_restart();
                             backoff.reset();
                             continue;
                         }
@@ -362,17 +362,10 @@ impl ComponentTask {
                 }
             };
             match wait {
-                // Paused: until resumed or restarted.
                 None => {
-                    if self
-                        .wait_for(&shutdown, &[Control::Resume, Control::Restart])
-                        .await
-                        .is_none()
-                    {
-                        status.set_state(State::Done);
+                    if !self.paused(&shutdown).await {
                         return Ok(());
                     }
-                    tracing::info!(component = %name, "resumed by an operator");
                 }
                 // Retrying: the backoff, cut short by a restart; a pause
                 // turns it into a pause.
@@ -390,9 +383,7 @@ impl ComponentTask {
                                 Some(Control::Restart) | None => break,
                                 Some(Control::Resume) => {}
                                 Some(Control::Pause) => {
-                                    status.set_state(State::Paused);
-                                    if self.wait_for(&shutdown, &[Control::Resume, Control::Restart]).await.is_none() {
-                                        status.set_state(State::Done);
+                                    if !self.paused(&shutdown).await {
                                         return Ok(());
                                     }
                                     break;
@@ -426,6 +417,23 @@ impl ComponentTask {
                 },
             }
         }
+    }
+
+    /// Paused until an operator resumes or restarts it. `false`: shutdown
+    /// came first, and the component is done.
+    async fn paused(&mut self, shutdown: &Shutdown) -> bool {
+        let status = self.ctx.status.clone();
+        status.set_state(State::Paused);
+        let resumed = self
+            .wait_for(shutdown, &[Control::Resume, Control::Restart])
+            .await
+            .is_some();
+        if resumed {
+            tracing::info!(component = %self.name, "resumed by an operator");
+        } else {
+            status.set_state(State::Done);
+        }
+        resumed
     }
 
     /// Wait for one of `wanted` (others are ignored). `None`: shutdown.
