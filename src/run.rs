@@ -2,23 +2,19 @@
 //! supervisor, and serve the management API and dashboard beside them.
 
 use crate::pipeline::config::PipelineConfig;
-use crate::pipeline::{load, shutdown_on_signal, supervise, ApiAddr, RunOptions};
+use crate::pipeline::{
+    load_or_exit, shutdown_on_signal, supervise, ApiAddr, RunOptions, EXIT_INVALID,
+};
 use std::path::Path;
 use std::process::ExitCode;
 use syncline_core::runtime::Shutdown;
 
-/// Exit code for an invalid pipeline file or argument.
-const EXIT_INVALID: u8 = 2;
-
 /// `syncline run FILE [--component NAME]... [--api-addr ADDR]`.
 pub async fn run_command(file: &Path, options: &RunOptions) -> ExitCode {
     let only = &options.only;
-    let pipeline = match load::load(file) {
+    let pipeline = match load_or_exit(file) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(code) => return code,
     };
     for name in only {
         if !pipeline.sources.contains_key(name)
@@ -87,7 +83,7 @@ async fn start_api(
         eprintln!("error: --api-addr {addr}: {issue}");
         return Err(ExitCode::from(EXIT_INVALID));
     }
-    let listener = match crate::api::bind(addr).await {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) if explicit => {
             eprintln!("error: cannot serve the management API on {addr}: {e} (choose another with --api-addr, or --api-addr off)");

@@ -20,7 +20,6 @@ use crate::pipeline::config::PipelineConfig;
 use crate::pipeline::supervise::Handle;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use syncline_core::runtime::Shutdown;
@@ -73,13 +72,9 @@ pub struct ApiState {
     pub history: Arc<history::History>,
 }
 
-/// Bind `addr`; the listener is served by [`serve`]. Separate, so that
-/// `syncline run` can refuse to start when an address it was given is taken.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
-/// Serve the API and the dashboard on `listener` until `shutdown`.
+/// Serve the API and the dashboard on `listener` (bound by the caller, so
+/// that `syncline run` can refuse to start when an address it was given
+/// is taken) until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,

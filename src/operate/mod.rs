@@ -13,19 +13,8 @@ pub use dlq::{dlq_command, DlqCommand};
 pub use snapshot::snapshot_command;
 pub use status::{status_command, StatusArgs};
 
-use crate::pipeline::{config::PipelineConfig, load};
-use std::path::Path;
-use std::process::ExitCode;
-
-/// Exit code for an invalid pipeline file or argument.
-const EXIT_INVALID: u8 = 2;
-
-fn load_or_exit(file: &Path) -> Result<PipelineConfig, ExitCode> {
-    load::load(file).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::from(EXIT_INVALID)
-    })
-}
+use crate::pipeline::config::PipelineConfig;
+use crate::pipeline::{load_or_exit, EXIT_INVALID};
 
 /// After `syncline snapshot`, on a terminal: a progress bar per table of
 /// source `source`'s snapshot, from the running pipeline's API, until the

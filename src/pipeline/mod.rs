@@ -17,8 +17,18 @@ use std::path::Path;
 use std::process::ExitCode;
 use syncline_core::runtime::Shutdown;
 
-/// Exit code for an invalid pipeline file (as `syncline validate` documents).
-const EXIT_INVALID: u8 = 2;
+/// Exit code for an invalid pipeline file or argument (as `syncline
+/// validate` documents); every command uses it.
+pub const EXIT_INVALID: u8 = 2;
+
+/// The pipeline file, or the exit of a command that cannot use it (every
+/// problem printed).
+pub fn load_or_exit(file: &Path) -> Result<PipelineConfig, ExitCode> {
+    load::load(file).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_INVALID)
+    })
+}
 
 /// `syncline validate FILE [--registry]`.
 pub async fn validate_command(file: &Path, registry: bool) -> ExitCode {
