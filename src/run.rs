@@ -100,6 +100,7 @@ async fn start_api(
         file: file.to_path_buf(),
         handles: supervisor.handles(),
         history: Default::default(),
+        keys: crate::dead_letters::key_decoder(pipeline),
     };
     let config = pipeline.api.clone();
     let serve_shutdown = shutdown.clone();

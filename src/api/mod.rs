@@ -70,6 +70,9 @@ pub struct ApiState {
     pub file: PathBuf,
     pub handles: Vec<Handle>,
     pub history: Arc<history::History>,
+    /// Shows dead letters' keys; one for the process, so the writer
+    /// schemas it fetches stay cached between requests.
+    pub keys: Option<syncline_core::codec::Decoder>,
 }
 
 /// Serve the API and the dashboard on `listener` (bound by the caller, so

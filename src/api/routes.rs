@@ -1,4 +1,4 @@
-//! The routes of docs/openapi.yaml and their handlers. [`ROUTES`] is the one
+//! The routes of docs/openapi.yaml and their handlers. [`routes`] is the one
 //! table the router is built from, and a test holds it equal to the paths
 //! and methods of the OpenAPI file.
 
@@ -288,14 +288,13 @@ impl Selection {
     }
 
     fn topics(&self, s: &ApiState) -> Result<Vec<DeadLetterTopic>, ApiError> {
-        let of = |h: &Handle| DeadLetterTopic {
-            component: h.name.clone(),
-            topic: h.component.dead_letter_topic(&s.pipeline.name, &h.name),
-        };
-        match &self.component {
-            Some(name) => Ok(vec![of(find(s, name)?)]),
-            None => Ok(s.handles.iter().map(of).collect()),
+        if let Some(name) = &self.component {
+            find(s, name)?;
         }
+        Ok(dead_letters::topics_of(
+            &s.pipeline,
+            self.component.as_deref(),
+        ))
     }
 }
 
@@ -308,13 +307,12 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     })
 }
 
-async fn views_of(s: &ApiState, letters: &[Letter]) -> Vec<views::DeadLetter> {
-    let decoder = dead_letters::key_decoder(&s.pipeline);
+async fn views_of(s: &ApiState, letters: &[&Letter]) -> Vec<views::DeadLetter> {
     let mut out = Vec::with_capacity(letters.len());
     for l in letters {
         out.push(views::DeadLetter::of(
             l,
-            dead_letters::key_json(decoder.as_ref(), l).await,
+            dead_letters::key_json(s.keys.as_ref(), l).await,
         ));
     }
     out
@@ -348,7 +346,7 @@ async fn list_dead_letters(
     .await
     .map_err(|e| ApiError::from_error(&e))?;
     Ok(Json(DeadLetterList {
-        dead_letters: views_of(&s, &letters).await,
+        dead_letters: views_of(&s, &letters.iter().collect::<Vec<_>>()).await,
         truncated,
     }))
 }
@@ -396,9 +394,13 @@ async fn replay(
     )
     .await
     .map_err(|e| ApiError::from_error(&e))?;
-    let mut items = views_of(&s, &out.replayed).await;
-    items.extend(views_of(&s, &out.already_replayed).await);
-    items.extend(views_of(&s, &out.not_replayable).await);
+    let all: Vec<&Letter> = out
+        .replayed
+        .iter()
+        .chain(&out.already_replayed)
+        .chain(&out.not_replayable)
+        .collect();
+    let items = views_of(&s, &all).await;
     Ok(Json(ReplayOutcome {
         dry_run: out.dry_run,
         matched,
