@@ -295,9 +295,12 @@ impl Store {
     /// Write a checkpoint as of the last applied command if enough commands
     /// came since the last one (at start, for a log that never had one).
     pub fn checkpoint_if_due(&self) {
-        let due = self.book().due();
-        if due {
-            let as_of = self.book().since.last().map_or(-1, |(o, _)| *o);
+        let due = {
+            let book = self.book();
+            book.due()
+                .then(|| book.since.last().map_or(-1, |(o, _)| *o))
+        };
+        if let Some(as_of) = due {
             self.start_checkpoint(as_of);
         }
     }
@@ -305,11 +308,12 @@ impl Store {
     /// Hand a checkpoint as of `as_of` (the last applied command: the state
     /// now is the state as of it) to the checkpointer.
     fn start_checkpoint(&self, as_of: i64) {
-        let snapshot = self.read(State::snapshot);
         let mut book = self.book();
         if book.writing {
             return;
         }
+        // (book, then state: the order the applier takes them in)
+        let snapshot = self.read(State::snapshot);
         book.writing = true;
         book.started = as_of;
         let commands = book

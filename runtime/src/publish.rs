@@ -38,11 +38,11 @@
 //! that would fit.
 
 use crate::events::Events;
-use std::sync::Arc;
 use crate::produce;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use std::sync::Arc;
 use syncline_core::codec::Encoder;
 use syncline_core::kafka::DeadLetter;
 use syncline_core::runtime::{ComponentContext, Shutdown};

@@ -222,16 +222,22 @@ impl MysqlCdcSource {
     /// The server's binlog files, oldest first (`SHOW BINARY LOGS`).
     async fn binlog_files(&self) -> Result<Vec<String>> {
         let mut conn = self.connect().await?;
+        let files = self.binary_logs(&mut conn).await?;
+        let _ = conn.disconnect().await;
+        Ok(files.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// The server's binlog files and their sizes, oldest first, on `conn`.
+    async fn binary_logs(&self, conn: &mut Conn) -> Result<Vec<(String, u64)>> {
         let files: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(|e| {
             mysql_error(
                 e,
                 format!("cannot list the binlog files of {}", self.display),
             )
         })?;
-        let _ = conn.disconnect().await;
         Ok(files
             .into_iter()
-            .filter_map(|mut r| r.take::<String, _>(0))
+            .filter_map(|mut r| Some((r.take::<String, _>(0)?, r.take::<u64, _>(1)?)))
             .collect())
     }
 

@@ -299,16 +299,8 @@ impl MysqlCdcSource {
             if conn.is_none() {
                 *conn = Some(self.connect().await?);
             }
-            let c = conn.as_mut().expect("connected above");
-            let rows: Vec<mysql_async::Row> = c
-                .query("SHOW BINARY LOGS")
+            self.binary_logs(conn.as_mut().expect("connected above"))
                 .await
-                .map_err(|e| mysql_error(e, "cannot read the binlog's size"))?;
-            Ok::<_, Error>(
-                rows.into_iter()
-                    .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
-                    .collect::<Vec<_>>(),
-            )
         })
         .await;
         let files = match read {
