@@ -10,7 +10,7 @@ mod support;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
-use support::{syncline_bin, wait_until, PgDb, Stack, SynclineRun, TempDir};
+use support::{wait_until, PgDb, Stack, SynclineRun, TempDir};
 
 const READ_TOKEN: &str = "read-token-4c1b6f0e9a2d";
 const OPERATOR_TOKEN: &str = "operator-token-7e3a9d51c8b0";
@@ -148,19 +148,7 @@ async fn wait_rows_equal(source: &PgDb, target: &PgDb, what: &str, run: &Synclin
     }
 }
 
-/// `syncline ARGS` with `env`: (exit code, stdout, stderr).
-fn syncline(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(syncline_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("syncline runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::syncline_cli as syncline;
 
 /// A broker and registry, a source and a target database, and a pipeline
 /// file `name` between them: the source's `orders` made by `source_sql`,

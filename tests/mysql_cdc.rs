@@ -285,6 +285,23 @@ fn workload(url: String, mut rng: Rng, stop: Arc<AtomicBool>) -> tokio::task::Jo
     })
 }
 
+/// `syncline snapshot FILE --source cdc --from-scratch` (with the source
+/// stopped), which must succeed: its output.
+fn from_scratch(file: &std::path::Path) -> String {
+    let (code, out, err) = support::syncline_cli(
+        &[
+            "snapshot",
+            file.to_str().unwrap(),
+            "--source",
+            "cdc",
+            "--from-scratch",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
 /// Wait until `run`'s log contains `pattern` at least `n` times; on timeout,
 /// fail with the log's end.
 async fn wait_log(run: &SynclineRun, pattern: &str, n: usize, secs: u64) {
@@ -664,22 +681,8 @@ async fn a_purged_binlog_position_stops_the_source_saying_how_to_recover_and_fro
         "the error names the position and the way out:\n{log}"
     );
     stopped.kill9();
-    let out = std::process::Command::new(support::syncline_bin())
-        .args(["snapshot"])
-        .arg(file)
-        .args(["--source", "cdc", "--from-scratch"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("forgot its binlog position"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = from_scratch(file);
+    assert!(out.contains("forgot its binlog position"), "{out}");
     let again = SynclineRun::start(file);
     wait_log(&again, "mysql_cdc: snapshot finished", 1, 120).await;
     exec_all(source, &["INSERT INTO shop.items VALUES (4, 40)"]).await;
@@ -1442,17 +1445,7 @@ async fn after_reset_master_and_from_scratch_new_changes_win_over_the_old_lineag
     let mut stopped = run_component(file, "cdc");
     wait_log(&stopped, "no longer holds", 1, 60).await;
     stopped.kill9();
-    let out = std::process::Command::new(support::syncline_bin())
-        .args(["snapshot"])
-        .arg(file)
-        .args(["--source", "cdc", "--from-scratch"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    from_scratch(file);
     let again = run_component(file, "cdc");
     wait_log(&again, "mysql_cdc: streaming", 1, 120).await;
     // the snapshot's rows and the changes after it (positions in file 1)

@@ -750,6 +750,21 @@ impl SynclineRun {
     }
 }
 
+/// `syncline ARGS` with the environment `env` added: (exit code, stdout,
+/// stderr).
+pub fn syncline_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(syncline_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("syncline runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Run `syncline validate FILE` and return (exit code, stdout, stderr).
 pub fn validate(pipeline: &Path) -> (i32, String, String) {
     let out = Command::new(syncline_bin())
